@@ -1,0 +1,26 @@
+//! Generated protobuf and gRPC types for the Dapr wire contract that rapr serves.
+//!
+//! Kept in its own crate so a change in rapr's code never recompiles the generated code. The
+//! `.proto` sources are rapr's own (../../proto), with Dapr's package, message and field names
+//! and numbers.
+
+#![allow(clippy::all, missing_docs)]
+
+/// `dapr.proto.common.v1`: state items, ETags and options.
+pub mod common {
+    /// Version 1 of the common package.
+    pub mod v1 {
+        tonic::include_proto!("dapr.proto.common.v1");
+    }
+}
+
+/// `dapr.proto.runtime.v1`: the `Dapr` service and its messages.
+pub mod runtime {
+    /// Version 1 of the runtime package.
+    pub mod v1 {
+        tonic::include_proto!("dapr.proto.runtime.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every served file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rapr_descriptor");

@@ -1,0 +1,41 @@
+//! Every Dapr error code rapr sends, once.
+
+/// Malformed request body or parameters.
+pub const ERR_MALFORMED_REQUEST: &str = "ERR_MALFORMED_REQUEST";
+/// The request body could not be read.
+pub const ERR_BODY_READ: &str = "ERR_BODY_READ";
+/// No state store configured.
+pub const ERR_STATE_STORE_NOT_CONFIGURED: &str = "ERR_STATE_STORE_NOT_CONFIGURED";
+/// Unknown state store.
+pub const ERR_STATE_STORE_NOT_FOUND: &str = "ERR_STATE_STORE_NOT_FOUND";
+/// The store lacks transactions or query.
+pub const ERR_STATE_STORE_NOT_SUPPORTED: &str = "ERR_STATE_STORE_NOT_SUPPORTED";
+/// More operations than the store allows.
+pub const ERR_STATE_STORE_TOO_MANY_TRANSACTIONS: &str = "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS";
+/// Unknown transaction operation.
+pub const ERR_NOT_SUPPORTED_STATE_OPERATION: &str = "ERR_NOT_SUPPORTED_STATE_OPERATION";
+/// Get failed.
+pub const ERR_STATE_GET: &str = "ERR_STATE_GET";
+/// Save failed.
+pub const ERR_STATE_SAVE: &str = "ERR_STATE_SAVE";
+/// Delete failed.
+pub const ERR_STATE_DELETE: &str = "ERR_STATE_DELETE";
+/// Bulk get failed.
+pub const ERR_STATE_BULK_GET: &str = "ERR_STATE_BULK_GET";
+/// Transaction failed.
+pub const ERR_STATE_TRANSACTION: &str = "ERR_STATE_TRANSACTION";
+/// Query failed.
+pub const ERR_STATE_QUERY: &str = "ERR_STATE_QUERY";
+/// Sidecar not ready.
+pub const ERR_HEALTH_NOT_READY: &str = "ERR_HEALTH_NOT_READY";
+/// Outbound not ready.
+pub const ERR_OUTBOUND_HEALTH_NOT_READY: &str = "ERR_OUTBOUND_HEALTH_NOT_READY";
+/// `?appid=` on healthz does not match.
+pub const ERR_HEALTH_APPID_NOT_MATCH: &str = "ERR_HEALTH_APPID_NOT_MATCH";
+/// Route not found.
+pub const ERR_DIRECT_INVOKE: &str = "ERR_DIRECT_INVOKE";
+/// Metadata could not be read.
+pub const ERR_METADATA_GET: &str = "ERR_METADATA_GET";
+
+/// ErrorInfo domain of every Dapr error.
+pub const DOMAIN: &str = "dapr.io";

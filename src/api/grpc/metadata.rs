@@ -1,0 +1,48 @@
+//! gRPC adapter of metadata and shutdown: `GetMetadata`, `SetMetadata`, `Shutdown`.
+
+use rapr_proto::runtime::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::DaprService;
+
+impl DaprService {
+    pub(super) async fn get_metadata_impl(&self, _r: Request<pb::GetMetadataRequest>) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let m = self.metadata.get();
+        let app = m.app_connection;
+        Ok(Response::new(pb::GetMetadataResponse {
+            id: m.id,
+            registered_components: m
+                .components
+                .into_iter()
+                .map(|c| pb::RegisteredComponents { name: c.name, r#type: c.type_name, version: c.version, capabilities: c.capabilities })
+                .collect(),
+            extended_metadata: m.extended.into_iter().collect(),
+            runtime_version: m.runtime_version,
+            enabled_features: m.enabled_features,
+            app_connection_properties: Some(pb::AppConnectionProperties {
+                port: i32::from(app.port),
+                protocol: if app.port != 0 { app.protocol } else { String::new() },
+                channel_address: app.channel_address,
+                max_concurrency: app.max_concurrency,
+                health: None,
+            }),
+            actor_runtime: Some(pb::ActorRuntime {
+                runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn set_metadata_impl(&self, r: Request<pb::SetMetadataRequest>) -> Result<Response<()>, Status> {
+        let r = r.into_inner();
+        self.metadata.set(r.key, r.value);
+        Ok(Response::new(()))
+    }
+
+    pub(super) async fn shutdown_impl(&self, _r: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {
+        tracing::info!("shutdown requested through the gRPC API");
+        self.shutdown.trigger();
+        Ok(Response::new(()))
+    }
+}

@@ -1,0 +1,123 @@
+//! The gRPC API (tonic): `dapr.proto.runtime.v1.Dapr` for what rapr implements, server
+//! reflection, and a fallback that answers every other method with UNIMPLEMENTED naming it.
+//!
+//! Served as an axum router (tonic's routes plus the fallback and the API-token check) so both
+//! transports share one listener implementation and graceful drain.
+
+mod metadata;
+mod state;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rapr_proto::runtime::v1 as pb;
+use rapr_proto::runtime::v1::dapr_server::{Dapr, DaprServer};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::api::metadata::MetadataApi;
+use crate::api::state::StateApi;
+use crate::runtime::shutdown::ShutdownHandle;
+
+/// The `Dapr` service: thin adapters over the facades.
+#[derive(Clone)]
+pub struct DaprService {
+    state: StateApi,
+    metadata: MetadataApi,
+    shutdown: ShutdownHandle,
+    app_id: Arc<str>,
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprService {
+    async fn get_state(&self, r: GrpcRequest<pb::GetStateRequest>) -> Result<GrpcResponse<pb::GetStateResponse>, Status> {
+        self.get_state_impl(r).await
+    }
+    async fn get_bulk_state(&self, r: GrpcRequest<pb::GetBulkStateRequest>) -> Result<GrpcResponse<pb::GetBulkStateResponse>, Status> {
+        self.get_bulk_state_impl(r).await
+    }
+    async fn save_state(&self, r: GrpcRequest<pb::SaveStateRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.save_state_impl(r).await
+    }
+    async fn query_state_alpha1(&self, r: GrpcRequest<pb::QueryStateRequest>) -> Result<GrpcResponse<pb::QueryStateResponse>, Status> {
+        self.query_state_impl(r).await
+    }
+    async fn delete_state(&self, r: GrpcRequest<pb::DeleteStateRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.delete_state_impl(r).await
+    }
+    async fn delete_bulk_state(&self, r: GrpcRequest<pb::DeleteBulkStateRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.delete_bulk_state_impl(r).await
+    }
+    async fn execute_state_transaction(&self, r: GrpcRequest<pb::ExecuteStateTransactionRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.execute_state_transaction_impl(r).await
+    }
+    async fn get_metadata(&self, r: GrpcRequest<pb::GetMetadataRequest>) -> Result<GrpcResponse<pb::GetMetadataResponse>, Status> {
+        self.get_metadata_impl(r).await
+    }
+    async fn set_metadata(&self, r: GrpcRequest<pb::SetMetadataRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.set_metadata_impl(r).await
+    }
+    async fn shutdown(&self, r: GrpcRequest<pb::ShutdownRequest>) -> Result<GrpcResponse<()>, Status> {
+        self.shutdown_impl(r).await
+    }
+}
+
+/// What the gRPC router needs.
+#[derive(Clone)]
+pub struct GrpcState {
+    /// State facade.
+    pub state: StateApi,
+    /// Metadata facade.
+    pub metadata: MetadataApi,
+    /// Shutdown trigger.
+    pub shutdown: ShutdownHandle,
+    /// App id.
+    pub app_id: Arc<str>,
+    /// Largest accepted message.
+    pub max_message: usize,
+    /// `DAPR_API_TOKEN`, when set.
+    pub api_token: Option<Arc<str>>,
+}
+
+/// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
+pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
+    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
+    let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let routes = tonic::service::Routes::new(dapr).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let token = s.api_token.clone();
+    Ok(routes
+        .into_axum_router()
+        .fallback(unimplemented)
+        .layer(axum::middleware::from_fn_with_state(token, require_token)))
+}
+
+async fn unimplemented(uri: http::Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let (service, method) = path.rsplit_once('/').unwrap_or(("", path));
+    Status::unimplemented(format!("unknown method {method} for service {service}: not implemented by rapr yet")).into_http::<axum::body::Body>().into_response()
+}
+
+/// `dapr-api-token` on gRPC: UNAUTHENTICATED `Unauthorized` with daprd's ErrorInfo.
+async fn require_token(State(token): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
+    let Some(expected) = token else { return next.run(req).await };
+    let detail = match req.headers().get("dapr-api-token") {
+        None => "missing api token in request metadata",
+        Some(v) if v.as_bytes() == expected.as_bytes() => return next.run(req).await,
+        Some(_) => "authentication error: api token mismatch",
+    };
+    let mut d = tonic_types::ErrorDetails::new();
+    d.set_error_info(
+        "Unauthorized",
+        crate::api::errors::codes::DOMAIN,
+        [("http.code".to_string(), "401".to_string()), ("http.error_message".to_string(), detail.to_string())],
+    );
+    use tonic_types::StatusExt;
+    Status::with_error_details(tonic::Code::Unauthenticated, "Unauthorized", d).into_http::<axum::body::Body>().into_response()
+}

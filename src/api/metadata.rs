@@ -1,0 +1,142 @@
+//! `MetadataApi` and `HealthApi`: the sidecar's self-description and readiness, shared by HTTP
+//! (`/v1.0/metadata`, `/v1.0/healthz`) and gRPC (`GetMetadata`, `SetMetadata`).
+//!
+//! Extended metadata set by the app lives in an `arc-swap` map: writes are rare, reads lock-free.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::StatusCode;
+
+use crate::api::errors::{codes, ApiError};
+use crate::components::directory::{ComponentState, DirectoryHandle};
+
+/// rapr's version, reported as the runtime version.
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A registered component as metadata lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredComponent {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub type_name: String,
+    /// Version.
+    pub version: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+}
+
+/// How the sidecar reaches its app.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppConnection {
+    /// App port (0: none).
+    pub port: u16,
+    /// Protocol.
+    pub protocol: String,
+    /// Address.
+    pub channel_address: String,
+    /// Concurrency limit (-1: none).
+    pub max_concurrency: i32,
+}
+
+/// Everything `/v1.0/metadata` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataSnapshot {
+    /// App id.
+    pub id: String,
+    /// rapr version.
+    pub runtime_version: String,
+    /// Enabled preview features.
+    pub enabled_features: Vec<String>,
+    /// Ready components.
+    pub components: Vec<RegisteredComponent>,
+    /// App-set and runtime-set attributes.
+    pub extended: BTreeMap<String, String>,
+    /// App channel.
+    pub app_connection: AppConnection,
+}
+
+/// The metadata facade.
+#[derive(Clone)]
+pub struct MetadataApi {
+    app_id: String,
+    enabled_features: Vec<String>,
+    app_connection: AppConnection,
+    directory: DirectoryHandle,
+    extended: Arc<ArcSwap<BTreeMap<String, String>>>,
+}
+
+impl MetadataApi {
+    /// Builds the facade.
+    pub fn new(app_id: String, enabled_features: Vec<String>, app_connection: AppConnection, directory: DirectoryHandle) -> Self {
+        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default() }
+    }
+
+    /// The app id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The current metadata. Components that are not ready appear in `extended` as
+    /// `rapr.component.<name>` = `<state>: <error>`, since Dapr's schema has no place for them.
+    pub fn get(&self) -> MetadataSnapshot {
+        let dir = self.directory.load();
+        let mut extended = BTreeMap::from([("daprRuntimeVersion".to_string(), RUNTIME_VERSION.to_string())]);
+        let mut components = Vec::new();
+        for c in &dir.components {
+            if c.state == ComponentState::Ready {
+                components.push(RegisteredComponent {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    version: c.version.clone(),
+                    capabilities: c.capabilities.iter().map(|s| s.to_string()).collect(),
+                });
+            } else {
+                let detail = c.error.clone().unwrap_or_default();
+                extended.insert(format!("rapr.component.{}", c.name), format!("{}: {detail}", c.state.as_str()));
+            }
+        }
+        extended.extend(self.extended.load().iter().map(|(k, v)| (k.clone(), v.clone())));
+        MetadataSnapshot {
+            id: self.app_id.clone(),
+            runtime_version: RUNTIME_VERSION.to_string(),
+            enabled_features: self.enabled_features.clone(),
+            components,
+            extended,
+            app_connection: self.app_connection.clone(),
+        }
+    }
+
+    /// Sets an extended attribute.
+    pub fn set(&self, key: String, value: String) {
+        self.extended.rcu(|m| {
+            let mut m = (**m).clone();
+            m.insert(key.clone(), value.clone());
+            m
+        });
+    }
+
+    /// `Ok` when every component that matters is ready; otherwise Dapr's not-ready error naming them.
+    pub fn health(&self) -> Result<(), ApiError> {
+        let unhealthy = self.directory.load().unhealthy();
+        if unhealthy.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            codes::ERR_HEALTH_NOT_READY,
+            format!("dapr is not ready: [{}]", unhealthy.join(" ")),
+        )
+        .with_info(
+            "DAPR_HEALTH_NOT_READY",
+            Some(BTreeMap::from([
+                ("appID".to_string(), self.app_id.clone()),
+                ("unhealthyTargetCount".to_string(), unhealthy.len().to_string()),
+                ("unhealthyTargetNames".to_string(), unhealthy.join(",")),
+            ])),
+        ))
+    }
+}

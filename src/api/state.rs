@@ -1,0 +1,275 @@
+//! `StateApi`: the transport-free state facade shared by the HTTP and gRPC adapters.
+//!
+//! Validates requests, applies the store's key prefix, checks capabilities, and calls the store
+//! through its `StateClient` taken from the directory snapshot (no shared mailbox on the way).
+//! Errors are `StateApiError`; `api/errors/state.rs` maps them to the wire.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use crate::api::state_keys::{IllegalKey, KeyPrefix};
+use crate::components::directory::{DirectoryHandle, StateEntry};
+use crate::components::state::{
+    Consistency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryPage, SetRequest, StateOptions,
+    StoreError, StoredItem, TransactionOp,
+};
+
+/// Failures of the state API, before they are mapped to the wire.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StateApiError {
+    /// No state store is configured at all.
+    #[error("state store {store} is not configured")]
+    NotConfigured { store: String },
+    /// No store by that name.
+    #[error("state store {store} is not found")]
+    NotFound { store: String },
+    /// A key contains `||`.
+    #[error(transparent)]
+    IllegalKey(#[from] IllegalKey),
+    /// A key is empty.
+    #[error("\"key\" is a required field")]
+    EmptyKey,
+    /// The store has no transactions.
+    #[error("state store {store} doesn't support transactions")]
+    TransactionsNotSupported { store: String },
+    /// The transaction is too large for the store.
+    #[error("the transaction contains {count} operations, which is more than what the state store supports: {max}")]
+    TooManyOperations { store: String, count: usize, max: usize },
+    /// Unknown transaction operation.
+    #[error("operation type {0} not supported")]
+    UnsupportedOperation(String),
+    /// The store has no query.
+    #[error("state store does not support querying")]
+    QueryNotSupported { store: String },
+    /// The query failed.
+    #[error("state store {store} query failed: {detail}")]
+    QueryFailed { store: String, detail: String },
+    /// Get failed.
+    #[error("fail to get {key} from state store {store}: {source}")]
+    Get { store: String, key: String, source: StoreError },
+    /// Save failed.
+    #[error("failed saving state in state store {store}: {source}")]
+    Save { store: String, source: StoreError },
+    /// Delete failed.
+    #[error("failed deleting state with key {key}: {source}")]
+    Delete { key: String, source: StoreError },
+    /// Bulk delete failed.
+    #[error("failed deleting state in state store {store}: {source}")]
+    BulkDelete { store: String, source: StoreError },
+    /// Bulk get failed.
+    #[error("{source}")]
+    BulkGet { source: StoreError },
+    /// Transaction failed.
+    #[error("error while executing state transaction: {source}")]
+    Transaction { source: StoreError },
+}
+
+/// One item to save, with app-level key.
+#[derive(Debug, Clone, Default)]
+pub struct SaveItem {
+    /// App key (unprefixed).
+    pub key: String,
+    /// Encoded value.
+    pub value: Bytes,
+    /// Whether the value is JSON.
+    pub is_json: bool,
+    /// Condition.
+    pub etag: Option<String>,
+    /// Item metadata.
+    pub metadata: Metadata,
+    /// Options.
+    pub options: StateOptions,
+}
+
+/// One item to delete, with app-level key.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteItem {
+    /// App key.
+    pub key: String,
+    /// Condition.
+    pub etag: Option<String>,
+    /// Item metadata.
+    pub metadata: Metadata,
+    /// Options.
+    pub options: StateOptions,
+}
+
+/// One transaction operation with app-level key.
+#[derive(Debug, Clone)]
+pub enum TxOperation {
+    /// Upsert.
+    Upsert(SaveItem),
+    /// Delete.
+    Delete(DeleteItem),
+}
+
+/// One bulk-get answer with the app-level key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkItem {
+    /// App key.
+    pub key: String,
+    /// The item, if found.
+    pub item: Option<StoredItem>,
+    /// The key's own error.
+    pub error: Option<String>,
+}
+
+/// The state facade.
+#[derive(Clone)]
+pub struct StateApi {
+    directory: DirectoryHandle,
+}
+
+impl StateApi {
+    /// Builds the facade over the directory.
+    pub fn new(directory: DirectoryHandle) -> Self {
+        Self { directory }
+    }
+
+    fn store(&self, name: &str) -> Result<StateEntry, StateApiError> {
+        let d = self.directory.load();
+        if let Some(e) = d.state.get(name) {
+            return Ok(e.clone());
+        }
+        if !d.has_state_stores() {
+            return Err(StateApiError::NotConfigured { store: name.to_string() });
+        }
+        Err(StateApiError::NotFound { store: name.to_string() })
+    }
+
+    /// Checks the store exists and is ready.
+    pub fn check_store(&self, store: &str) -> Result<(), StateApiError> {
+        self.store(store).map(|_| ())
+    }
+
+    /// Reads one key; `None` when missing.
+    pub async fn get(&self, store: &str, key: &str, consistency: Consistency, metadata: Metadata) -> Result<Option<StoredItem>, StateApiError> {
+        let s = self.store(store)?;
+        let k = s.prefix.apply(key)?;
+        s.client
+            .get(GetRequest { key: k, metadata, consistency })
+            .await
+            .map_err(|source| StateApiError::Get { store: store.into(), key: key.into(), source })
+    }
+
+    /// Reads many keys; per-key failures are reported in their items.
+    pub async fn bulk_get(&self, store: &str, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkItem>, StateApiError> {
+        let s = self.store(store)?;
+        let mut reqs = Vec::with_capacity(keys.len());
+        for key in &keys {
+            reqs.push(GetRequest { key: s.prefix.apply(key)?, metadata: metadata.clone(), consistency: Consistency::default() });
+        }
+        let items = s.client.bulk_get(reqs).await.map_err(|source| StateApiError::BulkGet { source })?;
+        Ok(keys
+            .into_iter()
+            .zip(items)
+            .map(|(key, i)| BulkItem { key, item: i.item, error: i.error })
+            .collect())
+    }
+
+    fn set_request(prefix: &KeyPrefix, item: SaveItem) -> Result<SetRequest, StateApiError> {
+        if item.key.is_empty() {
+            return Err(StateApiError::EmptyKey);
+        }
+        Ok(SetRequest {
+            key: prefix.apply(&item.key)?,
+            value: item.value,
+            is_json: item.is_json,
+            etag: item.etag,
+            metadata: item.metadata,
+            options: item.options,
+        })
+    }
+
+    fn delete_request(prefix: &KeyPrefix, item: DeleteItem) -> Result<DeleteRequest, StateApiError> {
+        if item.key.is_empty() {
+            return Err(StateApiError::EmptyKey);
+        }
+        Ok(DeleteRequest { key: prefix.apply(&item.key)?, etag: item.etag, metadata: item.metadata, options: item.options })
+    }
+
+    /// Saves items; items are written concurrently and the first failure is reported.
+    pub async fn save(&self, store: &str, items: Vec<SaveItem>) -> Result<(), StateApiError> {
+        let s = self.store(store)?;
+        let reqs = items.into_iter().map(|i| Self::set_request(&s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
+        let client = Arc::new(s.client);
+        let results = join_all(reqs.into_iter().map(|r| {
+            let c = Arc::clone(&client);
+            async move { c.set(r).await }
+        }))
+        .await;
+        first_error(results).map_err(|source| StateApiError::Save { store: store.into(), source })
+    }
+
+    /// Deletes one key.
+    pub async fn delete(&self, store: &str, item: DeleteItem) -> Result<(), StateApiError> {
+        let s = self.store(store)?;
+        let key = item.key.clone();
+        let req = Self::delete_request(&s.prefix, item)?;
+        s.client.delete(req).await.map_err(|source| StateApiError::Delete { key, source })
+    }
+
+    /// Deletes many keys concurrently.
+    pub async fn bulk_delete(&self, store: &str, items: Vec<DeleteItem>) -> Result<(), StateApiError> {
+        let s = self.store(store)?;
+        let reqs = items.into_iter().map(|i| Self::delete_request(&s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
+        let results = join_all(reqs.into_iter().map(|r| s.client.delete(r))).await;
+        first_error(results).map_err(|source| StateApiError::BulkDelete { store: store.into(), source })
+    }
+
+    /// Checks the store offers transactions (before the body is even decoded, as daprd does).
+    pub fn check_transactional(&self, store: &str) -> Result<(), StateApiError> {
+        let s = self.store(store)?;
+        if !s.client.has(Feature::Transactional) {
+            return Err(StateApiError::TransactionsNotSupported { store: store.into() });
+        }
+        Ok(())
+    }
+
+    /// Applies operations atomically: all validated first, then all or nothing.
+    pub async fn transact(&self, store: &str, ops: Vec<TxOperation>, metadata: Metadata) -> Result<(), StateApiError> {
+        self.check_transactional(store)?;
+        let s = self.store(store)?;
+        if let Some(max) = s.client.max_transaction_ops().filter(|m| *m > 0 && ops.len() > *m) {
+            return Err(StateApiError::TooManyOperations { store: store.into(), count: ops.len(), max });
+        }
+        let mut reqs = Vec::with_capacity(ops.len());
+        for op in ops {
+            reqs.push(match op {
+                TxOperation::Upsert(i) => TransactionOp::Set(Self::set_request(&s.prefix, i)?),
+                TxOperation::Delete(i) => TransactionOp::Delete(Self::delete_request(&s.prefix, i)?),
+            });
+        }
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        s.client.transact(reqs, metadata).await.map_err(|source| StateApiError::Transaction { source })
+    }
+
+    /// Runs a query document; result keys are unprefixed.
+    pub async fn query(&self, store: &str, doc: &[u8], metadata: Metadata) -> Result<QueryPage, StateApiError> {
+        let s = self.store(store)?;
+        if !s.client.has(Feature::QueryApi) {
+            return Err(StateApiError::QueryNotSupported { store: store.into() });
+        }
+        let query = Query::parse(doc).map_err(|e| StateApiError::QueryFailed {
+            store: store.into(),
+            detail: format!("failed to parse JSON query body: {e}"),
+        })?;
+        let mut page = s
+            .client
+            .query(s.prefix.scan_prefix(), query, metadata)
+            .await
+            .map_err(|e| StateApiError::QueryFailed { store: store.into(), detail: e.to_string() })?;
+        for r in &mut page.results {
+            r.key = KeyPrefix::strip(&r.key).to_string();
+        }
+        Ok(page)
+    }
+}
+
+fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}

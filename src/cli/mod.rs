@@ -1,0 +1,38 @@
+//! The command line: `rapr sidecar`, `rapr run`, `rapr init`.
+
+pub mod init;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::SidecarArgs;
+
+/// rapr: a distributed application runtime that speaks Dapr's language.
+#[derive(Debug, Parser)]
+#[command(name = "rapr", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar alone (daprd's role and flags).
+    Sidecar(Box<SidecarArgs>),
+    /// Run an app with its sidecar on embedded defaults.
+    Run(run::RunArgs),
+    /// Write the default components under ~/.rapr.
+    Init,
+}
+
+/// Sidecar flags with their defaults (for `rapr run`, which sets what it needs).
+pub fn default_sidecar_args() -> SidecarArgs {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: SidecarArgs,
+    }
+    Wrapper::parse_from(["rapr"]).args
+}

@@ -1,0 +1,108 @@
+//! The component directory: a read-only snapshot of every component's state, published by
+//! `ComponentSupervisor` through `arc-swap` and read by the API facades on every request.
+//!
+//! Readers take a snapshot without a lock or a mailbox hop; only the supervisor writes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::api::state_keys::KeyPrefix;
+use crate::components::state::StateClient;
+
+/// Lifecycle status of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentState {
+    /// Init in progress (first attempt or a restart).
+    Starting,
+    /// Serving.
+    Ready,
+    /// Init failed or the host died; retried with backoff unless the error is permanent.
+    Failed,
+    /// A building block rapr does not implement yet; loaded nowhere, never affects health.
+    Unsupported,
+}
+
+impl ComponentState {
+    /// Lowercase name for metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Starting => "starting",
+            ComponentState::Ready => "ready",
+            ComponentState::Failed => "failed",
+            ComponentState::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// What metadata and health report of one component (or of a resource file that failed to load).
+#[derive(Debug, Clone)]
+pub struct ComponentStatus {
+    /// Component name (the file name when the document had none).
+    pub name: String,
+    /// Dapr type.
+    pub type_name: String,
+    /// Version.
+    pub version: String,
+    /// Lifecycle status.
+    pub state: ComponentState,
+    /// Capabilities when ready.
+    pub capabilities: Vec<&'static str>,
+    /// Whether failures are ignored for health.
+    pub ignore_errors: bool,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// A ready state store as the facade uses it.
+#[derive(Clone)]
+pub struct StateEntry {
+    /// Front door of its host.
+    pub client: StateClient,
+    /// How keys are prefixed for this store.
+    pub prefix: KeyPrefix,
+}
+
+/// One published snapshot.
+#[derive(Clone, Default)]
+pub struct Directory {
+    /// Ready state stores by name.
+    pub state: BTreeMap<String, StateEntry>,
+    /// Names of state stores that exist but are not ready (failed or restarting).
+    pub state_unavailable: BTreeMap<String, String>,
+    /// Every component and failed resource, in load order.
+    pub components: Vec<ComponentStatus>,
+}
+
+impl Directory {
+    /// Components that keep the sidecar unhealthy: failed or starting, without `ignoreErrors`.
+    pub fn unhealthy(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|c| matches!(c.state, ComponentState::Failed | ComponentState::Starting) && !c.ignore_errors)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Whether any state store is configured at all (ready or not).
+    pub fn has_state_stores(&self) -> bool {
+        !self.state.is_empty() || !self.state_unavailable.is_empty()
+    }
+}
+
+/// Shared handle to the current snapshot.
+#[derive(Clone, Default)]
+pub struct DirectoryHandle(Arc<ArcSwap<Directory>>);
+
+impl DirectoryHandle {
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Directory> {
+        self.0.load_full()
+    }
+
+    /// Publishes a new snapshot (supervisor only).
+    pub(crate) fn publish(&self, d: Directory) {
+        self.0.store(Arc::new(d));
+    }
+}

@@ -1,0 +1,126 @@
+//! The component registry: which implementation serves which Dapr type and version.
+//!
+//! Data, not code paths: `add(&["state.sqlite"], "v1", factory)`. An unknown type lists what
+//! exists, and never crashes the sidecar (the supervisor marks the component failed).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::components::metadata::{ComponentMetadata, MetadataError};
+use crate::components::state::{memory::MemoryStore, sqlite, StateStore};
+use crate::config::ComponentSpec;
+
+/// Why a component could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ComponentError {
+    /// No implementation for the type/version.
+    #[error("component {name}: unknown type {type_name}/{version}; known {category} types: {known}")]
+    UnknownType {
+        /// Component name.
+        name: String,
+        /// Requested type.
+        type_name: String,
+        /// Requested version.
+        version: String,
+        /// Its category.
+        category: String,
+        /// What exists in that category.
+        known: String,
+    },
+    /// Metadata missing or invalid.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The implementation failed to initialise.
+    #[error("component {name}: init failed: {reason}")]
+    Init {
+        /// Component name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Init exceeded `initTimeout`.
+    #[error("init did not finish within {0:?}")]
+    InitTimeout(Duration),
+}
+
+impl ComponentError {
+    /// Whether retrying can help (a down server can come back; a bad type cannot).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ComponentError::UnknownType { .. } | ComponentError::Metadata(_))
+    }
+}
+
+type StateFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn StateStore>, ComponentError>> + Send>>;
+type StateFactory = fn(String, ComponentMetadata) -> StateFuture;
+
+/// Every implementation rapr ships, by category.
+pub struct Registry {
+    state: BTreeMap<(String, String), StateFactory>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut reg = Self { state: BTreeMap::new() };
+        reg.add_state(&["state.in-memory"], "v1", |_name, _md| Box::pin(async { Ok(Arc::new(MemoryStore::new()) as Arc<dyn StateStore>) }));
+        reg.add_state(&["state.sqlite", "state.sqlite3"], "v1", |name, mut md| {
+            Box::pin(async move {
+                let cfg = sqlite::SqliteConfig::from_metadata(&mut md).map_err(|mut e| {
+                    e.component = name.clone();
+                    e
+                })?;
+                warn_unread(&name, &md);
+                let store = sqlite::SqliteStore::open(&name, cfg)
+                    .await
+                    .map_err(|e| ComponentError::Init { name: name.clone(), reason: e.to_string() })?;
+                Ok(Arc::new(store) as Arc<dyn StateStore>)
+            })
+        });
+        reg
+    }
+}
+
+fn warn_unread(name: &str, md: &ComponentMetadata) {
+    let unread = md.unread();
+    if !unread.is_empty() {
+        tracing::warn!(component = %name, keys = ?unread, "metadata keys not used by this component");
+    }
+}
+
+impl Registry {
+    /// Registers a state store factory under type names and a version.
+    pub fn add_state(&mut self, types: &[&str], version: &str, factory: StateFactory) {
+        for t in types {
+            self.state.insert((t.to_string(), version.to_string()), factory);
+        }
+    }
+
+    /// Categories rapr implements; components of other categories are reported as unsupported.
+    pub fn implements_category(&self, category: &str) -> bool {
+        category == "state"
+    }
+
+    /// Builds and initialises the state store of `spec`.
+    pub async fn build_state(&self, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, ComponentError> {
+        let key = (spec.type_name.clone(), spec.version.clone());
+        let Some(factory) = self.state.get(&key) else {
+            let known: Vec<String> = self.state.keys().map(|(t, v)| format!("{t}/{v}")).collect();
+            return Err(ComponentError::UnknownType {
+                name: spec.name.clone(),
+                type_name: spec.type_name.clone(),
+                version: spec.version.clone(),
+                category: spec.category().to_string(),
+                known: known.join(", "),
+            });
+        };
+        let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
+        factory(spec.name.clone(), md).await
+    }
+
+    /// Validates the type without building (used to fail fast on unknown types).
+    pub fn knows(&self, spec: &ComponentSpec) -> bool {
+        self.state.contains_key(&(spec.type_name.clone(), spec.version.clone()))
+    }
+}

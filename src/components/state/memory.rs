@@ -1,0 +1,163 @@
+//! `state.in-memory`: a process-local store with ETags, TTL and atomic transactions.
+//!
+//! Used for tests and ephemeral apps, as Dapr's namesake. ETags are decimal version numbers (as
+//! Dapr's Redis store issues), so a non-numeric ETag is reported as invalid rather than mismatched.
+//! Query is not offered, matching Dapr's in-memory store.
+
+use std::collections::HashMap;
+// reason: the map is this component's own backend; every critical section is short and never
+// awaits, and a transaction must see and change several keys atomically.
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::ttl::{self, EXPIRE_KEY};
+use super::{
+    Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
+    StoredItem, TransactionOp,
+};
+
+const FEATURES: &[Feature] = &[Feature::ETag, Feature::Transactional, Feature::Ttl];
+/// Expired items are dropped lazily on read and swept every this many writes.
+const PURGE_EVERY: u64 = 1024;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Bytes,
+    version: u64,
+    expires_at: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    items: HashMap<String, Entry>,
+    next_version: u64,
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    #[allow(clippy::disallowed_types)]
+    table: Mutex<Table>,
+}
+
+impl MemoryStore {
+    /// Creates an empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[allow(clippy::disallowed_types)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain data; the map itself
+        // stays structurally valid, so keep serving.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn parse_etag(etag: &str) -> Result<u64, StoreError> {
+    etag.parse().map_err(|_| StoreError::ETagInvalid(etag.to_string()))
+}
+
+impl Table {
+    fn live(&self, key: &str, now: i64) -> Option<&Entry> {
+        self.items.get(key).filter(|e| e.expires_at.is_none_or(|t| t > now))
+    }
+
+    fn check(&self, key: &str, etag: Option<&str>, conc: Concurrency, now: i64) -> Result<(), StoreError> {
+        let current = self.live(key, now).map(|e| e.version);
+        match (etag.filter(|e| !e.is_empty()), conc) {
+            (Some(tag), _) => {
+                let want = parse_etag(tag)?;
+                if current != Some(want) {
+                    return Err(StoreError::ETagMismatch(format!("etag {tag} does not match for key {key}")));
+                }
+            }
+            (None, Concurrency::FirstWrite) if current.is_some() => {
+                return Err(StoreError::ETagMismatch(format!(
+                    "key {key} already exists and first-write concurrency needs its etag"
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn validate(&self, op: &TransactionOp, now: i64) -> Result<(), StoreError> {
+        match op {
+            TransactionOp::Set(r) => {
+                r.ttl()?;
+                self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now)
+            }
+            TransactionOp::Delete(r) => {
+                if r.etag.as_deref().is_some_and(|e| !e.is_empty()) || r.options.concurrency == Concurrency::FirstWrite {
+                    self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, op: TransactionOp, now: i64) {
+        match op {
+            TransactionOp::Set(r) => {
+                self.next_version += 1;
+                // Validated before apply: the TTL parses.
+                let expires_at = r.ttl().ok().flatten().map(|s| now + s);
+                self.items.insert(r.key, Entry { data: r.value, version: self.next_version, expires_at });
+            }
+            TransactionOp::Delete(r) => {
+                self.items.remove(&r.key);
+            }
+        }
+    }
+
+    fn purge_expired(&mut self, now: i64) {
+        self.items.retain(|_, e| e.expires_at.is_none_or(|t| t > now));
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    fn features(&self) -> &'static [Feature] {
+        FEATURES
+    }
+
+    async fn get(&self, req: GetRequest) -> Result<Option<StoredItem>, StoreError> {
+        let now = ttl::now_unix();
+        let table = self.lock();
+        Ok(table.live(&req.key, now).map(|e| {
+            let mut metadata = Metadata::new();
+            if let Some(t) = e.expires_at {
+                metadata.insert(EXPIRE_KEY.to_string(), ttl::format_expiry(t));
+            }
+            StoredItem { data: e.data.clone(), etag: Some(e.version.to_string()), metadata }
+        }))
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
+        self.transact(vec![TransactionOp::Set(req)], Metadata::new()).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), StoreError> {
+        self.transact(vec![TransactionOp::Delete(req)], Metadata::new()).await
+    }
+
+    async fn transact(&self, ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<(), StoreError> {
+        let now = ttl::now_unix();
+        let mut table = self.lock();
+        if table.next_version % PURGE_EVERY == 0 {
+            table.purge_expired(now);
+        }
+        for op in &ops {
+            table.validate(op, now)?;
+        }
+        for op in ops {
+            table.apply(op, now);
+        }
+        Ok(())
+    }
+}

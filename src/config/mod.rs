@@ -1,0 +1,12 @@
+//! Configuration inputs of a sidecar: command-line flags, the `Configuration` resource and the
+//! resources (components) loaded from `--resources-path`.
+
+pub mod component;
+pub mod configuration;
+pub mod flags;
+pub mod resources;
+
+pub use component::ComponentSpec;
+pub use configuration::ConfigurationSpec;
+pub use flags::SidecarArgs;
+pub use resources::{load_configuration, load_resources, ResourceError, Resources};

@@ -1,0 +1,302 @@
+//! Loads Dapr resources from `--resources-path` (repeatable; files or directories; multi-document
+//! YAML) and `--config`.
+//!
+//! Loading never fails as a whole: each bad document becomes a `ResourceError` naming its file
+//! (and component and key where known), and the rest still loads. The supervisor then marks such
+//! components failed, so the sidecar keeps serving (DESIGN.md §5).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::component::{ComponentSpec, MetadataItem, SecretKeyRef};
+use super::configuration::ConfigurationSpec;
+
+/// Dapr's default component init timeout.
+const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A resource that could not be loaded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{}{}: {reason}", file.display(), component.as_ref().map(|c| format!(": component {c}")).unwrap_or_default())]
+pub struct ResourceError {
+    /// File the document came from.
+    pub file: PathBuf,
+    /// Component name, when the document got that far.
+    pub component: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Everything loaded from the resource paths.
+#[derive(Debug, Default)]
+pub struct Resources {
+    /// Components in load order, already filtered by scope.
+    pub components: Vec<ComponentSpec>,
+    /// Documents that failed to load.
+    pub errors: Vec<ResourceError>,
+    /// Kinds found that rapr does not apply yet (kind name, file), for one warning each.
+    pub skipped_kinds: Vec<(String, PathBuf)>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ObjectMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawComponentSpec {
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    metadata: Option<Vec<RawMetadataItem>>,
+    #[serde(default)]
+    init_timeout: Option<String>,
+    #[serde(default)]
+    ignore_errors: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMetadataItem {
+    name: String,
+    #[serde(default)]
+    value: Option<yaml_serde::Value>,
+    #[serde(default)]
+    secret_key_ref: Option<RawSecretKeyRef>,
+}
+
+#[derive(Deserialize)]
+struct RawSecretKeyRef {
+    name: String,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawAuth {
+    #[serde(default)]
+    secret_store: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawComponent {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: RawComponentSpec,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+struct RawConfiguration {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<BTreeMap<String, yaml_serde::Value>>,
+}
+
+/// Loads every resource under `paths` for `app_id`.
+pub fn load_resources(paths: &[PathBuf], app_id: &str) -> Resources {
+    let mut out = Resources::default();
+    let mut seen = HashSet::new();
+    for file in resource_files(paths, &mut out.errors) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                out.errors.push(ResourceError { file, component: None, reason: format!("cannot read: {e}") });
+                continue;
+            }
+        };
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let value = match yaml_serde::Value::deserialize(doc) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.errors.push(ResourceError { file: file.clone(), component: None, reason: format!("invalid YAML: {e}") });
+                    // The stream cannot resynchronise after a syntax error.
+                    break;
+                }
+            };
+            load_document(value, &file, app_id, &mut seen, &mut out);
+        }
+    }
+    out
+}
+
+fn load_document(value: yaml_serde::Value, file: &Path, app_id: &str, seen: &mut HashSet<String>, out: &mut Resources) {
+    if value.is_null() {
+        return;
+    }
+    let err = |component: Option<String>, reason: String| ResourceError { file: file.to_path_buf(), component, reason };
+    let header: Header = match yaml_serde::from_value(value.clone()) {
+        Ok(h) => h,
+        Err(e) => return out.errors.push(err(None, format!("not a resource: {e}"))),
+    };
+    if !header.api_version.starts_with("dapr.io/") {
+        tracing::debug!(file = %file.display(), api_version = %header.api_version, "skipping a document that is not a Dapr resource");
+        return;
+    }
+    match header.kind.as_str() {
+        "Component" => {
+            let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+            match parse_component(value, file) {
+                Ok(spec) if !spec.scopes.is_empty() && !spec.scopes.iter().any(|s| s == app_id) => {
+                    tracing::info!(component = %spec.name, "component is scoped to other apps; not loaded");
+                }
+                Ok(spec) if !seen.insert(spec.name.clone()) => {
+                    out.errors.push(err(Some(spec.name), "a component with this name is already loaded".into()));
+                }
+                Ok(spec) => out.components.push(spec),
+                Err(reason) => out.errors.push(err(name, reason)),
+            }
+        }
+        "Configuration" => tracing::debug!(file = %file.display(), "Configuration in a resources path is read only through --config"),
+        other => out.skipped_kinds.push((other.to_string(), file.to_path_buf())),
+    }
+}
+
+fn parse_component(value: yaml_serde::Value, file: &Path) -> Result<ComponentSpec, String> {
+    let raw: RawComponent = yaml_serde::from_value(value).map_err(|e| format!("invalid Component: {e}"))?;
+    if raw.metadata.name.trim().is_empty() {
+        return Err("metadata.name is required".into());
+    }
+    if !raw.spec.type_name.contains('.') {
+        return Err(format!("spec.type {:?} must look like <category>.<name>", raw.spec.type_name));
+    }
+    let init_timeout = match raw.spec.init_timeout.as_deref() {
+        None | Some("") => DEFAULT_INIT_TIMEOUT,
+        Some(t) => crate::components::metadata::parse_duration(t)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("spec.initTimeout {t:?} is not a duration"))?,
+    };
+    let mut metadata = Vec::new();
+    for item in raw.spec.metadata.unwrap_or_default() {
+        let value = match item.value {
+            None | Some(yaml_serde::Value::Null) => None,
+            Some(yaml_serde::Value::String(s)) => Some(s),
+            Some(yaml_serde::Value::Bool(b)) => Some(b.to_string()),
+            Some(yaml_serde::Value::Number(n)) => Some(n.to_string()),
+            Some(other) => Some(
+                serde_json::to_string(&other).map_err(|e| format!("metadata {}: unsupported value: {e}", item.name))?,
+            ),
+        };
+        if value.is_none() && item.secret_key_ref.is_none() {
+            return Err(format!("metadata {}: has neither value nor secretKeyRef", item.name));
+        }
+        let secret_key_ref = item.secret_key_ref.map(|r| SecretKeyRef { key: r.key.unwrap_or_else(|| r.name.clone()), name: r.name });
+        metadata.push(MetadataItem { name: item.name, value, secret_key_ref });
+    }
+    Ok(ComponentSpec {
+        name: raw.metadata.name,
+        namespace: raw.metadata.namespace,
+        type_name: raw.spec.type_name,
+        version: raw.spec.version.filter(|v| !v.is_empty()).unwrap_or_else(|| "v1".into()),
+        metadata,
+        scopes: raw.scopes.unwrap_or_default(),
+        init_timeout,
+        ignore_errors: raw.spec.ignore_errors.unwrap_or(false),
+        secret_store: raw.auth.and_then(|a| a.secret_store),
+        source: file.to_path_buf(),
+    })
+}
+
+/// Loads the Configuration named by `--config`.
+pub fn load_configuration(file: &Path) -> Result<ConfigurationSpec, ResourceError> {
+    let err = |reason: String| ResourceError { file: file.to_path_buf(), component: None, reason };
+    let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read: {e}")))?;
+    for doc in yaml_serde::Deserializer::from_str(&text) {
+        let value = yaml_serde::Value::deserialize(doc).map_err(|e| err(format!("invalid YAML: {e}")))?;
+        let header: Header = yaml_serde::from_value(value.clone()).map_err(|e| err(format!("not a resource: {e}")))?;
+        if header.kind == "Configuration" {
+            let raw: RawConfiguration = yaml_serde::from_value(value).map_err(|e| err(format!("invalid Configuration: {e}")))?;
+            return ConfigurationSpec::from_spec(&raw.metadata.name, &raw.spec.unwrap_or_default()).map_err(err);
+        }
+    }
+    Err(err("no Configuration document found".into()))
+}
+
+/// Every YAML file under the paths, sorted per directory so load order is stable.
+fn resource_files(paths: &[PathBuf], errors: &mut Vec<ResourceError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            files.push(path.clone());
+            continue;
+        }
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            }
+            Err(e) => errors.push(ResourceError { file: path.clone(), component: None, reason: format!("cannot read resources path: {e}") }),
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn loads_multi_document_files_and_reports_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: n\n    value: 3\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: two\nspec:\n  type: state.sqlite\n  ignoreErrors: true\n  initTimeout: 10s\nscopes: [other]\n");
+        write(dir.path(), "b.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [broken\n");
+        write(dir.path(), "c.yml", "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\n");
+        write(dir.path(), "d.txt", "ignored");
+        let r = load_resources(&[dir.path().to_path_buf()], "app");
+        assert_eq!(r.components.len(), 1, "scoped component skipped");
+        assert_eq!(r.components[0].name, "one");
+        assert_eq!(r.components[0].metadata_value("N"), Some("3"));
+        assert_eq!(r.errors.len(), 1);
+        assert!(r.errors[0].file.ends_with("b.yaml"));
+        assert!(r.errors[0].to_string().contains("invalid YAML"));
+        assert_eq!(r.skipped_kinds[0].0, "Subscription");
+    }
+
+    #[test]
+    fn component_errors_name_the_component() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bad\nspec:\n  type: state.sqlite\n  initTimeout: never\n");
+        let r = load_resources(&[dir.path().to_path_buf()], "app");
+        assert!(r.components.is_empty());
+        assert_eq!(r.errors[0].component.as_deref(), Some("bad"));
+        assert!(r.errors[0].to_string().contains("component bad"), "{}", r.errors[0]);
+    }
+
+    #[test]
+    fn configuration_reports_unimplemented_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  features:\n  - name: Foo\n    enabled: true\n  - name: Bar\n    enabled: false\n  tracing:\n    samplingRate: \"1\"\n");
+        let c = load_configuration(&dir.path().join("c.yaml")).unwrap();
+        assert_eq!(c.enabled_features, vec!["Foo".to_string()]);
+        assert_eq!(c.unimplemented, vec!["tracing".to_string()]);
+    }
+}

@@ -1,0 +1,12 @@
+//! rapr: a distributed application runtime that speaks Dapr's language.
+//!
+//! One sidecar per app serves Dapr's HTTP and gRPC APIs; every subsystem is a ractor process in
+//! one supervision tree (see `runtime::root`). Components sit behind per-category traits.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod components;
+pub mod config;
+pub mod runtime;

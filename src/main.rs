@@ -1,0 +1,42 @@
+//! The `rapr` binary: parses the command line and hands over to `rapr::cli` / `rapr::runtime`.
+
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use rapr::cli::{default_sidecar_args, Cli, Command};
+use rapr::config::flags::normalize_go_flags;
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAPR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse_from(normalize_go_flags(std::env::args()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match cli.command {
+        Command::Sidecar(args) => {
+            init_logging(&args.log_level, args.log_as_json);
+            runtime.block_on(rapr::runtime::run_sidecar(*args))
+        }
+        Command::Run(args) => {
+            init_logging(&args.log_level, false);
+            runtime.block_on(rapr::cli::run::run(args, default_sidecar_args()))
+        }
+        Command::Init => rapr::cli::init::run_init(),
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
+}

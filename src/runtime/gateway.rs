@@ -1,0 +1,108 @@
+//! `ApiGateway`: owns the HTTP and gRPC listeners and their graceful drain.
+//!
+//! It binds in `pre_start` (a taken port fails the spawn, and so the sidecar, loudly) and serves
+//! on tasks; requests never pass through this mailbox. `Drain` stops accepting, lets in-flight
+//! requests finish within the deadline, and replies. Failure escalates to `RuntimeRoot`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Messages of `ApiGateway`.
+pub enum ApiGatewayMsg {
+    /// The bound addresses (HTTP, gRPC).
+    Addresses(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
+    /// Stop accepting and wait for in-flight requests.
+    Drain(RpcReplyPort<()>),
+}
+
+/// Arguments: routers and where to bind them.
+pub struct ApiGatewayArgs {
+    /// HTTP API router.
+    pub http: axum::Router,
+    /// gRPC API router.
+    pub grpc: axum::Router,
+    /// HTTP bind addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    /// gRPC bind addresses.
+    pub grpc_addrs: Vec<SocketAddr>,
+    /// How long a drain may take.
+    pub drain_deadline: Duration,
+}
+
+/// The listener-owning process.
+pub struct ApiGateway;
+
+/// Gateway state.
+pub struct ApiGatewayState {
+    http_bound: Vec<SocketAddr>,
+    grpc_bound: Vec<SocketAddr>,
+    stop: CancellationToken,
+    servers: TaskTracker,
+    deadline: Duration,
+}
+
+async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, ActorProcessingErr> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a).await.map_err(|e| format!("cannot listen for the {what} API on {a}: {e}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn serve(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener, router: axum::Router, what: &'static str) {
+    let stop = stop.clone();
+    tracker.spawn(async move {
+        let addr = listener.local_addr().ok();
+        let res = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        if let Err(e) = res {
+            tracing::error!(api = what, addr = ?addr, error = %e, "API server failed");
+        }
+    });
+}
+
+impl Actor for ApiGateway {
+    type Msg = ApiGatewayMsg;
+    type State = ApiGatewayState;
+    type Arguments = ApiGatewayArgs;
+
+    async fn pre_start(&self, _me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        let http = bind(&a.http_addrs, "HTTP").await?;
+        let grpc = bind(&a.grpc_addrs, "gRPC").await?;
+        let stop = CancellationToken::new();
+        let servers = TaskTracker::new();
+        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
+        for l in http {
+            st.http_bound.push(l.local_addr()?);
+            serve(&st.servers, &st.stop, l, a.http.clone(), "http");
+        }
+        for l in grpc {
+            st.grpc_bound.push(l.local_addr()?);
+            serve(&st.servers, &st.stop, l, a.grpc.clone(), "grpc");
+        }
+        tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, "API servers listening");
+        Ok(st)
+    }
+
+    async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ApiGatewayMsg::Addresses(reply) => {
+                let _ = reply.send((st.http_bound.clone(), st.grpc_bound.clone()));
+            }
+            ApiGatewayMsg::Drain(reply) => {
+                st.stop.cancel();
+                st.servers.close();
+                if tokio::time::timeout(st.deadline, st.servers.wait()).await.is_err() {
+                    tracing::warn!(deadline = ?st.deadline, "in-flight requests did not finish before the drain deadline");
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The supervision root of a sidecar, its API gateway, restart policy and shutdown, and
+//! `run_sidecar`, which ties them to the process's signals.
+
+pub mod gateway;
+pub mod restart;
+pub mod root;
+pub mod shutdown;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::config::SidecarArgs;
+use root::{RuntimeRoot, RuntimeRootArgs, RuntimeRootMsg};
+use shutdown::ShutdownHandle;
+
+/// A started sidecar inside this OS process.
+pub struct Sidecar {
+    root: ActorRef<RuntimeRootMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    /// Trigger for a graceful shutdown.
+    pub shutdown: ShutdownHandle,
+}
+
+/// Errors starting a sidecar.
+#[derive(Debug, thiserror::Error)]
+#[error("the sidecar failed to start: {0}")]
+pub struct StartError(String);
+
+impl Sidecar {
+    /// Starts a sidecar: loads resources, starts components, binds the APIs.
+    pub async fn start(flags: SidecarArgs, api_token: Option<String>) -> Result<Self, StartError> {
+        let shutdown = ShutdownHandle::new();
+        let args = RuntimeRootArgs { flags, api_token, shutdown: shutdown.clone() };
+        let (root, handle) = Actor::spawn(None, RuntimeRoot, args).await.map_err(|e| StartError(startup_reason(e)))?;
+        Ok(Self { root, handle, shutdown })
+    }
+
+    /// The bound HTTP and gRPC addresses.
+    pub async fn addresses(&self) -> Option<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+        match self.root.call(RuntimeRootMsg::Addresses, Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Runs until a shutdown is requested (API or `stop`) or the root dies; then drains.
+    pub async fn run_until_stopped(self) {
+        let Sidecar { root, mut handle, shutdown } = self;
+        tokio::select! {
+            _ = shutdown.requested() => {
+                let _ = root.call(RuntimeRootMsg::Shutdown, Some(Duration::from_secs(90))).await;
+                let _ = handle.await;
+            }
+            _ = &mut handle => {
+                tracing::error!("the runtime stopped unexpectedly");
+            }
+        }
+    }
+}
+
+fn startup_reason(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(err) => err.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `rapr sidecar`: runs until SIGINT/SIGTERM or an API shutdown; returns the exit code.
+pub async fn run_sidecar(flags: SidecarArgs) -> i32 {
+    let token = std::env::var("DAPR_API_TOKEN").ok();
+    let sidecar = match Sidecar::start(flags, token).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            return 1;
+        }
+    };
+    let trigger = sidecar.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down gracefully");
+        trigger.trigger();
+    });
+    tracing::info!("rapr sidecar is running");
+    sidecar.run_until_stopped().await;
+    tracing::info!("rapr sidecar stopped");
+    0
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! `RuntimeRoot`: the supervision root of one sidecar.
+//!
+//! ```text
+//! RuntimeRoot                      one per sidecar; escalation ends here (the sidecar exits)
+//! ├── ComponentSupervisor          restarts failed components with backoff; never escalates
+//! │   └── StateStoreHost (name)*   one per state component instance
+//! └── ApiGateway                   HTTP and gRPC listeners, graceful drain; escalates
+//! ```
+//! Start order: resources are loaded, components get their first init attempt, then the gateway
+//! binds (so `/v1.0/healthz/outbound` is true from the first request). Stop order is the reverse:
+//! drain the APIs, then stop the hosts (which finish their in-flight work), then exit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg};
+use super::restart::RestartPolicy;
+use super::shutdown::ShutdownHandle;
+use crate::api::grpc::GrpcState;
+use crate::api::http::HttpState;
+use crate::api::metadata::{AppConnection, MetadataApi};
+use crate::api::state::StateApi;
+use crate::components::directory::DirectoryHandle;
+use crate::components::registry::Registry;
+use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
+use crate::config::{load_configuration, load_resources, SidecarArgs};
+
+/// Messages of `RuntimeRoot`.
+pub enum RuntimeRootMsg {
+    /// Bound API addresses (HTTP, gRPC).
+    Addresses(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
+    /// Drain and stop everything, then stop the root.
+    Shutdown(RpcReplyPort<()>),
+}
+
+/// Arguments of the root.
+pub struct RuntimeRootArgs {
+    /// Flags.
+    pub flags: SidecarArgs,
+    /// `DAPR_API_TOKEN`.
+    pub api_token: Option<String>,
+    /// Shutdown trigger shared with the APIs.
+    pub shutdown: ShutdownHandle,
+}
+
+/// The root process.
+pub struct RuntimeRoot;
+
+/// Root state: the children's front doors.
+pub struct RuntimeRootState {
+    components: ComponentSupervisorClient,
+    gateway: ActorRef<ApiGatewayMsg>,
+}
+
+fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
+    listen
+        .iter()
+        .map(|a| {
+            let ip: IpAddr = a.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("invalid listen address {a:?}"))?;
+            Ok(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+impl Actor for RuntimeRoot {
+    type Msg = RuntimeRootMsg;
+    type State = RuntimeRootState;
+    type Arguments = RuntimeRootArgs;
+
+    async fn pre_start(&self, me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        let flags = a.flags;
+        let runtime_id = format!("{}-{}", if flags.app_id.is_empty() { "rapr" } else { &flags.app_id }, uuid::Uuid::new_v4().simple());
+        let enabled_features = match &flags.config {
+            None => Vec::new(),
+            Some(file) => match load_configuration(file) {
+                Ok(cfg) => {
+                    if !cfg.unimplemented.is_empty() {
+                        tracing::warn!(configuration = %cfg.name, sections = ?cfg.unimplemented, "configuration sections not implemented by rapr yet; ignored");
+                    }
+                    cfg.enabled_features
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration failed to load; running without it");
+                    Vec::new()
+                }
+            },
+        };
+        let resources = load_resources(&flags.resource_paths(), &flags.app_id);
+        for (kind, file) in &resources.skipped_kinds {
+            tracing::warn!(kind = %kind, file = %file.display(), "resource kind not implemented by rapr yet; ignored");
+        }
+        let directory = DirectoryHandle::default();
+        let (sup, _) = Actor::spawn_linked(
+            Some(format!("{runtime_id}/components")),
+            ComponentSupervisor,
+            ComponentSupervisorArgs {
+                runtime_id: runtime_id.clone(),
+                app_id: flags.app_id.clone(),
+                specs: resources.components,
+                load_errors: resources.errors,
+                registry: Arc::new(Registry::default()),
+                directory: directory.clone(),
+                policy: RestartPolicy::default(),
+            },
+            me.get_cell(),
+        )
+        .await?;
+        let components = ComponentSupervisorClient::new(sup);
+        components.await_initial().await;
+
+        let app_id: Arc<str> = Arc::from(flags.app_id.as_str());
+        let api_token: Option<Arc<str>> = a.api_token.filter(|t| !t.is_empty()).map(Arc::from);
+        let max_body = flags.max_body_bytes()?;
+        let state = StateApi::new(directory.clone());
+        let app = AppConnection {
+            port: flags.app_port,
+            protocol: flags.app_protocol.clone(),
+            channel_address: flags.app_channel_address.clone(),
+            max_concurrency: flags.app_max_concurrency,
+        };
+        let metadata = MetadataApi::new(flags.app_id.clone(), enabled_features, app, directory);
+        let http = crate::api::http::router(HttpState {
+            state: state.clone(),
+            metadata: metadata.clone(),
+            shutdown: a.shutdown.clone(),
+            app_id: app_id.clone(),
+            max_body,
+            api_token: api_token.clone(),
+        });
+        let grpc = crate::api::grpc::router(GrpcState { state, metadata, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
+        let listen = flags.listen_addresses();
+        let (gateway, _) = Actor::spawn_linked(
+            Some(format!("{runtime_id}/gateway")),
+            ApiGateway,
+            ApiGatewayArgs {
+                http,
+                grpc,
+                http_addrs: addrs(&listen, flags.dapr_http_port)?,
+                grpc_addrs: addrs(&listen, flags.dapr_grpc_port)?,
+                drain_deadline: flags.graceful_shutdown().max(Duration::from_secs(1)),
+            },
+            me.get_cell(),
+        )
+        .await?;
+        Ok(RuntimeRootState { components, gateway })
+    }
+
+    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RuntimeRootMsg::Addresses(reply) => {
+                let gw = st.gateway.clone();
+                tokio::spawn(async move {
+                    if let Ok(ractor::rpc::CallResult::Success(a)) = gw.call(ApiGatewayMsg::Addresses, Some(Duration::from_secs(5))).await {
+                        let _ = reply.send(a);
+                    }
+                });
+            }
+            RuntimeRootMsg::Shutdown(reply) => {
+                tracing::info!("draining the APIs");
+                let _ = st.gateway.call(ApiGatewayMsg::Drain, Some(Duration::from_secs(60))).await;
+                st.gateway.stop(None);
+                tracing::info!("stopping components");
+                st.components.stop_all().await;
+                let _ = reply.send(());
+                me.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, me: ActorRef<Self::Msg>, evt: SupervisionEvent, _st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            tracing::error!(process = ?cell.get_name(), error = %err, "a runtime process failed; stopping the sidecar");
+            me.stop(Some(format!("{err}")));
+        }
+        Ok(())
+    }
+}
