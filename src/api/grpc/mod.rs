@@ -95,13 +95,32 @@ pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Er
     Ok(routes
         .into_axum_router()
         .fallback(unimplemented)
+        .layer(axum::middleware::from_fn(name_unimplemented))
         .layer(axum::middleware::from_fn_with_state(token, require_token)))
 }
 
-async fn unimplemented(uri: http::Uri) -> Response {
-    let path = uri.path().trim_start_matches('/');
+fn unimplemented_message(path: &str) -> String {
+    let path = path.trim_start_matches('/');
     let (service, method) = path.rsplit_once('/').unwrap_or(("", path));
-    Status::unimplemented(format!("unknown method {method} for service {service}: not implemented by rapr yet")).into_http::<axum::body::Body>().into_response()
+    format!("unknown method {method} for service {service}: not implemented by rapr yet")
+}
+
+/// Unknown services reach the fallback.
+async fn unimplemented(uri: http::Uri) -> Response {
+    Status::unimplemented(unimplemented_message(uri.path())).into_http::<axum::body::Body>().into_response()
+}
+
+/// Unknown methods of a served service get tonic's bare UNIMPLEMENTED; name the method instead.
+async fn name_unimplemented(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    let bare = resp.headers().get("grpc-status").is_some_and(|v| v == "12") && !resp.headers().contains_key("grpc-message");
+    if bare {
+        if let Ok(v) = http::HeaderValue::from_str(&unimplemented_message(&path)) {
+            resp.headers_mut().insert("grpc-message", v);
+        }
+    }
+    resp
 }
 
 /// `dapr-api-token` on gRPC: UNAUTHENTICATED `Unauthorized` with daprd's ErrorInfo.

@@ -1,7 +1,7 @@
 //! `state.in-memory`: a process-local store with ETags, TTL and atomic transactions.
 //!
-//! Used for tests and ephemeral apps, as Dapr's namesake. ETags are decimal version numbers (as
-//! Dapr's Redis store issues), so a non-numeric ETag is reported as invalid rather than mismatched.
+//! Used for tests and ephemeral apps, as Dapr's namesake. ETags are random UUIDs as Dapr's store
+//! issues them; an ETag that is not a UUID at all is reported invalid, a wrong UUID mismatched.
 //! Query is not offered, matching Dapr's in-memory store.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::ttl::{self, EXPIRE_KEY};
 use super::{
-    Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
+    check_uuid_etag, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
     StoredItem, TransactionOp,
 };
 
@@ -26,14 +26,14 @@ const PURGE_EVERY: u64 = 1024;
 #[derive(Debug, Clone)]
 struct Entry {
     data: Bytes,
-    version: u64,
+    etag: String,
     expires_at: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     items: HashMap<String, Entry>,
-    next_version: u64,
+    writes: u64,
 }
 
 /// The in-memory store.
@@ -57,9 +57,6 @@ impl MemoryStore {
     }
 }
 
-fn parse_etag(etag: &str) -> Result<u64, StoreError> {
-    etag.parse().map_err(|_| StoreError::ETagInvalid(etag.to_string()))
-}
 
 impl Table {
     fn live(&self, key: &str, now: i64) -> Option<&Entry> {
@@ -67,11 +64,11 @@ impl Table {
     }
 
     fn check(&self, key: &str, etag: Option<&str>, conc: Concurrency, now: i64) -> Result<(), StoreError> {
-        let current = self.live(key, now).map(|e| e.version);
+        let current = self.live(key, now).map(|e| e.etag.as_str());
         match (etag.filter(|e| !e.is_empty()), conc) {
             (Some(tag), _) => {
-                let want = parse_etag(tag)?;
-                if current != Some(want) {
+                check_uuid_etag(tag)?;
+                if current != Some(tag) {
                     return Err(StoreError::ETagMismatch(format!("etag {tag} does not match for key {key}")));
                 }
             }
@@ -92,8 +89,8 @@ impl Table {
                 self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now)
             }
             TransactionOp::Delete(r) => {
-                if r.etag.as_deref().is_some_and(|e| !e.is_empty()) || r.options.concurrency == Concurrency::FirstWrite {
-                    self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now)
+                if r.etag.as_deref().is_some_and(|e| !e.is_empty()) {
+                    self.check(&r.key, r.etag.as_deref(), Concurrency::LastWrite, now)
                 } else {
                     Ok(())
                 }
@@ -104,10 +101,11 @@ impl Table {
     fn apply(&mut self, op: TransactionOp, now: i64) {
         match op {
             TransactionOp::Set(r) => {
-                self.next_version += 1;
+                self.writes += 1;
                 // Validated before apply: the TTL parses.
                 let expires_at = r.ttl().ok().flatten().map(|s| now + s);
-                self.items.insert(r.key, Entry { data: r.value, version: self.next_version, expires_at });
+                let etag = uuid::Uuid::new_v4().to_string();
+                self.items.insert(r.key, Entry { data: r.value, etag, expires_at });
             }
             TransactionOp::Delete(r) => {
                 self.items.remove(&r.key);
@@ -134,7 +132,7 @@ impl StateStore for MemoryStore {
             if let Some(t) = e.expires_at {
                 metadata.insert(EXPIRE_KEY.to_string(), ttl::format_expiry(t));
             }
-            StoredItem { data: e.data.clone(), etag: Some(e.version.to_string()), metadata }
+            StoredItem { data: e.data.clone(), etag: Some(e.etag.clone()), metadata }
         }))
     }
 
@@ -149,7 +147,7 @@ impl StateStore for MemoryStore {
     async fn transact(&self, ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<(), StoreError> {
         let now = ttl::now_unix();
         let mut table = self.lock();
-        if table.next_version % PURGE_EVERY == 0 {
+        if table.writes % PURGE_EVERY == 0 {
             table.purge_expired(now);
         }
         for op in &ops {
