@@ -106,8 +106,8 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<i64>() {
         return Some(Duration::from_secs(secs.max(0) as u64));
     }
-    if v.starts_with('-') {
-        return humantime::parse_duration(&v[1..]).ok().map(|_| Duration::ZERO);
+    if let Some(neg) = v.strip_prefix('-') {
+        return humantime::parse_duration(neg).ok().map(|_| Duration::ZERO);
     }
     humantime::parse_duration(v).ok()
 }

@@ -123,10 +123,11 @@ impl ComponentSupervisorState {
         c.attempts += 1;
         let delay = self.args.policy.delay(c.attempts);
         tracing::info!(component = %name, attempt = c.attempts, delay = ?delay, "retrying component");
-        let _ = me.send_after(delay, {
+        // The timer task runs on its own; its handle is not needed to cancel it.
+        drop(me.send_after(delay, {
             let name = name.to_string();
             move || ComponentSupervisorMsg::Start(name)
-        });
+        }));
     }
 }
 

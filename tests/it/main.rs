@@ -1,1 +1,7 @@
+//! rapr's integration tests: one binary (DESIGN.md §4) that starts the real `rapr` binary
+//! against real backends and drives its HTTP and gRPC APIs.
 
+mod harness;
+mod lifecycle;
+mod resources;
+mod state;

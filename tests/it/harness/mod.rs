@@ -1,0 +1,204 @@
+//! Test harness: starts the real `rapr` binary on free ports with a temporary resources folder,
+//! waits for it with a deadline (never a bare sleep), and prints its logs when a test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rapr_proto::runtime::v1::dapr_client::DaprClient;
+use tonic::transport::Channel;
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A component YAML for `state.sqlite` in `dir`.
+pub fn sqlite_yaml(name: &str, dir: &Path) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n",
+        dir.join(format!("{name}.db")).display()
+    )
+}
+
+/// A component YAML for `state.in-memory`.
+pub fn memory_yaml(name: &str) -> String {
+    format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.in-memory\n  version: v1\n")
+}
+
+/// Builds a sidecar to start.
+pub struct SidecarBuilder {
+    app_id: String,
+    dir: tempfile::TempDir,
+    files: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    wait_healthy: bool,
+}
+
+impl SidecarBuilder {
+    /// A sidecar for `app_id` with no components yet.
+    pub fn new(app_id: &str) -> Self {
+        Self { app_id: app_id.into(), dir: tempfile::tempdir().unwrap(), files: vec![], env: vec![], args: vec![], wait_healthy: true }
+    }
+
+    /// The temp folder (for data files).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Adds a resource file.
+    pub fn file(mut self, name: &str, text: &str) -> Self {
+        self.files.push((name.into(), text.into()));
+        self
+    }
+
+    /// Adds a `state.sqlite` store.
+    pub fn sqlite(self, name: &str) -> Self {
+        let y = sqlite_yaml(name, self.dir.path());
+        self.file(&format!("{name}.yaml"), &y)
+    }
+
+    /// Adds a `state.in-memory` store.
+    pub fn memory(self, name: &str) -> Self {
+        let y = memory_yaml(name);
+        self.file(&format!("{name}.yaml"), &y)
+    }
+
+    /// Sets an environment variable for the sidecar.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Adds command-line arguments.
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Only wait for the listeners, not for `/v1.0/healthz` to be 204.
+    pub fn allow_unhealthy(mut self) -> Self {
+        self.wait_healthy = false;
+        self
+    }
+
+    /// Starts the binary and waits until it serves.
+    pub async fn start(self) -> Sidecar {
+        let res = self.dir.path().join("resources");
+        std::fs::create_dir_all(&res).unwrap();
+        for (name, text) in &self.files {
+            std::fs::write(res.join(name), text).unwrap();
+        }
+        let (http, grpc) = (free_port(), free_port());
+        let log = self.dir.path().join("sidecar.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rapr"));
+        cmd.args(["sidecar", "--app-id", &self.app_id, "--dapr-http-port", &http.to_string(), "--dapr-grpc-port", &grpc.to_string()])
+            .args(["--metrics-port", "0", "--dapr-listen-addresses", "127.0.0.1", "--resources-path"])
+            .arg(&res)
+            .args(&self.args)
+            .env("RAPR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(logf.try_clone().unwrap()))
+            .stderr(Stdio::from(logf));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rapr");
+        let mut sc = Sidecar { child: Some(child), http, grpc, log, _dir: self.dir, client: reqwest::Client::new() };
+        let path = if self.wait_healthy { "/v1.0/healthz" } else { "/v1.0/healthz/outbound" };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = sc.client.get(sc.url(path)).send().await {
+                if r.status() == 204 {
+                    break;
+                }
+            }
+            if let Some(status) = sc.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sidecar exited early with {status}:\n{}", sc.logs());
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "sidecar not ready in 20s:\n{}", sc.logs());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        sc
+    }
+}
+
+/// A running sidecar process.
+pub struct Sidecar {
+    child: Option<Child>,
+    /// HTTP port.
+    pub http: u16,
+    /// gRPC port.
+    pub grpc: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    /// HTTP client.
+    pub client: reqwest::Client,
+}
+
+impl Sidecar {
+    /// Full URL of an HTTP path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// A gRPC client on the Dapr service.
+    pub async fn grpc(&self) -> DaprClient<Channel> {
+        let ch = Channel::from_shared(format!("http://127.0.0.1:{}", self.grpc)).unwrap().connect().await.unwrap();
+        DaprClient::new(ch)
+    }
+
+    /// The sidecar's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < deadline, "sidecar did not exit within {deadline:?}:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- sidecar log ({}) -----\n{}", self.log.display(), self.logs());
+        }
+    }
+}
