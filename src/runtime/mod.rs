@@ -7,10 +7,12 @@ pub mod root;
 pub mod shutdown;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 
+use crate::components::registry::Registry;
 use crate::config::SidecarArgs;
 use root::{RuntimeRoot, RuntimeRootArgs, RuntimeRootMsg};
 use shutdown::ShutdownHandle;
@@ -31,8 +33,13 @@ pub struct StartError(String);
 impl Sidecar {
     /// Starts a sidecar: loads resources, starts components, binds the APIs.
     pub async fn start(flags: SidecarArgs, api_token: Option<String>) -> Result<Self, StartError> {
+        Self::start_with_registry(flags, api_token, Arc::new(Registry::default())).await
+    }
+
+    /// Starts a sidecar with a given set of component implementations (tests add their own).
+    pub async fn start_with_registry(flags: SidecarArgs, api_token: Option<String>, registry: Arc<Registry>) -> Result<Self, StartError> {
         let shutdown = ShutdownHandle::new();
-        let args = RuntimeRootArgs { flags, api_token, shutdown: shutdown.clone() };
+        let args = RuntimeRootArgs { flags, api_token, shutdown: shutdown.clone(), registry };
         let (root, handle) = Actor::spawn(None, RuntimeRoot, args).await.map_err(|e| StartError(startup_reason(e)))?;
         Ok(Self { root, handle, shutdown })
     }

@@ -44,6 +44,8 @@ pub struct RuntimeRootArgs {
     pub api_token: Option<String>,
     /// Shutdown trigger shared with the APIs.
     pub shutdown: ShutdownHandle,
+    /// Component implementations.
+    pub registry: Arc<Registry>,
 }
 
 /// The root process.
@@ -101,7 +103,7 @@ impl Actor for RuntimeRoot {
                 app_id: flags.app_id.clone(),
                 specs: resources.components,
                 load_errors: resources.errors,
-                registry: Arc::new(Registry::default()),
+                registry: a.registry,
                 directory: directory.clone(),
                 policy: RestartPolicy::default(),
             },

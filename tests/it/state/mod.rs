@@ -1,5 +1,6 @@
 //! The state building block over HTTP and gRPC, and the state conformance suite.
 
+mod capabilities;
 mod conformance;
 mod grpc;
 mod http;
