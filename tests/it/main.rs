@@ -5,3 +5,4 @@ mod harness;
 mod lifecycle;
 mod resources;
 mod state;
+mod supervision;
