@@ -188,3 +188,52 @@ impl StateClient {
         self.ask(|reply| StateStoreMsg::Query { prefix, query, metadata, reply }).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::component::MetadataItem;
+    use bytes::Bytes;
+
+    fn spec(type_name: &str, metadata: Vec<MetadataItem>) -> ComponentSpec {
+        ComponentSpec {
+            name: "s".into(),
+            namespace: None,
+            type_name: type_name.into(),
+            version: "v1".into(),
+            metadata,
+            scopes: vec![],
+            init_timeout: Duration::from_secs(5),
+            ignore_errors: false,
+            secret_store: None,
+            source: "s.yaml".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_through_its_client_and_drains_on_stop() {
+        let args = StateStoreHostArgs { spec: spec("state.in-memory", vec![]), registry: Arc::new(Registry::default()) };
+        let (host, handle) = Actor::spawn(None, StateStoreHost, args).await.unwrap();
+        let client = StateClient::connect(host.clone(), Duration::from_secs(5)).await.unwrap();
+        assert!(client.has(Feature::Transactional));
+        assert!(!client.has(Feature::QueryApi));
+        client.set(SetRequest { key: "k".into(), value: Bytes::from_static(b"1"), is_json: true, ..Default::default() }).await.unwrap();
+        let got = client.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap().unwrap();
+        assert_eq!(got.data, "1");
+        host.stop(None);
+        handle.await.unwrap();
+        // A stopped host answers with Unavailable, never hangs.
+        let err = client.get(GetRequest { key: "k".into(), ..Default::default() }).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn init_failure_is_a_spawn_error_naming_the_key() {
+        let args = StateStoreHostArgs { spec: spec("state.sqlite", vec![]), registry: Arc::new(Registry::default()) };
+        let err = Actor::spawn(None, StateStoreHost, args).await.err().expect("missing connectionString must fail");
+        assert!(err.to_string().contains("connectionString"), "{err}");
+        let args = StateStoreHostArgs { spec: spec("state.nosuch", vec![]), registry: Arc::new(Registry::default()) };
+        let err = Actor::spawn(None, StateStoreHost, args).await.err().unwrap();
+        assert!(err.to_string().contains("state.sqlite/v1"), "known types listed: {err}");
+    }
+}
