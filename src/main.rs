@@ -7,6 +7,8 @@ use rapr::cli::{default_sidecar_args, Cli, Command};
 use rapr::config::flags::normalize_go_flags;
 
 fn init_logging(level: &str, json: bool) {
+    // daprd's levels; tracing has no "fatal".
+    let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAPR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -246,9 +246,10 @@ impl Actor for ComponentSupervisor {
                         }
                     }
                     Err(f) => {
-                        tracing::error!(component = %name, error = %f.message, permanent = f.permanent, "component failed to start");
+                        let file = c.spec.source.display().to_string();
+                        tracing::error!(component = %name, file = %file, error = %f.message, permanent = f.permanent, "component failed to start");
                         c.status.state = ComponentState::Failed;
-                        c.status.error = Some(f.message);
+                        c.status.error = Some(format!("{file}: {}", f.message));
                         if !f.permanent {
                             st.schedule_retry(&me, &name);
                         }
