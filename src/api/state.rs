@@ -12,7 +12,7 @@ use futures::future::join_all;
 use crate::api::state_keys::{IllegalKey, KeyPrefix};
 use crate::components::directory::{DirectoryHandle, StateEntry};
 use crate::components::state::{
-    Consistency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryPage, SetRequest, StateOptions,
+    BulkGetItem, Consistency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryPage, SetRequest, StateOptions,
     StoreError, StoredItem, TransactionOp,
 };
 
@@ -105,17 +105,6 @@ pub enum TxOperation {
     Delete(DeleteItem),
 }
 
-/// One bulk-get answer with the app-level key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkItem {
-    /// App key.
-    pub key: String,
-    /// The item, if found.
-    pub item: Option<StoredItem>,
-    /// The key's own error.
-    pub error: Option<String>,
-}
-
 /// The state facade.
 #[derive(Clone)]
 pub struct StateApi {
@@ -154,8 +143,8 @@ impl StateApi {
             .map_err(|source| StateApiError::Get { store: store.into(), key: key.into(), source })
     }
 
-    /// Reads many keys; per-key failures are reported in their items.
-    pub async fn bulk_get(&self, store: &str, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkItem>, StateApiError> {
+    /// Reads many keys; per-key failures are reported in their items, keyed by the app key.
+    pub async fn bulk_get(&self, store: &str, keys: Vec<String>, metadata: Metadata) -> Result<Vec<BulkGetItem>, StateApiError> {
         let s = self.store(store)?;
         let mut reqs = Vec::with_capacity(keys.len());
         for key in &keys {
@@ -165,7 +154,7 @@ impl StateApi {
         Ok(keys
             .into_iter()
             .zip(items)
-            .map(|(key, i)| BulkItem { key, item: i.item, error: i.error })
+            .map(|(key, i)| BulkGetItem { key, ..i })
             .collect())
     }
 
