@@ -60,4 +60,5 @@ for i in "${!NAMES[@]}"; do
     fi
 done
 if [ "$failed" = 0 ]; then echo "all test suites passed"; else echo "$failed test suite(s) failed"; fi
+echo "suites: $(( ${#NAMES[@]} - failed )) passed, $failed failed"
 [ "$failed" = 0 ]
