@@ -26,8 +26,8 @@ pub enum StateApiError {
     #[error("state store {store} is not found")]
     NotFound { store: String },
     /// A key contains `||`.
-    #[error(transparent)]
-    IllegalKey(#[from] IllegalKey),
+    #[error("{key}")]
+    IllegalKey { store: String, key: IllegalKey },
     /// A key is empty.
     #[error("\"key\" is a required field")]
     EmptyKey,
@@ -136,7 +136,7 @@ impl StateApi {
     /// Reads one key; `None` when missing.
     pub async fn get(&self, store: &str, key: &str, consistency: Consistency, metadata: Metadata) -> Result<Option<StoredItem>, StateApiError> {
         let s = self.store(store)?;
-        let k = s.prefix.apply(key)?;
+        let k = s.prefix.apply(key).map_err(|k| illegal(store, k))?;
         s.client
             .get(GetRequest { key: k, metadata, consistency })
             .await
@@ -148,7 +148,7 @@ impl StateApi {
         let s = self.store(store)?;
         let mut reqs = Vec::with_capacity(keys.len());
         for key in &keys {
-            reqs.push(GetRequest { key: s.prefix.apply(key)?, metadata: metadata.clone(), consistency: Consistency::default() });
+            reqs.push(GetRequest { key: s.prefix.apply(key).map_err(|k| illegal(store, k))?, metadata: metadata.clone(), consistency: Consistency::default() });
         }
         let items = s.client.bulk_get(reqs).await.map_err(|source| StateApiError::BulkGet { source })?;
         Ok(keys
@@ -158,12 +158,12 @@ impl StateApi {
             .collect())
     }
 
-    fn set_request(prefix: &KeyPrefix, item: SaveItem) -> Result<SetRequest, StateApiError> {
+    fn set_request(store: &str, prefix: &KeyPrefix, item: SaveItem) -> Result<SetRequest, StateApiError> {
         if item.key.is_empty() {
             return Err(StateApiError::EmptyKey);
         }
         Ok(SetRequest {
-            key: prefix.apply(&item.key)?,
+            key: prefix.apply(&item.key).map_err(|k| illegal(store, k))?,
             value: item.value,
             is_json: item.is_json,
             etag: item.etag,
@@ -172,17 +172,17 @@ impl StateApi {
         })
     }
 
-    fn delete_request(prefix: &KeyPrefix, item: DeleteItem) -> Result<DeleteRequest, StateApiError> {
+    fn delete_request(store: &str, prefix: &KeyPrefix, item: DeleteItem) -> Result<DeleteRequest, StateApiError> {
         if item.key.is_empty() {
             return Err(StateApiError::EmptyKey);
         }
-        Ok(DeleteRequest { key: prefix.apply(&item.key)?, etag: item.etag, metadata: item.metadata, options: item.options })
+        Ok(DeleteRequest { key: prefix.apply(&item.key).map_err(|k| illegal(store, k))?, etag: item.etag, metadata: item.metadata, options: item.options })
     }
 
     /// Saves items; items are written concurrently and the first failure is reported.
     pub async fn save(&self, store: &str, items: Vec<SaveItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
-        let reqs = items.into_iter().map(|i| Self::set_request(&s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
+        let reqs = items.into_iter().map(|i| Self::set_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
         let client = Arc::new(s.client);
         let results = join_all(reqs.into_iter().map(|r| {
             let c = Arc::clone(&client);
@@ -196,14 +196,14 @@ impl StateApi {
     pub async fn delete(&self, store: &str, item: DeleteItem) -> Result<(), StateApiError> {
         let s = self.store(store)?;
         let key = item.key.clone();
-        let req = Self::delete_request(&s.prefix, item)?;
+        let req = Self::delete_request(store, &s.prefix, item)?;
         s.client.delete(req).await.map_err(|source| StateApiError::Delete { key, source })
     }
 
     /// Deletes many keys concurrently.
     pub async fn bulk_delete(&self, store: &str, items: Vec<DeleteItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
-        let reqs = items.into_iter().map(|i| Self::delete_request(&s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
+        let reqs = items.into_iter().map(|i| Self::delete_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
         let results = join_all(reqs.into_iter().map(|r| s.client.delete(r))).await;
         first_error(results).map_err(|source| StateApiError::BulkDelete { store: store.into(), source })
     }
@@ -227,8 +227,8 @@ impl StateApi {
         let mut reqs = Vec::with_capacity(ops.len());
         for op in ops {
             reqs.push(match op {
-                TxOperation::Upsert(i) => TransactionOp::Set(Self::set_request(&s.prefix, i)?),
-                TxOperation::Delete(i) => TransactionOp::Delete(Self::delete_request(&s.prefix, i)?),
+                TxOperation::Upsert(i) => TransactionOp::Set(Self::set_request(store, &s.prefix, i)?),
+                TxOperation::Delete(i) => TransactionOp::Delete(Self::delete_request(store, &s.prefix, i)?),
             });
         }
         if reqs.is_empty() {
@@ -257,6 +257,10 @@ impl StateApi {
         }
         Ok(page)
     }
+}
+
+fn illegal(store: &str, key: IllegalKey) -> StateApiError {
+    StateApiError::IllegalKey { store: store.to_string(), key }
 }
 
 fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {

@@ -28,8 +28,9 @@ pub fn state_error(e: StateApiError, app_id: &str) -> ApiError {
         }
         StateApiError::NotFound { .. } => ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, ERR_STATE_STORE_NOT_FOUND, msg)
             .with_info("DAPR_STATE_NOT_FOUND", app_md),
-        StateApiError::IllegalKey(k) => ApiError::malformed(msg.clone())
-            .with(Detail::BadRequest { field: k.0, description: msg })
+        StateApiError::IllegalKey { store, key } => ApiError::malformed(msg.clone())
+            .with(Detail::BadRequest { field: key.0, description: msg })
+            .with(resource(&store))
             .with_info("DAPR_STATE_ILLEGAL_KEY", None),
         StateApiError::EmptyKey => ApiError::malformed(msg),
         StateApiError::TransactionsNotSupported { store } => {

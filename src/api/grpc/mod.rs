@@ -95,7 +95,7 @@ pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Er
     Ok(routes
         .into_axum_router()
         .fallback(unimplemented)
-        .layer(axum::middleware::from_fn(name_unimplemented))
+        .layer(axum::middleware::from_fn(daprd_statuses))
         .layer(axum::middleware::from_fn_with_state(token, require_token)))
 }
 
@@ -110,17 +110,49 @@ async fn unimplemented(uri: http::Uri) -> Response {
     Status::unimplemented(unimplemented_message(uri.path())).into_http::<axum::body::Body>().into_response()
 }
 
-/// Unknown methods of a served service get tonic's bare UNIMPLEMENTED; name the method instead.
-async fn name_unimplemented(req: Request, next: Next) -> Response {
+/// Aligns two statuses tonic produces itself with what daprd (grpc-go) answers: an unknown method
+/// of a served service (tonic: bare UNIMPLEMENTED; rapr names the method) and a request over
+/// the size limit (tonic: OUT_OF_RANGE; grpc-go: RESOURCE_EXHAUSTED "received message larger
+/// than max").
+async fn daprd_statuses(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
-    let bare = resp.headers().get("grpc-status").is_some_and(|v| v == "12") && !resp.headers().contains_key("grpc-message");
-    if bare {
-        if let Ok(v) = http::HeaderValue::from_str(&unimplemented_message(&path)) {
-            resp.headers_mut().insert("grpc-message", v);
+    let status = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
+    let message = resp.headers().get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode);
+    let rewrite = match (status, message.as_deref()) {
+        (Some(12), None | Some("")) => Some((12, unimplemented_message(&path))),
+        (Some(11), Some(m)) if m.contains("message length too large") => Some((8, oversize_message(m))),
+        _ => None,
+    };
+    if let Some((code, msg)) = rewrite {
+        let h = resp.headers_mut();
+        h.insert("grpc-status", http::HeaderValue::from(code));
+        if let Ok(v) = http::HeaderValue::from_str(&percent_encode(&msg)) {
+            h.insert("grpc-message", v);
         }
     }
     resp
+}
+
+/// grpc-go's wording from tonic's "found N bytes, the limit is: M bytes".
+fn oversize_message(tonic_msg: &str) -> String {
+    let nums: Vec<&str> = tonic_msg.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+    match nums.as_slice() {
+        [found, limit, ..] => format!("grpc: received message larger than max ({found} vs. {limit})"),
+        _ => format!("grpc: received message larger than max: {tonic_msg}"),
+    }
+}
+
+/// grpc-message is percent-encoded on the wire (gRPC over HTTP/2): everything but printable ASCII
+/// other than `%`.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, GRPC_MESSAGE).to_string()
 }
 
 /// `dapr-api-token` on gRPC: UNAUTHENTICATED `Unauthorized` with daprd's ErrorInfo.

@@ -230,10 +230,10 @@ mod tests {
     #[tokio::test]
     async fn init_failure_is_a_spawn_error_naming_the_key() {
         let args = StateStoreHostArgs { spec: spec("state.sqlite", vec![]), registry: Arc::new(Registry::default()) };
-        let err = Actor::spawn(None, StateStoreHost, args).await.err().expect("missing connectionString must fail");
+        let Err(err) = Actor::spawn(None, StateStoreHost, args).await else { panic!("missing connectionString must fail") };
         assert!(err.to_string().contains("connectionString"), "{err}");
         let args = StateStoreHostArgs { spec: spec("state.nosuch", vec![]), registry: Arc::new(Registry::default()) };
-        let err = Actor::spawn(None, StateStoreHost, args).await.err().unwrap();
+        let Err(err) = Actor::spawn(None, StateStoreHost, args).await else { panic!("an unknown type must fail") };
         assert!(err.to_string().contains("state.sqlite/v1"), "known types listed: {err}");
     }
 }

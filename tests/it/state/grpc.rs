@@ -323,7 +323,6 @@ async fn key_with_separator_is_an_illegal_key() {
 
 /// daprd's `StateStoreInvalidKeyName` also carries `ResourceInfo{state, <store>}`.
 #[tokio::test]
-#[ignore = "rapr bug: the DAPR_STATE_ILLEGAL_KEY error carries no ResourceInfo (daprd adds ResourceInfo{type: state, name: <store>})"]
 async fn illegal_key_names_the_store_in_resource_info() {
     let sc = sidecar().await;
     let mut c = sc.grpc().await;
@@ -464,7 +463,6 @@ async fn message_over_four_mib_is_rejected_and_the_sidecar_keeps_serving() {
 /// grpc-go (daprd) rejects an oversize message with RESOURCE_EXHAUSTED
 /// (`grpc: received message larger than max (N vs. 4194304)`).
 #[tokio::test]
-#[ignore = "rapr bug: an oversize gRPC message gets tonic's OUT_OF_RANGE, daprd answers RESOURCE_EXHAUSTED"]
 async fn message_over_four_mib_is_resource_exhausted_as_in_daprd() {
     let sc = sidecar().await;
     let mut c = sc.grpc().await;
