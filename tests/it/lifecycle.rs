@@ -309,3 +309,28 @@ async fn rapr_init_writes_the_default_components() {
     let config = std::fs::read_to_string(home.path().join("config.yaml")).unwrap();
     assert!(config.contains("kind: Configuration"), "{config}");
 }
+
+#[tokio::test]
+async fn rapr_run_stops_the_app_and_the_sidecar_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("res");
+    std::fs::create_dir_all(&res).unwrap();
+    std::fs::write(res.join("statestore.yaml"), sqlite_yaml("statestore", dir.path())).unwrap();
+    let (http, grpc) = (free_port(), free_port());
+    let marker = dir.path().join("app-got-term");
+    let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
+    let mut cmd = rapr();
+    cmd.args(["run", "--app-id", "sig", "--dapr-http-port", &http.to_string(), "--dapr-grpc-port", &grpc.to_string(), "--resources-path"])
+        .arg(&res)
+        .args(["--", "sh", "-c", &script]);
+    let child = cmd.spawn().unwrap();
+    let client = reqwest::Client::new();
+    wait_healthy(&client, http).await;
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("rapr run did not stop on SIGTERM").unwrap();
+    let stdout = text(&out.stdout);
+    assert!(marker.exists(), "the app received SIGTERM; stdout: {stdout}");
+    assert_eq!(out.status.code(), Some(0), "the app's exit code; stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("Exited rapr successfully"), "{stdout}");
+    assert!(client.get(format!("http://127.0.0.1:{http}/v1.0/healthz")).send().await.is_err(), "the sidecar is gone");
+}

@@ -374,3 +374,46 @@ impl StateStore for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, extra: &[(&str, &str)]) -> SqliteConfig {
+        let mut pairs = vec![("connectionString".to_string(), dir.join("t.db").display().to_string())];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        SqliteConfig::from_metadata(&mut ComponentMetadata::new("t", &pairs)).unwrap()
+    }
+
+    #[test]
+    fn table_names_with_sql_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = vec![("connectionString".to_string(), "x.db".to_string()), ("tableName".to_string(), "s; DROP TABLE t".to_string())];
+        let e = SqliteConfig::from_metadata(&mut ComponentMetadata::new("t", &pairs)).unwrap_err();
+        assert_eq!(e.key, "tableName");
+        assert_eq!(config(dir.path(), &[]).cleanup_interval, Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn uses_wal_and_sweeps_expired_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open("t", config(dir.path(), &[("cleanupInterval", "1s")])).await.unwrap();
+        let ttl = Metadata::from([(ttl::TTL_KEY.to_string(), "1".to_string())]);
+        store.set(SetRequest { key: "k".into(), value: Bytes::from_static(b"1"), is_json: true, metadata: ttl, ..Default::default() }).await.unwrap();
+        let raw = Connection::open(dir.path().join("t.db")).unwrap();
+        let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let n: i64 = raw.query_row("SELECT COUNT(*) FROM state", [], |r| r.get(0)).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "expired row never swept");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let swept: String = raw.query_row("SELECT value FROM metadata WHERE key = 'last-cleanup'", [], |r| r.get(0)).unwrap();
+        assert!(!swept.is_empty());
+        store.close().await;
+    }
+}
