@@ -78,6 +78,9 @@ impl Default for Registry {
                 Ok(Arc::new(store) as Arc<dyn StateStore>)
             })
         });
+        crate::components::state::redis::register(&mut reg);
+        crate::components::state::postgres::register(&mut reg);
+        crate::components::state::mysql::register(&mut reg);
         reg
     }
 }

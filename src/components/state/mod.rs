@@ -7,7 +7,10 @@
 pub mod conformance;
 pub mod host;
 pub mod memory;
+pub mod mysql;
+pub mod postgres;
 pub mod query;
+pub mod redis;
 pub mod sqlite;
 mod sqlite_pool;
 pub mod ttl;

@@ -4,3 +4,6 @@ mod capabilities;
 mod conformance;
 mod grpc;
 mod http;
+mod mysql;
+mod postgres;
+mod redis;

@@ -1,0 +1,1 @@
+//! state.mysql against the real server (being written).

@@ -1,0 +1,1 @@
+//! state.postgres against the real server (being written).

@@ -1,0 +1,1 @@
+//! state.redis against the real server (being written).
