@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dapr/proto/common/v1/common.proto",
         "dapr/proto/runtime/v1/state.proto",
         "dapr/proto/runtime/v1/metadata.proto",
+        "dapr/proto/runtime/v1/secret.proto",
         "dapr/proto/runtime/v1/dapr.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

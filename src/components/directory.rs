@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::api::state_keys::KeyPrefix;
+use crate::components::secretstores::SecretClient;
 use crate::components::state::StateClient;
 
 /// Lifecycle status of a component.
@@ -71,6 +72,10 @@ pub struct Directory {
     pub state: BTreeMap<String, StateEntry>,
     /// Names of state stores that exist but are not ready (failed or restarting).
     pub state_unavailable: BTreeMap<String, String>,
+    /// Ready secret stores by name.
+    pub secrets: BTreeMap<String, SecretClient>,
+    /// Names of secret stores that exist but are not ready.
+    pub secrets_unavailable: BTreeMap<String, String>,
     /// Every component and failed resource, in load order.
     pub components: Vec<ComponentStatus>,
 }
@@ -83,6 +88,11 @@ impl Directory {
             .filter(|c| matches!(c.state, ComponentState::Failed | ComponentState::Starting) && !c.ignore_errors)
             .map(|c| c.name.clone())
             .collect()
+    }
+
+    /// Whether any secret store is configured at all (ready or not).
+    pub fn has_secret_stores(&self) -> bool {
+        !self.secrets.is_empty() || !self.secrets_unavailable.is_empty()
     }
 
     /// Whether any state store is configured at all (ready or not).

@@ -5,5 +5,7 @@
 pub mod directory;
 pub mod metadata;
 pub mod registry;
+pub mod secretstores;
+pub mod starter;
 pub mod state;
 pub mod supervisor;

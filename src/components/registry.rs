@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::components::metadata::{ComponentMetadata, MetadataError};
+use crate::components::secretstores::local_env::EnvSecretStore;
+use crate::components::secretstores::local_file::{FileSecretStore, FileStoreError};
+use crate::components::secretstores::SecretStore;
 use crate::components::state::{memory::MemoryStore, sqlite, StateStore};
 use crate::config::ComponentSpec;
 
@@ -55,15 +58,30 @@ impl ComponentError {
 
 type StateFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn StateStore>, ComponentError>> + Send>>;
 type StateFactory = fn(String, ComponentMetadata) -> StateFuture;
+type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
 
 /// Every implementation rapr ships, by category.
 pub struct Registry {
     state: BTreeMap<(String, String), StateFactory>,
+    secret: BTreeMap<(String, String), SecretFactory>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        let mut reg = Self { state: BTreeMap::new() };
+        let mut reg = Self { state: BTreeMap::new(), secret: BTreeMap::new() };
+        reg.add_secret(&["secretstores.local.file"], "v1", |name, mut md| {
+            let store = FileSecretStore::from_metadata(&mut md).map_err(|e| match e {
+                FileStoreError::Metadata(m) => ComponentError::Metadata(m),
+                FileStoreError::File { .. } => ComponentError::Init { name: name.clone(), reason: e.to_string() },
+            })?;
+            warn_unread(&name, &md);
+            Ok(Arc::new(store) as Arc<dyn SecretStore>)
+        });
+        reg.add_secret(&["secretstores.local.env"], "v1", |name, mut md| {
+            let store = EnvSecretStore::from_metadata(&mut md)?;
+            warn_unread(&name, &md);
+            Ok(Arc::new(store) as Arc<dyn SecretStore>)
+        });
         reg.add_state(&["state.in-memory"], "v1", |_name, _md| Box::pin(async { Ok(Arc::new(MemoryStore::new()) as Arc<dyn StateStore>) }));
         reg.add_state(&["state.sqlite", "state.sqlite3"], "v1", |name, mut md| {
             Box::pin(async move {
@@ -100,30 +118,48 @@ impl Registry {
         }
     }
 
+    /// Registers a secret store factory under type names and a version.
+    pub fn add_secret(&mut self, types: &[&str], version: &str, factory: SecretFactory) {
+        for t in types {
+            self.secret.insert((t.to_string(), version.to_string()), factory);
+        }
+    }
+
     /// Categories rapr implements; components of other categories are reported as unsupported.
     pub fn implements_category(&self, category: &str) -> bool {
-        category == "state"
+        matches!(category, "state" | "secretstores")
+    }
+
+    /// Builds the secret store of `spec`.
+    pub async fn build_secret(&self, spec: &ComponentSpec) -> Result<Arc<dyn SecretStore>, ComponentError> {
+        let key = (spec.type_name.clone(), spec.version.clone());
+        let Some(factory) = self.secret.get(&key) else {
+            return Err(unknown(spec, self.secret.keys()));
+        };
+        let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
+        let store = factory(spec.name.clone(), md)?;
+        Ok(store)
     }
 
     /// Builds and initialises the state store of `spec`.
     pub async fn build_state(&self, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, ComponentError> {
         let key = (spec.type_name.clone(), spec.version.clone());
         let Some(factory) = self.state.get(&key) else {
-            let known: Vec<String> = self.state.keys().map(|(t, v)| format!("{t}/{v}")).collect();
-            return Err(ComponentError::UnknownType {
-                name: spec.name.clone(),
-                type_name: spec.type_name.clone(),
-                version: spec.version.clone(),
-                category: spec.category().to_string(),
-                known: known.join(", "),
-            });
+            return Err(unknown(spec, self.state.keys()));
         };
         let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
         factory(spec.name.clone(), md).await
     }
 
-    /// Validates the type without building (used to fail fast on unknown types).
-    pub fn knows(&self, spec: &ComponentSpec) -> bool {
-        self.state.contains_key(&(spec.type_name.clone(), spec.version.clone()))
+}
+
+fn unknown<'a>(spec: &ComponentSpec, known: impl Iterator<Item = &'a (String, String)>) -> ComponentError {
+    let known: Vec<String> = known.map(|(t, v)| format!("{t}/{v}")).collect();
+    ComponentError::UnknownType {
+        name: spec.name.clone(),
+        type_name: spec.type_name.clone(),
+        version: spec.version.clone(),
+        category: spec.category().to_string(),
+        known: known.join(", "),
     }
 }

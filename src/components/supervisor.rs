@@ -1,13 +1,14 @@
 //! `ComponentSupervisor`: starts one host process per component instance and keeps them alive.
 //!
 //! ```text
-//! ComponentSupervisor            restart policy: per child, RestartPolicy backoff; never escalates
-//! └── StateStoreHost (name)*     one per state component; init in pre_start
+//! ComponentSupervisor              restart policy: per child, RestartPolicy backoff; never escalates
+//! ├── SecretStoreHost (name)*      started first: other components resolve secretKeyRefs through them
+//! └── StateStoreHost (name)*       one per state component; init in pre_start
 //! ```
 //! A failed init or a dead host marks the component failed in the directory and schedules a
 //! retry (unless the error is permanent: unknown type, bad metadata). The sidecar never exits
-//! because a component failed (DESIGN.md §5). Inits run on their own tasks, so a slow server
-//! never holds up the others or this mailbox.
+//! because a component failed (DESIGN.md §5). Starts run on their own tasks (`starter.rs`), so a
+//! slow server never holds up the others or this mailbox.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,33 +17,24 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::directory::{ComponentState, ComponentStatus, Directory, DirectoryHandle, StateEntry};
-use super::registry::{ComponentError, Registry};
-use super::state::host::{StateStoreHost, StateStoreHostArgs, StateStoreMsg};
-use super::state::StateClient;
+use super::registry::Registry;
+use super::starter::{self, Running, StartFailure};
 use crate::api::state_keys::KeyPrefix;
 use crate::config::{ComponentSpec, ResourceError};
 use crate::runtime::restart::RestartPolicy;
 
-/// Deadline of calls from the API into a store.
-pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::starter::CALL_TIMEOUT as STORE_CALL_TIMEOUT;
 
 /// Messages of `ComponentSupervisor`.
 pub enum ComponentSupervisorMsg {
     /// Start (or restart) a component by name.
     Start(String),
     /// A start attempt finished.
-    Started { name: String, result: Result<(ActorRef<StateStoreMsg>, StateClient), StartFailure> },
+    Started { name: String, result: Result<Running, StartFailure> },
     /// Reply once every component's first attempt has finished.
     AwaitInitial(RpcReplyPort<()>),
     /// Stop every host, waiting for their in-flight work.
     StopAll(RpcReplyPort<()>),
-}
-
-/// Why a start attempt failed.
-#[derive(Debug, Clone)]
-pub struct StartFailure {
-    message: String,
-    permanent: bool,
 }
 
 /// Arguments of the supervisor.
@@ -67,9 +59,10 @@ struct Child {
     spec: ComponentSpec,
     status: ComponentStatus,
     attempts: u32,
-    host: Option<ActorRef<StateStoreMsg>>,
-    entry: Option<StateEntry>,
+    running: Option<Running>,
+    prefix: KeyPrefix,
     first_done: bool,
+    starting: bool,
 }
 
 /// Supervisor state.
@@ -79,6 +72,8 @@ pub struct ComponentSupervisorState {
     order: Vec<String>,
     failed_resources: Vec<ComponentStatus>,
     initial_waiters: Vec<RpcReplyPort<()>>,
+    /// Components waiting for a secret store's first start attempt, by store name.
+    waiting_on_secrets: BTreeMap<String, Vec<String>>,
     stopping: bool,
 }
 
@@ -91,14 +86,22 @@ impl ComponentSupervisorState {
         for name in &self.order {
             let Some(c) = self.children.get(name) else { continue };
             d.components.push(c.status.clone());
-            if c.spec.category() == "state" && c.status.state != ComponentState::Unsupported {
-                match &c.entry {
-                    Some(e) if c.status.state == ComponentState::Ready => {
-                        d.state.insert(name.clone(), e.clone());
-                    }
-                    _ => {
-                        d.state_unavailable.insert(name.clone(), c.status.error.clone().unwrap_or_else(|| "starting".into()));
-                    }
+            if c.status.state == ComponentState::Unsupported {
+                continue;
+            }
+            match (&c.running, c.spec.category()) {
+                (Some(Running::State { client, .. }), _) => {
+                    d.state.insert(name.clone(), StateEntry { client: client.clone(), prefix: c.prefix.clone() });
+                }
+                (Some(Running::Secret { client, .. }), _) => {
+                    d.secrets.insert(name.clone(), client.clone());
+                }
+                (None, category) => {
+                    let why = c.status.error.clone().unwrap_or_else(|| "starting".into());
+                    match category {
+                        "secretstores" => d.secrets_unavailable.insert(name.clone(), why),
+                        _ => d.state_unavailable.insert(name.clone(), why),
+                    };
                 }
             }
         }
@@ -106,12 +109,8 @@ impl ComponentSupervisorState {
         self.args.directory.publish(d);
     }
 
-    fn initial_done(&self) -> bool {
-        self.children.values().all(|c| c.first_done)
-    }
-
     fn wake_initial_waiters(&mut self) {
-        if self.initial_done() {
+        if self.children.values().all(|c| c.first_done) {
             for w in self.initial_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -123,11 +122,80 @@ impl ComponentSupervisorState {
         c.attempts += 1;
         let delay = self.args.policy.delay(c.attempts);
         tracing::info!(component = %name, attempt = c.attempts, delay = ?delay, "retrying component");
-        // The timer task runs on its own; its handle is not needed to cancel it.
+        // The timer runs on its own; its handle is not needed to cancel it.
         drop(me.send_after(delay, {
             let name = name.to_string();
             move || ComponentSupervisorMsg::Start(name)
         }));
+    }
+
+    /// Starts `name` on a task, unless it must wait for its secret store's first attempt.
+    fn start(&mut self, me: &ActorRef<ComponentSupervisorMsg>, name: String) {
+        let Some(c) = self.children.get(&name) else { return };
+        if c.running.is_some() || c.starting || self.stopping {
+            return;
+        }
+        let needs_secrets = c.spec.metadata.iter().any(|m| m.value.is_none() && m.secret_key_ref.is_some());
+        let store_name = c.spec.secret_store.clone();
+        let mut store_client = None;
+        if let (true, Some(store)) = (needs_secrets, store_name.as_deref()) {
+            match self.children.get(store) {
+                Some(s) if !s.first_done => {
+                    self.waiting_on_secrets.entry(store.to_string()).or_default().push(name);
+                    return;
+                }
+                Some(Child { running: Some(Running::Secret { client, .. }), .. }) => store_client = Some(client.clone()),
+                Some(_) => {}
+                None => {
+                    let failure = StartFailure { message: format!("component {name}: secret store {store} is not configured"), permanent: true };
+                    let _ = me.send_message(ComponentSupervisorMsg::Started { name, result: Err(failure) });
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.children.get_mut(&name) else { return };
+        c.starting = true;
+        let spec = c.spec.clone();
+        let registry = Arc::clone(&self.args.registry);
+        let child_name = format!("{}/{}/{}", self.args.runtime_id, spec.category(), spec.name);
+        let cell = me.get_cell();
+        let me = me.clone();
+        tokio::spawn(async move {
+            let result = match starter::resolve_secrets(&spec, store_client.as_ref()).await {
+                Ok(resolved) => starter::start(resolved, registry, child_name, cell).await,
+                Err(f) => Err(f),
+            };
+            let _ = me.send_message(ComponentSupervisorMsg::Started { name, result });
+        });
+    }
+
+    fn started(&mut self, me: &ActorRef<ComponentSupervisorMsg>, name: String, result: Result<Running, StartFailure>) {
+        let Some(c) = self.children.get_mut(&name) else { return };
+        c.first_done = true;
+        c.starting = false;
+        match result {
+            Ok(running) if self.stopping => running.cell().stop(None),
+            Ok(running) => {
+                tracing::info!(component = %name, r#type = %c.spec.type_name, "component ready");
+                c.status.state = ComponentState::Ready;
+                c.status.error = None;
+                c.status.capabilities = running.capabilities();
+                c.attempts = 0;
+                c.running = Some(running);
+            }
+            Err(f) => {
+                let file = c.spec.source.display().to_string();
+                tracing::error!(component = %name, file = %file, error = %f.message, permanent = f.permanent, "component failed to start");
+                c.status.state = ComponentState::Failed;
+                c.status.error = Some(format!("{file}: {}", f.message));
+                if !f.permanent {
+                    self.schedule_retry(me, &name);
+                }
+            }
+        }
+        for waiter in self.waiting_on_secrets.remove(&name).unwrap_or_default() {
+            self.start(me, waiter);
+        }
     }
 }
 
@@ -139,9 +207,10 @@ impl Actor for ComponentSupervisor {
     async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let mut children = BTreeMap::new();
         let mut order = Vec::new();
+        let mut failed_resources: Vec<ComponentStatus> = args.load_errors.iter().map(failed_resource).collect();
         for spec in &args.specs {
             let supported = args.registry.implements_category(spec.category());
-            let status = ComponentStatus {
+            let mut status = ComponentStatus {
                 name: spec.name.clone(),
                 type_name: spec.type_name.clone(),
                 version: spec.version.clone(),
@@ -153,108 +222,44 @@ impl Actor for ComponentSupervisor {
             if !supported {
                 tracing::warn!(component = %spec.name, r#type = %spec.type_name, file = %spec.source.display(), "component type not implemented by rapr yet; skipped");
             }
-            order.push(spec.name.clone());
-            children.insert(
-                spec.name.clone(),
-                Child { spec: spec.clone(), status, attempts: 0, host: None, entry: None, first_done: !supported },
-            );
-        }
-        let failed_resources = args
-            .load_errors
-            .iter()
-            .map(|e| {
-                tracing::error!(error = %e, "resource failed to load");
-                ComponentStatus {
-                    name: e.component.clone().unwrap_or_else(|| e.file.display().to_string()),
-                    type_name: String::new(),
-                    version: String::new(),
-                    state: ComponentState::Failed,
-                    capabilities: Vec::new(),
-                    ignore_errors: false,
-                    error: Some(e.to_string()),
+            let prefix = match KeyPrefix::from_spec(spec, &args.app_id) {
+                Ok(p) => p,
+                Err(e) => {
+                    status.state = ComponentState::Failed;
+                    status.error = Some(format!("{}: component {}: metadata keyPrefix: {e}", spec.source.display(), spec.name));
+                    failed_resources.push(status);
+                    continue;
                 }
-            })
-            .collect();
+            };
+            order.push(spec.name.clone());
+            let first_done = !supported;
+            children.insert(spec.name.clone(), Child { spec: spec.clone(), status, attempts: 0, running: None, prefix, first_done, starting: false });
+        }
+        // Secret stores first: other components resolve their secretKeyRefs through them.
+        order.sort_by_key(|n| children.get(n).is_none_or(|c: &Child| c.spec.category() != "secretstores"));
         for name in &order {
-            if children.get(name).is_some_and(|c: &Child| !c.first_done) {
+            if children.get(name).is_some_and(|c| !c.first_done) {
                 me.send_message(ComponentSupervisorMsg::Start(name.clone()))?;
             }
         }
-        let st = ComponentSupervisorState { args, children, order, failed_resources, initial_waiters: Vec::new(), stopping: false };
+        let st = ComponentSupervisorState {
+            args,
+            children,
+            order,
+            failed_resources,
+            initial_waiters: Vec::new(),
+            waiting_on_secrets: BTreeMap::new(),
+            stopping: false,
+        };
         st.publish();
         Ok(st)
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
-            ComponentSupervisorMsg::Start(name) => {
-                if st.stopping {
-                    return Ok(());
-                }
-                let Some(c) = st.children.get_mut(&name) else { return Ok(()) };
-                if c.host.is_some() {
-                    return Ok(());
-                }
-                let spec = c.spec.clone();
-                let registry = Arc::clone(&st.args.registry);
-                let child_name = format!("{}/state/{}", st.args.runtime_id, spec.name);
-                let cell = me.get_cell();
-                let me2 = me.clone();
-                // Init runs on its own task so a slow server delays neither other components nor
-                // this mailbox.
-                tokio::spawn(async move {
-                    let args = StateStoreHostArgs { spec, registry };
-                    let result = match Actor::spawn_linked(Some(child_name), StateStoreHost, args, cell).await {
-                        Ok((host, _)) => match StateClient::connect(host.clone(), STORE_CALL_TIMEOUT).await {
-                            Ok(client) => Ok((host, client)),
-                            Err(e) => {
-                                host.stop(None);
-                                Err(StartFailure { message: e.to_string(), permanent: false })
-                            }
-                        },
-                        Err(e) => Err(start_failure(e)),
-                    };
-                    let _ = me2.send_message(ComponentSupervisorMsg::Started { name, result });
-                });
-            }
+            ComponentSupervisorMsg::Start(name) => st.start(&me, name),
             ComponentSupervisorMsg::Started { name, result } => {
-                let app_id = st.args.app_id.clone();
-                let Some(c) = st.children.get_mut(&name) else { return Ok(()) };
-                c.first_done = true;
-                match result {
-                    Ok((host, client)) => {
-                        if st.stopping {
-                            host.stop(None);
-                        } else {
-                            match KeyPrefix::from_spec(&c.spec, &app_id) {
-                                Ok(prefix) => {
-                                    tracing::info!(component = %name, r#type = %c.spec.type_name, "component ready");
-                                    c.status.state = ComponentState::Ready;
-                                    c.status.error = None;
-                                    c.status.capabilities = client.features().iter().map(|f| f.as_str()).collect();
-                                    c.attempts = 0;
-                                    c.entry = Some(StateEntry { client, prefix });
-                                    c.host = Some(host);
-                                }
-                                Err(e) => {
-                                    host.stop(None);
-                                    tracing::error!(component = %name, error = %e, "component failed");
-                                    c.status.state = ComponentState::Failed;
-                                    c.status.error = Some(e);
-                                }
-                            }
-                        }
-                    }
-                    Err(f) => {
-                        let file = c.spec.source.display().to_string();
-                        tracing::error!(component = %name, file = %file, error = %f.message, permanent = f.permanent, "component failed to start");
-                        c.status.state = ComponentState::Failed;
-                        c.status.error = Some(format!("{file}: {}", f.message));
-                        if !f.permanent {
-                            st.schedule_retry(&me, &name);
-                        }
-                    }
-                }
+                st.started(&me, name, result);
                 st.publish();
                 st.wake_initial_waiters();
             }
@@ -264,12 +269,13 @@ impl Actor for ComponentSupervisor {
             }
             ComponentSupervisorMsg::StopAll(reply) => {
                 st.stopping = true;
-                for c in st.children.values_mut() {
-                    if let Some(h) = c.host.take() {
-                        // Drains the host's in-flight work before its store closes.
-                        let _ = h.stop_and_wait(None, Some(Duration::from_secs(10))).await;
-                    }
-                    c.entry = None;
+                // State stores first (they may hold app writes in flight), secret stores last.
+                let mut running: Vec<(bool, Running)> =
+                    st.children.values_mut().filter_map(|c| c.running.take().map(|r| (matches!(r, Running::Secret { .. }), r))).collect();
+                running.sort_by_key(|(secret, _)| *secret);
+                for (_, r) in running {
+                    // Drains the host's in-flight work before its store closes.
+                    let _ = r.cell().stop_and_wait(None, Some(Duration::from_secs(10))).await;
                 }
                 let _ = reply.send(());
             }
@@ -287,13 +293,12 @@ impl Actor for ComponentSupervisor {
             return Ok(());
         }
         let id = cell.get_id();
-        let Some(name) = st.children.iter().find(|(_, c)| c.host.as_ref().is_some_and(|h| h.get_id() == id)).map(|(n, _)| n.clone()) else {
+        let Some(name) = st.children.iter().find(|(_, c)| c.running.as_ref().is_some_and(|r| r.id() == id)).map(|(n, _)| n.clone()) else {
             return Ok(());
         };
         if let Some(c) = st.children.get_mut(&name) {
             tracing::error!(component = %name, reason = %reason, "component host died; restarting");
-            c.host = None;
-            c.entry = None;
+            c.running = None;
             c.status.state = ComponentState::Failed;
             c.status.error = Some(reason);
         }
@@ -303,13 +308,16 @@ impl Actor for ComponentSupervisor {
     }
 }
 
-fn start_failure(e: ractor::SpawnErr) -> StartFailure {
-    match e {
-        ractor::SpawnErr::StartupFailed(err) => {
-            let permanent = err.downcast_ref::<ComponentError>().is_some_and(ComponentError::is_permanent);
-            StartFailure { message: err.to_string(), permanent }
-        }
-        other => StartFailure { message: other.to_string(), permanent: false },
+fn failed_resource(e: &ResourceError) -> ComponentStatus {
+    tracing::error!(error = %e, "resource failed to load");
+    ComponentStatus {
+        name: e.component.clone().unwrap_or_else(|| e.file.display().to_string()),
+        type_name: String::new(),
+        version: String::new(),
+        state: ComponentState::Failed,
+        capabilities: Vec::new(),
+        ignore_errors: false,
+        error: Some(e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ pub mod configuration;
 pub mod flags;
 pub mod resources;
 
-pub use component::ComponentSpec;
+pub use component::{ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::ConfigurationSpec;
 pub use flags::SidecarArgs;
 pub use resources::{load_configuration, load_resources, ResourceError, Resources};

@@ -1,6 +1,7 @@
 //! The supervision root of a sidecar, its API gateway, restart policy and shutdown, and
 //! `run_sidecar`, which ties them to the process's signals.
 
+pub mod call;
 pub mod gateway;
 pub mod restart;
 pub mod root;

@@ -5,6 +5,7 @@
 //! transports share one listener implementation and graceful drain.
 
 mod metadata;
+mod secrets;
 mod state;
 
 use std::sync::Arc;
@@ -51,6 +52,12 @@ impl Dapr for DaprService {
     }
     async fn execute_state_transaction(&self, r: GrpcRequest<pb::ExecuteStateTransactionRequest>) -> Result<GrpcResponse<()>, Status> {
         self.execute_state_transaction_impl(r).await
+    }
+    async fn get_secret(&self, r: GrpcRequest<pb::GetSecretRequest>) -> Result<GrpcResponse<pb::GetSecretResponse>, Status> {
+        self.get_secret_impl(r).await
+    }
+    async fn get_bulk_secret(&self, r: GrpcRequest<pb::GetBulkSecretRequest>) -> Result<GrpcResponse<pb::GetBulkSecretResponse>, Status> {
+        self.get_bulk_secret_impl(r).await
     }
     async fn get_metadata(&self, r: GrpcRequest<pb::GetMetadataRequest>) -> Result<GrpcResponse<pb::GetMetadataResponse>, Status> {
         self.get_metadata_impl(r).await

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::components::registry::{ComponentError, Registry};
 use crate::config::ComponentSpec;
+use crate::runtime::call::{call, CallError};
 
 type Reply<T> = RpcReplyPort<Result<T, StoreError>>;
 
@@ -127,10 +128,9 @@ pub struct StateClient {
 impl StateClient {
     /// Asks the host what it offers and wraps it.
     pub async fn connect(host: ActorRef<StateStoreMsg>, timeout: Duration) -> Result<Self, StoreError> {
-        let description = match host.call(StateStoreMsg::Describe, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(d)) => d,
-            _ => return Err(StoreError::Unavailable("the state store did not describe itself".into())),
-        };
+        let description = call(&host, StateStoreMsg::Describe, timeout)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the state store did not describe itself: {e}")))?;
         Ok(Self { host, description, timeout })
     }
 
@@ -150,10 +150,9 @@ impl StateClient {
     }
 
     async fn ask<T: Send + 'static>(&self, build: impl FnOnce(Reply<T>) -> StateStoreMsg) -> Result<T, StoreError> {
-        match self.host.call(build, Some(self.timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(StoreError::Timeout(self.timeout)),
-            Ok(ractor::rpc::CallResult::SenderError) => Err(StoreError::Unavailable("the request was dropped".into())),
+        match call(&self.host, build, self.timeout).await {
+            Ok(r) => r,
+            Err(CallError::Timeout(t)) => Err(StoreError::Timeout(t)),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
     }
