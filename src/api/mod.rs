@@ -5,5 +5,6 @@ pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod metadata;
+pub mod secrets;
 pub mod state;
 pub mod state_keys;

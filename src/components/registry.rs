@@ -103,7 +103,8 @@ impl Default for Registry {
     }
 }
 
-fn warn_unread(name: &str, md: &ComponentMetadata) {
+/// Warns once about metadata keys an implementation did not read.
+pub fn warn_unread(name: &str, md: &ComponentMetadata) {
     let unread = md.unread();
     if !unread.is_empty() {
         tracing::warn!(component = %name, keys = ?unread, "metadata keys not used by this component");

@@ -5,6 +5,30 @@
 
 use std::collections::BTreeMap;
 
+/// Access rules of one secret store (`spec.secrets.scopes[]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretScope {
+    /// `defaultAccess: deny` (default allow).
+    pub default_deny: bool,
+    /// `allowedSecrets`: when non-empty, only these are readable.
+    pub allowed: Vec<String>,
+    /// `deniedSecrets`.
+    pub denied: Vec<String>,
+}
+
+impl SecretScope {
+    /// Dapr's rule: an allow list decides alone; else a denied key is denied; else the default.
+    pub fn allows(&self, key: &str) -> bool {
+        if !self.allowed.is_empty() {
+            return self.allowed.iter().any(|k| k == key);
+        }
+        if self.denied.iter().any(|k| k == key) {
+            return false;
+        }
+        !self.default_deny
+    }
+}
+
 /// A parsed configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigurationSpec {
@@ -12,12 +36,38 @@ pub struct ConfigurationSpec {
     pub name: String,
     /// Preview features switched on (`spec.features[].enabled: true`).
     pub enabled_features: Vec<String>,
+    /// Secret access rules by store name.
+    pub secret_scopes: BTreeMap<String, SecretScope>,
     /// Other `spec` sections present, by name, which rapr does not apply yet.
     pub unimplemented: Vec<String>,
 }
 
 /// Sections of `spec` that rapr applies.
-const IMPLEMENTED: &[&str] = &["features"];
+const IMPLEMENTED: &[&str] = &["features", "secrets"];
+
+fn strings(v: Option<&yaml_serde::Value>, what: &str) -> Result<Vec<String>, String> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let list = v.as_sequence().ok_or_else(|| format!("{what} must be a list"))?;
+    list.iter().map(|i| i.as_str().map(str::to_string).ok_or_else(|| format!("{what} must hold strings"))).collect()
+}
+
+fn secret_scopes(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<BTreeMap<String, SecretScope>, String> {
+    let mut out = BTreeMap::new();
+    let Some(scopes) = spec.get("secrets").and_then(|s| s.get("scopes")) else { return Ok(out) };
+    for scope in scopes.as_sequence().ok_or("spec.secrets.scopes must be a list")? {
+        let store = scope.get("storeName").and_then(|v| v.as_str()).ok_or("spec.secrets.scopes[].storeName is required")?;
+        let default_deny = match scope.get("defaultAccess").and_then(|v| v.as_str()) {
+            None => false,
+            Some(a) if a.eq_ignore_ascii_case("allow") => false,
+            Some(a) if a.eq_ignore_ascii_case("deny") => true,
+            Some(a) => return Err(format!("spec.secrets.scopes[{store}].defaultAccess must be allow or deny, not {a:?}")),
+        };
+        let allowed = strings(scope.get("allowedSecrets"), "allowedSecrets")?;
+        let denied = strings(scope.get("deniedSecrets"), "deniedSecrets")?;
+        out.insert(store.to_string(), SecretScope { default_deny, allowed, denied });
+    }
+    Ok(out)
+}
 
 impl ConfigurationSpec {
     /// Builds the spec from the document's `metadata.name` and `spec` mapping.
@@ -38,6 +88,34 @@ impl ConfigurationSpec {
         }
         let unimplemented =
             spec.keys().filter(|k| !IMPLEMENTED.contains(&k.as_str())).cloned().collect::<Vec<_>>();
-        Ok(Self { name: name.to_string(), enabled_features, unimplemented })
+        Ok(Self { name: name.to_string(), enabled_features, secret_scopes: secret_scopes(spec)?, unimplemented })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_scope_rules() {
+        let deny_default = SecretScope { default_deny: true, allowed: vec![], denied: vec![] };
+        assert!(!deny_default.allows("a"));
+        let allow_list = SecretScope { default_deny: true, allowed: vec!["a".into()], denied: vec!["a".into()] };
+        assert!(allow_list.allows("a"), "the allow list decides alone");
+        assert!(!allow_list.allows("b"));
+        let deny_list = SecretScope { default_deny: false, allowed: vec![], denied: vec!["b".into()] };
+        assert!(deny_list.allows("a") && !deny_list.allows("b"));
+    }
+
+    #[test]
+    fn parses_secret_scopes() {
+        let spec: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(
+            "secrets:\n  scopes:\n  - storeName: local\n    defaultAccess: deny\n    allowedSecrets: [\"a\"]\n",
+        )
+        .unwrap();
+        let c = ConfigurationSpec::from_spec("c", &spec).unwrap();
+        assert!(c.secret_scopes["local"].default_deny);
+        assert_eq!(c.secret_scopes["local"].allowed, vec!["a".to_string()]);
+        assert!(c.unimplemented.is_empty());
     }
 }

@@ -26,7 +26,8 @@ use crate::api::state::StateApi;
 use crate::components::directory::DirectoryHandle;
 use crate::components::registry::Registry;
 use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
-use crate::config::{load_configuration, load_resources, SidecarArgs};
+use crate::api::secrets::SecretsApi;
+use crate::config::{load_configuration, load_resources, ConfigurationSpec, SidecarArgs};
 
 /// Messages of `RuntimeRoot`.
 pub enum RuntimeRootMsg {
@@ -75,18 +76,18 @@ impl Actor for RuntimeRoot {
     async fn pre_start(&self, me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let flags = a.flags;
         let runtime_id = format!("{}-{}", if flags.app_id.is_empty() { "rapr" } else { &flags.app_id }, uuid::Uuid::new_v4().simple());
-        let enabled_features = match &flags.config {
-            None => Vec::new(),
+        let configuration = match &flags.config {
+            None => ConfigurationSpec::default(),
             Some(file) => match load_configuration(file) {
                 Ok(cfg) => {
                     if !cfg.unimplemented.is_empty() {
                         tracing::warn!(configuration = %cfg.name, sections = ?cfg.unimplemented, "configuration sections not implemented by rapr yet; ignored");
                     }
-                    cfg.enabled_features
+                    cfg
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "configuration failed to load; running without it");
-                    Vec::new()
+                    ConfigurationSpec::default()
                 }
             },
         };
@@ -123,16 +124,18 @@ impl Actor for RuntimeRoot {
             channel_address: flags.app_channel_address.clone(),
             max_concurrency: flags.app_max_concurrency,
         };
-        let metadata = MetadataApi::new(flags.app_id.clone(), enabled_features, app, directory);
+        let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
+        let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory);
         let http = crate::api::http::router(HttpState {
             state: state.clone(),
             metadata: metadata.clone(),
+            secrets: secrets.clone(),
             shutdown: a.shutdown.clone(),
             app_id: app_id.clone(),
             max_body,
             api_token: api_token.clone(),
         });
-        let grpc = crate::api::grpc::router(GrpcState { state, metadata, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
+        let grpc = crate::api::grpc::router(GrpcState { state, metadata, secrets, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
         let listen = flags.listen_addresses();
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),

@@ -4,5 +4,6 @@
 mod harness;
 mod lifecycle;
 mod resources;
+mod secrets;
 mod state;
 mod supervision;

@@ -39,3 +39,11 @@ pub const ERR_METADATA_GET: &str = "ERR_METADATA_GET";
 
 /// ErrorInfo domain of every Dapr error.
 pub const DOMAIN: &str = "dapr.io";
+/// No secret store configured.
+pub const ERR_SECRET_STORES_NOT_CONFIGURED: &str = "ERR_SECRET_STORES_NOT_CONFIGURED";
+/// Unknown secret store.
+pub const ERR_SECRET_STORE_NOT_FOUND: &str = "ERR_SECRET_STORE_NOT_FOUND";
+/// Secret scopes deny the key.
+pub const ERR_PERMISSION_DENIED: &str = "ERR_PERMISSION_DENIED";
+/// Reading a secret failed.
+pub const ERR_SECRET_GET: &str = "ERR_SECRET_GET";

@@ -6,6 +6,7 @@
 //! this file (`state.rs`).
 
 pub mod codes;
+pub mod secrets;
 pub mod state;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,7 @@ use rapr_proto::runtime::v1::dapr_server::{Dapr, DaprServer};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use crate::api::metadata::MetadataApi;
+use crate::api::secrets::SecretsApi;
 use crate::api::state::StateApi;
 use crate::runtime::shutdown::ShutdownHandle;
 
@@ -26,6 +27,7 @@ use crate::runtime::shutdown::ShutdownHandle;
 pub struct DaprService {
     state: StateApi,
     metadata: MetadataApi,
+    secrets: SecretsApi,
     shutdown: ShutdownHandle,
     app_id: Arc<str>,
 }
@@ -77,6 +79,8 @@ pub struct GrpcState {
     pub state: StateApi,
     /// Metadata facade.
     pub metadata: MetadataApi,
+    /// Secrets facade.
+    pub secrets: SecretsApi,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id.
@@ -89,7 +93,7 @@ pub struct GrpcState {
 
 /// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
 pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
-    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
+    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
     let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)

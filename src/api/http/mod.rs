@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod extract;
 pub mod metadata;
+pub mod secrets;
 pub mod state;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::StatusCode;
 
 use crate::api::errors::{codes, ApiError};
 use crate::api::metadata::MetadataApi;
+use crate::api::secrets::SecretsApi;
 use crate::api::state::StateApi;
 use crate::runtime::shutdown::ShutdownHandle;
 
@@ -27,6 +29,8 @@ pub struct HttpState {
     pub state: StateApi,
     /// Metadata and health facade.
     pub metadata: MetadataApi,
+    /// Secrets facade.
+    pub secrets: SecretsApi,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id (error metadata).
@@ -42,6 +46,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .merge(state::routes())
         .merge(metadata::routes())
+        .merge(secrets::routes())
         .fallback(not_found)
         // Bodies are read under `max_body` by each handler, with daprd's per-route error.
         .layer(DefaultBodyLimit::disable())

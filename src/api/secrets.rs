@@ -1,0 +1,74 @@
+//! `SecretsApi`: the transport-free secrets facade: store lookup, the Configuration's secret
+//! scopes (`secrets.scopes`), then the store through its `SecretClient`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::components::directory::DirectoryHandle;
+use crate::components::secretstores::{Metadata, Secret, SecretClient, SecretError};
+use crate::config::configuration::SecretScope;
+
+/// Failures of the secrets API before they are mapped to the wire.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SecretsApiError {
+    /// No secret store configured.
+    #[error("secret store is not configured")]
+    NotConfigured,
+    /// No store by that name.
+    #[error("failed finding secret store with key {store}")]
+    NotFound { store: String },
+    /// The scopes deny this key.
+    #[error("access denied by policy to get {key:?} from {store:?}")]
+    PermissionDenied { store: String, key: String },
+    /// The store failed.
+    #[error("failed getting secret with key {key} from secret store {store}: {source}")]
+    Get { store: String, key: String, source: SecretError },
+    /// The store failed a bulk read.
+    #[error("failed getting secrets from secret store {store}: {source}")]
+    BulkGet { store: String, source: SecretError },
+}
+
+/// The secrets facade.
+#[derive(Clone)]
+pub struct SecretsApi {
+    directory: DirectoryHandle,
+    scopes: Arc<BTreeMap<String, SecretScope>>,
+}
+
+impl SecretsApi {
+    /// Builds the facade.
+    pub fn new(directory: DirectoryHandle, scopes: BTreeMap<String, SecretScope>) -> Self {
+        Self { directory, scopes: Arc::new(scopes) }
+    }
+
+    fn store(&self, name: &str) -> Result<SecretClient, SecretsApiError> {
+        let d = self.directory.load();
+        if let Some(c) = d.secrets.get(name) {
+            return Ok(c.clone());
+        }
+        if !d.has_secret_stores() {
+            return Err(SecretsApiError::NotConfigured);
+        }
+        Err(SecretsApiError::NotFound { store: name.to_string() })
+    }
+
+    fn allowed(&self, store: &str, key: &str) -> bool {
+        self.scopes.get(store).is_none_or(|s| s.allows(key))
+    }
+
+    /// One secret.
+    pub async fn get(&self, store: &str, key: &str, metadata: Metadata) -> Result<Secret, SecretsApiError> {
+        let client = self.store(store)?;
+        if !self.allowed(store, key) {
+            return Err(SecretsApiError::PermissionDenied { store: store.into(), key: key.into() });
+        }
+        client.get(key.to_string(), metadata).await.map_err(|source| SecretsApiError::Get { store: store.into(), key: key.into(), source })
+    }
+
+    /// Every secret the scopes allow.
+    pub async fn bulk_get(&self, store: &str, metadata: Metadata) -> Result<BTreeMap<String, Secret>, SecretsApiError> {
+        let client = self.store(store)?;
+        let all = client.bulk_get(metadata).await.map_err(|source| SecretsApiError::BulkGet { store: store.into(), source })?;
+        Ok(all.into_iter().filter(|(k, _)| self.allowed(store, k)).collect())
+    }
+}
