@@ -27,6 +27,8 @@ EXPECTED_DAPR_METHODS = {
     "DeleteState",
     "DeleteBulkState",
     "ExecuteStateTransaction",
+    "GetSecret",
+    "GetBulkSecret",
     "GetMetadata",
     "SetMetadata",
     "Shutdown",
