@@ -22,6 +22,7 @@ fn init_logging(level: &str, json: bool) {
 
 fn main() {
     let cli = Cli::parse_from(normalize_go_flags(std::env::args()));
+    let _failpoints = rapr::runtime::failpoints::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

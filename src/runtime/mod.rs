@@ -2,6 +2,7 @@
 //! `run_sidecar`, which ties them to the process's signals.
 
 pub mod call;
+pub mod failpoints;
 pub mod gateway;
 pub mod restart;
 pub mod root;

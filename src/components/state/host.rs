@@ -18,6 +18,7 @@ use super::{
 use crate::components::registry::{ComponentError, Registry};
 use crate::config::ComponentSpec;
 use crate::runtime::call::{call, CallError};
+use crate::runtime::failpoints::crash_point;
 
 type Reply<T> = RpcReplyPort<Result<T, StoreError>>;
 
@@ -72,6 +73,11 @@ impl Actor for StateStoreHost {
 
     async fn pre_start(&self, _me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let timeout = args.spec.init_timeout;
+        fail::fail_point!("component:init", |arg: Option<String>| Err(ComponentError::Init {
+            name: args.spec.name.clone(),
+            reason: format!("failpoint component:init ({})", arg.unwrap_or_default()),
+        }
+        .into()));
         let store = tokio::time::timeout(timeout, args.registry.build_state(&args.spec))
             .await
             .map_err(|_| ComponentError::InitTimeout(timeout))??;
@@ -88,13 +94,34 @@ impl Actor for StateStoreHost {
                 st.in_flight.spawn(async move { let _ = reply.send(store.bulk_get(reqs).await); });
             }
             StateStoreMsg::Set { req, reply } => {
-                st.in_flight.spawn(async move { let _ = reply.send(store.set(req).await); });
+                st.in_flight.spawn(async move {
+                    crash_point("state:set:before");
+                    let r = store.set(req).await;
+                    if r.is_ok() {
+                        crash_point("state:set:after");
+                    }
+                    let _ = reply.send(r);
+                });
             }
             StateStoreMsg::Delete { req, reply } => {
-                st.in_flight.spawn(async move { let _ = reply.send(store.delete(req).await); });
+                st.in_flight.spawn(async move {
+                    crash_point("state:delete:before");
+                    let r = store.delete(req).await;
+                    if r.is_ok() {
+                        crash_point("state:delete:after");
+                    }
+                    let _ = reply.send(r);
+                });
             }
             StateStoreMsg::Transact { ops, metadata, reply } => {
-                st.in_flight.spawn(async move { let _ = reply.send(store.transact(ops, metadata).await); });
+                st.in_flight.spawn(async move {
+                    crash_point("state:transact:before");
+                    let r = store.transact(ops, metadata).await;
+                    if r.is_ok() {
+                        crash_point("state:transact:after");
+                    }
+                    let _ = reply.send(r);
+                });
             }
             StateStoreMsg::Query { prefix, query, metadata, reply } => {
                 st.in_flight.spawn(async move { let _ = reply.send(store.query(&prefix, query, metadata).await); });

@@ -22,6 +22,7 @@ use super::{
     QueryPage, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
 use crate::components::metadata::{ComponentMetadata, MetadataError};
+use crate::runtime::failpoints::crash_point;
 
 const FEATURES: &[Feature] = &[Feature::ETag, Feature::Transactional, Feature::Ttl, Feature::QueryApi];
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -335,12 +336,16 @@ impl StateStore for SqliteStore {
         self.pool
             .write(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err)?;
-                for op in &ops {
+                for (i, op) in ops.iter().enumerate() {
                     match op {
                         TransactionOp::Set(r) => do_set(&tx, &table, r)?,
                         TransactionOp::Delete(r) => do_delete(&tx, &table, r)?,
                     }
+                    if i == 0 && ops.len() > 1 {
+                        crash_point("state:sqlite:transact:mid");
+                    }
                 }
+                crash_point("state:sqlite:commit:before");
                 tx.commit().map_err(db_err)
             })
             .await
