@@ -16,15 +16,19 @@ section() { printf '\n=== [%s] %s ===\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; 
 declare -a NAMES=() RESULTS=()
 record() { NAMES+=("$1"); RESULTS+=("$2"); }
 
-section "cargo build --locked"
-if ! cargo build --locked; then
+# The failpoints feature adds crash points that only act when FAILPOINTS is set; the fault tests
+# need it, and building once with it keeps nextest and the SDK suites on the same binary.
+FEATURES="--features failpoints"
+
+section "cargo build --locked $FEATURES"
+if ! cargo build --locked $FEATURES; then
     echo "build failed: nothing to test" >&2
     printf '\nSUMMARY: build FAILED\n'
     exit 1
 fi
 
-section "Rust: cargo nextest run --locked --no-fail-fast"
-cargo nextest run --locked --no-fail-fast
+section "Rust: cargo nextest run --locked --no-fail-fast $FEATURES"
+cargo nextest run --locked --no-fail-fast $FEATURES
 rc=$?
 record "rust (nextest)" "$rc"
 

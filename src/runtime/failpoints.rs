@@ -6,8 +6,9 @@
 //!
 //! Points: `state:{set,delete,transact}:{before,after}` in `StateStoreHost` (before: the store
 //! has not been called; after: the store committed, the caller is not answered yet),
-//! `state:sqlite:transact:mid` (first operation applied inside the open transaction),
-//! `state:sqlite:commit:before` (every operation applied, commit not issued), and
+//! `state:{sqlite,postgres,mysql}:transact:mid` (first operation applied inside the open
+//! transaction), `state:{sqlite,postgres,mysql}:commit:before` (every operation applied, commit
+//! not issued), and
 //! `component:init` (an init error, not a crash: the supervisor retries).
 
 /// Aborts the process at `name` when the point is armed with `return`.

@@ -1,6 +1,9 @@
 //! rapr's integration tests: one binary (DESIGN.md §4) that starts the real `rapr` binary
 //! against real backends and drives its HTTP and gRPC APIs.
 
+mod backends;
+mod durability;
+mod faults;
 mod harness;
 mod lifecycle;
 mod resources;

@@ -16,6 +16,7 @@ mod config;
 mod dsn;
 mod schema;
 
+use crate::runtime::failpoints::crash_point;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -308,14 +309,18 @@ impl StateStore for MysqlStore {
                 }
                 _ => {
                     let mut tx = self.pool.start_transaction(TxOpts::default()).await.map_err(db_err)?;
-                    for op in &ops {
+                    for (i, op) in ops.iter().enumerate() {
                         if let Err(e) = apply(&mut tx, &self.sql, op).await {
                             if let Err(rb) = tx.rollback().await {
                                 tracing::warn!(component = %self.name, error = %rb, "rollback failed; the connection is discarded");
                             }
                             return Err(e);
                         }
+                        if i == 0 {
+                            crash_point("state:mysql:transact:mid");
+                        }
                     }
+                    crash_point("state:mysql:commit:before");
                     tx.commit().await.map_err(db_err)
                 }
             }

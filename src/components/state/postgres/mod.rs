@@ -23,6 +23,7 @@ mod config;
 mod rows;
 mod schema;
 
+use crate::runtime::failpoints::crash_point;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -272,12 +273,16 @@ impl StateStore for PostgresStore {
         self.timed(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg_err)?;
-            for op in &ops {
+            for (i, op) in ops.iter().enumerate() {
                 match op {
                     TransactionOp::Set(r) => do_set(&tx, self.cached, &self.table, r).await?,
                     TransactionOp::Delete(r) => do_delete(&tx, self.cached, &self.table, r).await?,
                 }
+                if i == 0 && ops.len() > 1 {
+                    crash_point("state:postgres:transact:mid");
+                }
             }
+            crash_point("state:postgres:commit:before");
             // Dropping an uncommitted transaction rolls it back: a failed op applies nothing.
             tx.commit().await.map_err(pg_err)
         })
