@@ -16,8 +16,6 @@ use super::state::host::{StateStoreHost, StateStoreHostArgs, StateStoreMsg};
 use super::state::StateClient;
 use crate::config::ComponentSpec;
 
-/// Deadline of calls from the API into a component.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running component: its host and front door.
 #[derive(Clone)]
@@ -118,14 +116,15 @@ fn spawn_failure(e: ractor::SpawnErr) -> StartFailure {
     }
 }
 
-/// Spawns the host of `spec` (already resolved) under `supervisor` and connects its client.
-pub async fn start(spec: ComponentSpec, registry: Arc<Registry>, name: String, supervisor: ActorCell) -> Result<Running, StartFailure> {
+/// Spawns the host of `spec` (already resolved) under `supervisor` and connects its client, whose
+/// calls give up after `timeout`.
+pub async fn start(spec: ComponentSpec, registry: Arc<Registry>, name: String, supervisor: ActorCell, timeout: Duration) -> Result<Running, StartFailure> {
     match spec.category() {
         "secretstores" => {
             let (host, _) = Actor::spawn_linked(Some(name), SecretStoreHost, SecretStoreHostArgs { spec, registry }, supervisor)
                 .await
                 .map_err(spawn_failure)?;
-            match SecretClient::connect(host.clone(), CALL_TIMEOUT).await {
+            match SecretClient::connect(host.clone(), timeout).await {
                 Ok(client) => Ok(Running::Secret { host, client }),
                 Err(e) => {
                     host.stop(None);
@@ -137,7 +136,7 @@ pub async fn start(spec: ComponentSpec, registry: Arc<Registry>, name: String, s
             let (host, _) = Actor::spawn_linked(Some(name), StateStoreHost, StateStoreHostArgs { spec, registry }, supervisor)
                 .await
                 .map_err(spawn_failure)?;
-            match StateClient::connect(host.clone(), CALL_TIMEOUT).await {
+            match StateClient::connect(host.clone(), timeout).await {
                 Ok(client) => Ok(Running::State { host, client }),
                 Err(e) => {
                     host.stop(None);

@@ -23,8 +23,6 @@ use crate::api::state_keys::KeyPrefix;
 use crate::config::{ComponentSpec, ResourceError};
 use crate::runtime::restart::RestartPolicy;
 
-pub use super::starter::CALL_TIMEOUT as STORE_CALL_TIMEOUT;
-
 /// Messages of `ComponentSupervisor`.
 pub enum ComponentSupervisorMsg {
     /// Start (or restart) a component by name.
@@ -53,6 +51,8 @@ pub struct ComponentSupervisorArgs {
     pub directory: DirectoryHandle,
     /// Backoff.
     pub policy: RestartPolicy,
+    /// Deadline of every call into a component.
+    pub call_timeout: Duration,
 }
 
 struct Child {
@@ -160,9 +160,10 @@ impl ComponentSupervisorState {
         let child_name = format!("{}/{}/{}", self.args.runtime_id, spec.category(), spec.name);
         let cell = me.get_cell();
         let me = me.clone();
+        let timeout = self.args.call_timeout;
         tokio::spawn(async move {
             let result = match starter::resolve_secrets(&spec, store_client.as_ref()).await {
-                Ok(resolved) => starter::start(resolved, registry, child_name, cell).await,
+                Ok(resolved) => starter::start(resolved, registry, child_name, cell, timeout).await,
                 Err(f) => Err(f),
             };
             let _ = me.send_message(ComponentSupervisorMsg::Started { name, result });

@@ -116,6 +116,10 @@ pub struct SidecarArgs {
     /// Serve profiling endpoints.
     #[arg(long = "enable-profiling", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_profiling: bool,
+    /// rapr extension: deadline of every call into a component (`500ms`, `30s`), so a stalled
+    /// backend answers with an error instead of holding requests forever.
+    #[arg(long = "component-call-timeout", default_value = "30s")]
+    pub component_call_timeout: String,
     /// Unix domain socket directory for the APIs.
     #[arg(long = "unix-domain-socket")]
     pub unix_domain_socket: Option<PathBuf>,
@@ -124,7 +128,7 @@ pub struct SidecarArgs {
 /// Flag errors caught after parsing.
 #[derive(Debug, thiserror::Error)]
 pub enum FlagError {
-    /// A size flag that does not parse.
+    /// A size or duration flag that does not parse.
     #[error("invalid value {value:?} for --{flag}: {reason}")]
     Size {
         /// Flag name.
@@ -150,6 +154,13 @@ impl SidecarArgs {
             return Ok((mb as usize) << 20);
         }
         parse_size(&self.max_body_size).map_err(|reason| FlagError::Size { flag: "max-body-size", value: self.max_body_size.clone(), reason })
+    }
+
+    /// The component call deadline.
+    pub fn component_call_timeout(&self) -> Result<Duration, FlagError> {
+        crate::components::metadata::parse_duration(&self.component_call_timeout)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| FlagError::Size { flag: "component-call-timeout", value: self.component_call_timeout.clone(), reason: "not a positive duration".into() })
     }
 
     /// Drain deadline on shutdown.

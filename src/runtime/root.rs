@@ -107,6 +107,7 @@ impl Actor for RuntimeRoot {
                 registry: a.registry,
                 directory: directory.clone(),
                 policy: RestartPolicy::default(),
+                call_timeout: flags.component_call_timeout()?,
             },
             me.get_cell(),
         )

@@ -7,3 +7,4 @@ mod http;
 mod mysql;
 mod postgres;
 mod redis;
+mod slow;
