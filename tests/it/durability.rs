@@ -107,3 +107,20 @@ async fn postgres_survives_kill_9() {
 async fn mysql_survives_kill_9() {
     kill9_loses_nothing_acknowledged(Backend::mysql()).await;
 }
+
+/// A value larger than the backend accepts (MariaDB's `max_allowed_packet`, 16 MiB here) gets a
+/// clear error naming the store, and the sidecar keeps serving.
+#[tokio::test]
+async fn a_value_too_large_for_mariadb_is_a_clear_error() {
+    let backend = Backend::mysql();
+    let sc = SidecarBuilder::new("bigvalue").file("store.yaml", &backend.yaml("store")).args(&["--max-body-size", "64Mi"]).start().await;
+    let big = format!(r#"[{{"key":"big","value":"{}"}}]"#, "x".repeat(20 * 1024 * 1024));
+    let r = sc.client.post(sc.url("/v1.0/state/store")).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_STATE_SAVE");
+    assert!(body["message"].as_str().unwrap().starts_with("failed saving state in state store store: "), "{body}");
+    let r = sc.client.post(sc.url("/v1.0/state/store")).json(&json!([{"key": "small", "value": 1}])).send().await.unwrap();
+    assert_eq!(r.status(), 204, "the store keeps serving");
+    backend.cleanup().await;
+}
