@@ -9,4 +9,6 @@ pub mod api;
 pub mod cli;
 pub mod components;
 pub mod config;
+pub mod resiliency;
 pub mod runtime;
+pub mod invoke;

@@ -1,5 +1,9 @@
 //! Compiles rapr's proto/ files with the protoc shipped by `protoc-bin-vendored`, so a clean clone
-//! builds without a system protoc. Also emits the file descriptor set that gRPC reflection serves.
+//! builds without a system protoc.
+//!
+//! Two sets: the served API (its file descriptor set feeds gRPC reflection) and the protocols
+//! rapr only calls or serves privately (the app callback, the sidecar-to-sidecar protocol), kept
+//! out of reflection and generated into their own folder.
 
 use std::path::PathBuf;
 
@@ -9,11 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // reason: tonic-prost-build reads PROTOC from the environment; build scripts run single-threaded.
     std::env::set_var("PROTOC", &protoc);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [
+    let includes = [root.clone(), include];
+    let public = [
         "dapr/proto/common/v1/common.proto",
         "dapr/proto/runtime/v1/state.proto",
         "dapr/proto/runtime/v1/metadata.proto",
         "dapr/proto/runtime/v1/secret.proto",
+        "dapr/proto/runtime/v1/invoke.proto",
         "dapr/proto/runtime/v1/dapr.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -21,10 +27,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(out.join("rapr_descriptor.bin"))
-        .compile_protos(
-            &files.map(|f| root.join(f)),
-            &[root.clone(), include.clone()],
-        )?;
+        .compile_protos(&public.map(|f| root.join(f)), &includes)?;
+
+    let private_out = out.join("private");
+    std::fs::create_dir_all(&private_out)?;
+    let private = ["rapr/private/appcallback.proto", "dapr/proto/internals/v1/service_invocation.proto"];
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(&private_out)
+        .extern_path(".dapr.proto.common.v1", "crate::common::v1")
+        .compile_protos(&private.map(|f| root.join(f)), &includes)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

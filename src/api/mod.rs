@@ -4,6 +4,7 @@
 pub mod errors;
 pub mod grpc;
 pub mod http;
+pub mod invoke;
 pub mod metadata;
 pub mod secrets;
 pub mod state;

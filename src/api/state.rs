@@ -2,10 +2,15 @@
 //!
 //! Validates requests, applies the store's key prefix, checks capabilities, and calls the store
 //! through its `StateClient` taken from the directory snapshot (no shared mailbox on the way).
-//! Errors are `StateApiError`; `api/errors/state.rs` maps them to the wire.
+//! Every store call runs under the store's outbound resiliency policy (timeout, retry, circuit
+//! breaker); a policy that gives up reports daprd's text (`context deadline exceeded`, `circuit
+//! breaker is open`) inside the operation's usual error. Errors are `StateApiError`;
+//! `api/errors/state.rs` maps them to the wire.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use futures::future::join_all;
 
@@ -15,6 +20,7 @@ use crate::components::state::{
     BulkGetItem, Consistency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryPage, SetRequest, StateOptions,
     StoreError, StoredItem, TransactionOp,
 };
+use crate::resiliency::{AttemptError, ComponentKind, Policy, PolicyError, Resiliency};
 
 /// Failures of the state API, before they are mapped to the wire.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,12 +115,17 @@ pub enum TxOperation {
 #[derive(Clone)]
 pub struct StateApi {
     directory: DirectoryHandle,
+    resiliency: Resiliency,
 }
 
 impl StateApi {
-    /// Builds the facade over the directory.
-    pub fn new(directory: DirectoryHandle) -> Self {
-        Self { directory }
+    /// Builds the facade over the directory, calling stores under `resiliency`'s policies.
+    pub fn new(directory: DirectoryHandle, resiliency: Resiliency) -> Self {
+        Self { directory, resiliency }
+    }
+
+    fn policy(&self, store: &str) -> Policy {
+        self.resiliency.for_component_outbound(store, ComponentKind::StateStore)
     }
 
     fn store(&self, name: &str) -> Result<StateEntry, StateApiError> {
@@ -136,11 +147,11 @@ impl StateApi {
     /// Reads one key; `None` when missing.
     pub async fn get(&self, store: &str, key: &str, consistency: Consistency, metadata: Metadata) -> Result<Option<StoredItem>, StateApiError> {
         let s = self.store(store)?;
-        let k = s.prefix.apply(key).map_err(|k| illegal(store, k))?;
-        s.client
-            .get(GetRequest { key: k, metadata, consistency })
+        let req = GetRequest { key: s.prefix.apply(key).map_err(|k| illegal(store, k))?, metadata, consistency };
+        self.policy(store)
+            .run(|| retriable(s.client.get(req.clone())))
             .await
-            .map_err(|source| StateApiError::Get { store: store.into(), key: key.into(), source })
+            .map_err(|e| StateApiError::Get { store: store.into(), key: key.into(), source: gave_up(e) })
     }
 
     /// Reads many keys; per-key failures are reported in their items, keyed by the app key.
@@ -150,7 +161,11 @@ impl StateApi {
         for key in &keys {
             reqs.push(GetRequest { key: s.prefix.apply(key).map_err(|k| illegal(store, k))?, metadata: metadata.clone(), consistency: Consistency::default() });
         }
-        let items = s.client.bulk_get(reqs).await.map_err(|source| StateApiError::BulkGet { source })?;
+        let items = self
+            .policy(store)
+            .run(|| retriable(s.client.bulk_get(reqs.clone())))
+            .await
+            .map_err(|e| StateApiError::BulkGet { source: gave_up(e) })?;
         Ok(keys
             .into_iter()
             .zip(items)
@@ -183,13 +198,9 @@ impl StateApi {
     pub async fn save(&self, store: &str, items: Vec<SaveItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
         let reqs = items.into_iter().map(|i| Self::set_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
-        let client = Arc::new(s.client);
-        let results = join_all(reqs.into_iter().map(|r| {
-            let c = Arc::clone(&client);
-            async move { c.set(r).await }
-        }))
-        .await;
-        first_error(results).map_err(|source| StateApiError::Save { store: store.into(), source })
+        run_each(&self.policy(store), reqs, |r| s.client.set(r))
+            .await
+            .map_err(|source| StateApiError::Save { store: store.into(), source })
     }
 
     /// Deletes one key.
@@ -197,15 +208,16 @@ impl StateApi {
         let s = self.store(store)?;
         let key = item.key.clone();
         let req = Self::delete_request(store, &s.prefix, item)?;
-        s.client.delete(req).await.map_err(|source| StateApiError::Delete { key, source })
+        run_each(&self.policy(store), vec![req], |r| s.client.delete(r)).await.map_err(|source| StateApiError::Delete { key, source })
     }
 
     /// Deletes many keys concurrently.
     pub async fn bulk_delete(&self, store: &str, items: Vec<DeleteItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
         let reqs = items.into_iter().map(|i| Self::delete_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
-        let results = join_all(reqs.into_iter().map(|r| s.client.delete(r))).await;
-        first_error(results).map_err(|source| StateApiError::BulkDelete { store: store.into(), source })
+        run_each(&self.policy(store), reqs, |r| s.client.delete(r))
+            .await
+            .map_err(|source| StateApiError::BulkDelete { store: store.into(), source })
     }
 
     /// Checks the store offers transactions (before the body is even decoded, as daprd does).
@@ -234,7 +246,11 @@ impl StateApi {
         if reqs.is_empty() {
             return Ok(());
         }
-        s.client.transact(reqs, metadata).await.map_err(|source| StateApiError::Transaction { source })
+        // daprd retries a failed transaction whatever the error: it is all or nothing.
+        self.policy(store)
+            .run(|| retriable(s.client.transact(reqs.clone(), metadata.clone())))
+            .await
+            .map_err(|e| StateApiError::Transaction { source: gave_up(e) })
     }
 
     /// Runs a query document; result keys are unprefixed.
@@ -247,11 +263,11 @@ impl StateApi {
             store: store.into(),
             detail: format!("failed to parse JSON query body: {e}"),
         })?;
-        let mut page = s
-            .client
-            .query(s.prefix.scan_prefix(), query, metadata)
+        let mut page = self
+            .policy(store)
+            .run(|| retriable(s.client.query(s.prefix.scan_prefix(), query.clone(), metadata.clone())))
             .await
-            .map_err(|e| StateApiError::QueryFailed { store: store.into(), detail: e.to_string() })?;
+            .map_err(|e| StateApiError::QueryFailed { store: store.into(), detail: gave_up(e).to_string() })?;
         for r in &mut page.results {
             r.key = KeyPrefix::strip(&r.key).to_string();
         }
@@ -263,6 +279,72 @@ fn illegal(store: &str, key: IllegalKey) -> StateApiError {
     StateApiError::IllegalKey { store: store.to_string(), key }
 }
 
-fn first_error(results: Vec<Result<(), StoreError>>) -> Result<(), StoreError> {
-    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+/// An attempt whose every failure may be retried (reads, queries).
+async fn retriable<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, AttemptError<StoreError>> {
+    call.await.map_err(AttemptError::Retriable)
+}
+
+/// Failures no retry can fix: daprd never retries ETag errors; rapr also stops on errors that
+/// depend only on the request (a bad TTL, an unsupported option).
+fn is_permanent(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::ETagMismatch(_) | StoreError::ETagInvalid(_) | StoreError::InvalidRequest(_) | StoreError::NotSupported(_) | StoreError::Query(_)
+    )
+}
+
+/// The error a give-up reports: the store's own, or daprd's text for a timeout or open breaker.
+fn gave_up(e: PolicyError<StoreError>) -> StoreError {
+    match e {
+        PolicyError::Operation(e) => e,
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+/// Runs one write per request concurrently under `policy`, as daprd's bulk store operation does:
+/// a retry repeats only the requests that failed retriably. A permanent failure (an ETag
+/// mismatch) is reported in preference to others, even when the retried requests later succeed.
+async fn run_each<R, F, Fut>(policy: &Policy, reqs: Vec<R>, call: F) -> Result<(), StoreError>
+where
+    R: Clone,
+    F: Fn(R) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let pending = ArcSwap::from_pointee(reqs);
+    let permanent: ArcSwapOption<StoreError> = ArcSwapOption::empty();
+    let result = policy
+        .run(|| {
+            let (batch, pending, permanent, call) = (pending.load_full(), &pending, &permanent, &call);
+            async move {
+                let results = join_all(batch.iter().cloned().map(call)).await;
+                let mut retry = Vec::new();
+                let mut first_retriable = None;
+                for (req, r) in batch.iter().zip(results) {
+                    match r {
+                        Ok(()) => {}
+                        Err(e) if is_permanent(&e) => {
+                            if permanent.load().is_none() {
+                                permanent.store(Some(Arc::new(e)));
+                            }
+                        }
+                        Err(e) => {
+                            retry.push(req.clone());
+                            first_retriable.get_or_insert(e);
+                        }
+                    }
+                }
+                pending.store(Arc::new(retry));
+                match (first_retriable, permanent.load_full()) {
+                    (Some(e), _) => Err(AttemptError::Retriable(e)),
+                    (None, Some(e)) => Err(AttemptError::Permanent(StoreError::clone(&e))),
+                    (None, None) => Ok(()),
+                }
+            }
+        })
+        .await;
+    match (result, permanent.load_full()) {
+        (_, Some(e)) => Err(StoreError::clone(&e)),
+        (Ok(()), None) => Ok(()),
+        (Err(e), None) => Err(gave_up(e)),
+    }
 }

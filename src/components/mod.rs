@@ -6,6 +6,7 @@ pub mod directory;
 pub mod metadata;
 pub mod registry;
 pub mod secretstores;
+pub mod sqlite_pool;
 pub mod starter;
 pub mod state;
 pub mod supervisor;

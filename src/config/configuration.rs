@@ -38,12 +38,23 @@ pub struct ConfigurationSpec {
     pub enabled_features: Vec<String>,
     /// Secret access rules by store name.
     pub secret_scopes: BTreeMap<String, SecretScope>,
+    /// `spec.nameResolution` with `component: sqlite`: its `connectionString`.
+    pub name_resolution_db: Option<std::path::PathBuf>,
     /// Other `spec` sections present, by name, which rapr does not apply yet.
     pub unimplemented: Vec<String>,
 }
 
 /// Sections of `spec` that rapr applies.
-const IMPLEMENTED: &[&str] = &["features", "secrets"];
+const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution"];
+
+fn name_resolution_db(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<Option<std::path::PathBuf>, String> {
+    let Some(nr) = spec.get("nameResolution") else { return Ok(None) };
+    let component = nr.get("component").and_then(|c| c.as_str()).unwrap_or("sqlite");
+    if !component.eq_ignore_ascii_case("sqlite") {
+        return Err(format!("spec.nameResolution.component {component:?} is not supported by rapr (use sqlite)"));
+    }
+    Ok(nr.get("configuration").and_then(|c| c.get("connectionString")).and_then(|c| c.as_str()).map(std::path::PathBuf::from))
+}
 
 fn strings(v: Option<&yaml_serde::Value>, what: &str) -> Result<Vec<String>, String> {
     let Some(v) = v else { return Ok(Vec::new()) };
@@ -88,7 +99,7 @@ impl ConfigurationSpec {
         }
         let unimplemented =
             spec.keys().filter(|k| !IMPLEMENTED.contains(&k.as_str())).cloned().collect::<Vec<_>>();
-        Ok(Self { name: name.to_string(), enabled_features, secret_scopes: secret_scopes(spec)?, unimplemented })
+        Ok(Self { name: name.to_string(), enabled_features, secret_scopes: secret_scopes(spec)?, name_resolution_db: name_resolution_db(spec)?, unimplemented })
     }
 }
 

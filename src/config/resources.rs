@@ -38,6 +38,8 @@ pub struct Resources {
     pub errors: Vec<ResourceError>,
     /// Kinds found that rapr does not apply yet (kind name, file), for one warning each.
     pub skipped_kinds: Vec<(String, PathBuf)>,
+    /// `Resiliency` documents (file, YAML), parsed and scope-filtered by `crate::resiliency`.
+    pub resiliency: Vec<(PathBuf, yaml_serde::Value)>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +171,7 @@ fn load_document(value: yaml_serde::Value, file: &Path, app_id: &str, seen: &mut
             }
         }
         "Configuration" => tracing::debug!(file = %file.display(), "Configuration in a resources path is read only through --config"),
+        "Resiliency" => out.resiliency.push((file.to_path_buf(), value)),
         other => out.skipped_kinds.push((other.to_string(), file.to_path_buf())),
     }
 }

@@ -14,10 +14,21 @@ use tokio_util::task::TaskTracker;
 
 /// Messages of `ApiGateway`.
 pub enum ApiGatewayMsg {
-    /// The bound addresses (HTTP, gRPC).
-    Addresses(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
+    /// The bound addresses.
+    Addresses(RpcReplyPort<BoundAddresses>),
     /// Stop accepting and wait for in-flight requests.
     Drain(RpcReplyPort<()>),
+}
+
+/// Where the listeners are bound (ports resolved when 0 was asked for).
+#[derive(Debug, Clone, Default)]
+pub struct BoundAddresses {
+    /// HTTP API.
+    pub http: Vec<SocketAddr>,
+    /// gRPC API.
+    pub grpc: Vec<SocketAddr>,
+    /// Sidecar-to-sidecar gRPC.
+    pub internal: Vec<SocketAddr>,
 }
 
 /// Arguments: routers and where to bind them.
@@ -26,10 +37,14 @@ pub struct ApiGatewayArgs {
     pub http: axum::Router,
     /// gRPC API router.
     pub grpc: axum::Router,
+    /// Sidecar-to-sidecar gRPC router.
+    pub internal: axum::Router,
     /// HTTP bind addresses.
     pub http_addrs: Vec<SocketAddr>,
     /// gRPC bind addresses.
     pub grpc_addrs: Vec<SocketAddr>,
+    /// Internal gRPC bind addresses.
+    pub internal_addrs: Vec<SocketAddr>,
     /// How long a drain may take.
     pub drain_deadline: Duration,
 }
@@ -41,6 +56,7 @@ pub struct ApiGateway;
 pub struct ApiGatewayState {
     http_bound: Vec<SocketAddr>,
     grpc_bound: Vec<SocketAddr>,
+    internal_bound: Vec<SocketAddr>,
     stop: CancellationToken,
     servers: TaskTracker,
     deadline: Duration,
@@ -74,9 +90,10 @@ impl Actor for ApiGateway {
     async fn pre_start(&self, _me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let http = bind(&a.http_addrs, "HTTP").await?;
         let grpc = bind(&a.grpc_addrs, "gRPC").await?;
+        let internal = bind(&a.internal_addrs, "internal gRPC").await?;
         let stop = CancellationToken::new();
         let servers = TaskTracker::new();
-        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
+        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), internal_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
         for l in http {
             st.http_bound.push(l.local_addr()?);
             serve(&st.servers, &st.stop, l, a.http.clone(), "http");
@@ -85,14 +102,18 @@ impl Actor for ApiGateway {
             st.grpc_bound.push(l.local_addr()?);
             serve(&st.servers, &st.stop, l, a.grpc.clone(), "grpc");
         }
-        tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, "API servers listening");
+        for l in internal {
+            st.internal_bound.push(l.local_addr()?);
+            serve(&st.servers, &st.stop, l, a.internal.clone(), "internal");
+        }
+        tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, internal = ?st.internal_bound, "API servers listening");
         Ok(st)
     }
 
     async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             ApiGatewayMsg::Addresses(reply) => {
-                let _ = reply.send((st.http_bound.clone(), st.grpc_bound.clone()));
+                let _ = reply.send(BoundAddresses { http: st.http_bound.clone(), grpc: st.grpc_bound.clone(), internal: st.internal_bound.clone() });
             }
             ApiGatewayMsg::Drain(reply) => {
                 st.stop.cancel();

@@ -4,11 +4,11 @@
 pub mod call;
 pub mod failpoints;
 pub mod gateway;
+pub mod invocation;
 pub mod restart;
 pub mod root;
 pub mod shutdown;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +46,8 @@ impl Sidecar {
         Ok(Self { root, handle, shutdown })
     }
 
-    /// The bound HTTP and gRPC addresses.
-    pub async fn addresses(&self) -> Option<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    /// The bound addresses.
+    pub async fn addresses(&self) -> Option<gateway::BoundAddresses> {
         match self.root.call(RuntimeRootMsg::Addresses, Some(Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(a)) => Some(a),
             _ => None,

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg};
+use super::call::call;
+use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg, BoundAddresses};
+use super::invocation::{resolver_path, Invocation};
+use crate::invoke::nameres::Registration;
 use super::restart::RestartPolicy;
 use super::shutdown::ShutdownHandle;
 use crate::api::grpc::GrpcState;
@@ -28,11 +31,12 @@ use crate::components::registry::Registry;
 use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
 use crate::api::secrets::SecretsApi;
 use crate::config::{load_configuration, load_resources, ConfigurationSpec, SidecarArgs};
+use crate::resiliency::Resiliency;
 
 /// Messages of `RuntimeRoot`.
 pub enum RuntimeRootMsg {
     /// Bound API addresses (HTTP, gRPC).
-    Addresses(RpcReplyPort<(Vec<SocketAddr>, Vec<SocketAddr>)>),
+    Addresses(RpcReplyPort<BoundAddresses>),
     /// Drain and stop everything, then stop the root.
     Shutdown(RpcReplyPort<()>),
 }
@@ -56,6 +60,7 @@ pub struct RuntimeRoot;
 pub struct RuntimeRootState {
     components: ComponentSupervisorClient,
     gateway: ActorRef<ApiGatewayMsg>,
+    registration: Option<Registration>,
 }
 
 fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
@@ -91,10 +96,13 @@ impl Actor for RuntimeRoot {
                 }
             },
         };
-        let resources = load_resources(&flags.resource_paths(), &flags.app_id);
+        let mut resources = load_resources(&flags.resource_paths(), &flags.app_id);
         for (kind, file) in &resources.skipped_kinds {
             tracing::warn!(kind = %kind, file = %file.display(), "resource kind not implemented by rapr yet; ignored");
         }
+        // Resiliency errors show like other resource errors (failed entries in metadata).
+        let (resiliency, resiliency_errors) = Resiliency::load(&resources.resiliency, &flags.app_id);
+        resources.errors.extend(resiliency_errors);
         let directory = DirectoryHandle::default();
         let (sup, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/components")),
@@ -118,7 +126,7 @@ impl Actor for RuntimeRoot {
         let app_id: Arc<str> = Arc::from(flags.app_id.as_str());
         let api_token: Option<Arc<str>> = a.api_token.filter(|t| !t.is_empty()).map(Arc::from);
         let max_body = flags.max_body_bytes()?;
-        let state = StateApi::new(directory.clone());
+        let state = StateApi::new(directory.clone(), resiliency);
         let app = AppConnection {
             port: flags.app_port,
             protocol: flags.app_protocol.clone(),
@@ -127,16 +135,18 @@ impl Actor for RuntimeRoot {
         };
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
         let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory);
+        let invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body).await?;
         let http = crate::api::http::router(HttpState {
             state: state.clone(),
             metadata: metadata.clone(),
             secrets: secrets.clone(),
+            invoke: invocation.api.clone(),
             shutdown: a.shutdown.clone(),
             app_id: app_id.clone(),
             max_body,
             api_token: api_token.clone(),
         });
-        let grpc = crate::api::grpc::router(GrpcState { state, metadata, secrets, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
+        let grpc = crate::api::grpc::router(GrpcState { state, metadata, secrets, invoke: invocation.api.clone(), shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
         let listen = flags.listen_addresses();
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),
@@ -144,14 +154,18 @@ impl Actor for RuntimeRoot {
             ApiGatewayArgs {
                 http,
                 grpc,
+                internal: invocation.internal.clone(),
                 http_addrs: addrs(&listen, flags.dapr_http_port)?,
                 grpc_addrs: addrs(&listen, flags.dapr_grpc_port)?,
+                internal_addrs: addrs(&listen, flags.dapr_internal_grpc_port)?,
                 drain_deadline: flags.graceful_shutdown().max(Duration::from_secs(1)),
             },
             me.get_cell(),
         )
         .await?;
-        Ok(RuntimeRootState { components, gateway })
+        let bound = call(&gateway, ApiGatewayMsg::Addresses, Duration::from_secs(5)).await.unwrap_or_default();
+        let registration = invocation.register(&flags.app_id, &listen, &bound.internal).await;
+        Ok(RuntimeRootState { components, gateway, registration })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -165,6 +179,9 @@ impl Actor for RuntimeRoot {
                 });
             }
             RuntimeRootMsg::Shutdown(reply) => {
+                if let Some(r) = st.registration.take() {
+                    r.deregister().await;
+                }
                 tracing::info!("draining the APIs");
                 let _ = st.gateway.call(ApiGatewayMsg::Drain, Some(Duration::from_secs(60))).await;
                 st.gateway.stop(None);

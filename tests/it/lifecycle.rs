@@ -318,7 +318,8 @@ async fn rapr_run_stops_the_app_and_the_sidecar_on_sigterm() {
     std::fs::write(res.join("statestore.yaml"), sqlite_yaml("statestore", dir.path())).unwrap();
     let (http, grpc) = (free_port(), free_port());
     let marker = dir.path().join("app-got-term");
-    let script = format!("trap 'touch {}; exit 0' TERM; while true; do sleep 0.1; done", marker.display());
+    let ready = dir.path().join("app-ready");
+    let script = format!("trap 'touch {}; exit 0' TERM; touch {}; while true; do sleep 0.1; done", marker.display(), ready.display());
     let mut cmd = rapr();
     cmd.args(["run", "--app-id", "sig", "--dapr-http-port", &http.to_string(), "--dapr-grpc-port", &grpc.to_string(), "--resources-path"])
         .arg(&res)
@@ -326,6 +327,7 @@ async fn rapr_run_stops_the_app_and_the_sidecar_on_sigterm() {
     let child = cmd.spawn().unwrap();
     let client = reqwest::Client::new();
     wait_healthy(&client, http).await;
+    eventually(Duration::from_secs(20), "the app to install its trap", || async { ready.exists().then_some(()) }).await;
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("rapr run did not stop on SIGTERM").unwrap();
     let stdout = text(&out.stdout);

@@ -22,5 +22,18 @@ pub mod runtime {
     }
 }
 
+/// The app callback protocol rapr calls on gRPC apps (`AppCallback.OnInvoke`, health checks).
+pub mod app {
+    include!(concat!(env!("OUT_DIR"), "/private/dapr.proto.runtime.v1.rs"));
+}
+
+/// `dapr.proto.internals.v1`: sidecar-to-sidecar invocation.
+pub mod internals {
+    /// Version 1.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/private/dapr.proto.internals.v1.rs"));
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every served file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rapr_descriptor");

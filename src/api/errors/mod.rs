@@ -6,6 +6,7 @@
 //! this file (`state.rs`).
 
 pub mod codes;
+pub mod invoke;
 pub mod secrets;
 pub mod state;
 
@@ -145,6 +146,43 @@ fn detail_json(d: &Detail) -> Value {
             "@type": "type.googleapis.com/google.rpc.Help",
             "links": [{ "description": description, "url": url }],
         }),
+    }
+}
+
+/// The HTTP status daprd gives a gRPC code (grpc-gateway's mapping).
+pub fn grpc_to_http(code: tonic::Code) -> StatusCode {
+    use tonic::Code::*;
+    match code {
+        Ok => StatusCode::OK,
+        Cancelled => StatusCode::REQUEST_TIMEOUT,
+        InvalidArgument | FailedPrecondition | OutOfRange => StatusCode::BAD_REQUEST,
+        DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        NotFound => StatusCode::NOT_FOUND,
+        AlreadyExists | Aborted => StatusCode::CONFLICT,
+        PermissionDenied => StatusCode::FORBIDDEN,
+        Unauthenticated => StatusCode::UNAUTHORIZED,
+        ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Unknown | Internal | DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The gRPC code daprd gives an app's HTTP status (its `CodeFromHTTPStatus`).
+pub fn http_to_grpc(status: StatusCode) -> tonic::Code {
+    match status.as_u16() {
+        200..=299 => tonic::Code::Ok,
+        408 => tonic::Code::Cancelled,
+        400 => tonic::Code::Internal,
+        504 => tonic::Code::DeadlineExceeded,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::AlreadyExists,
+        403 => tonic::Code::PermissionDenied,
+        401 => tonic::Code::Unauthenticated,
+        429 => tonic::Code::ResourceExhausted,
+        501 => tonic::Code::Unimplemented,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
     }
 }
 

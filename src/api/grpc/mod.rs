@@ -4,6 +4,7 @@
 //! Served as an axum router (tonic's routes plus the fallback and the API-token check) so both
 //! transports share one listener implementation and graceful drain.
 
+mod invoke;
 mod metadata;
 mod secrets;
 mod state;
@@ -17,6 +18,7 @@ use rapr_proto::runtime::v1 as pb;
 use rapr_proto::runtime::v1::dapr_server::{Dapr, DaprServer};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
+use crate::api::invoke::InvokeApi;
 use crate::api::metadata::MetadataApi;
 use crate::api::secrets::SecretsApi;
 use crate::api::state::StateApi;
@@ -28,12 +30,16 @@ pub struct DaprService {
     state: StateApi,
     metadata: MetadataApi,
     secrets: SecretsApi,
+    invoke: InvokeApi,
     shutdown: ShutdownHandle,
     app_id: Arc<str>,
 }
 
 #[tonic::async_trait]
 impl Dapr for DaprService {
+    async fn invoke_service(&self, r: GrpcRequest<pb::InvokeServiceRequest>) -> Result<GrpcResponse<rapr_proto::common::v1::InvokeResponse>, Status> {
+        self.invoke_service_impl(r).await
+    }
     async fn get_state(&self, r: GrpcRequest<pb::GetStateRequest>) -> Result<GrpcResponse<pb::GetStateResponse>, Status> {
         self.get_state_impl(r).await
     }
@@ -81,6 +87,8 @@ pub struct GrpcState {
     pub metadata: MetadataApi,
     /// Secrets facade.
     pub secrets: SecretsApi,
+    /// Invocation facade.
+    pub invoke: InvokeApi,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id.
@@ -93,7 +101,7 @@ pub struct GrpcState {
 
 /// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
 pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
-    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
+    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), invoke: s.invoke.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
     let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod invoke;
 pub mod metadata;
 pub mod secrets;
 pub mod state;
@@ -12,11 +13,9 @@ pub mod state;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
 use axum::Router;
-use http::StatusCode;
 
-use crate::api::errors::{codes, ApiError};
+use crate::api::invoke::InvokeApi;
 use crate::api::metadata::MetadataApi;
 use crate::api::secrets::SecretsApi;
 use crate::api::state::StateApi;
@@ -31,6 +30,8 @@ pub struct HttpState {
     pub metadata: MetadataApi,
     /// Secrets facade.
     pub secrets: SecretsApi,
+    /// Invocation facade.
+    pub invoke: InvokeApi,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id (error metadata).
@@ -47,14 +48,10 @@ pub fn router(state: HttpState) -> Router {
         .merge(state::routes())
         .merge(metadata::routes())
         .merge(secrets::routes())
-        .fallback(not_found)
+        .merge(invoke::routes())
+        .fallback(invoke::fallback)
         // Bodies are read under `max_body` by each handler, with daprd's per-route error.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .with_state(state)
-}
-
-async fn not_found(uri: http::Uri) -> axum::response::Response {
-    ApiError::new(StatusCode::NOT_FOUND, tonic::Code::NotFound, codes::ERR_DIRECT_INVOKE, format!("method {:?} is not found", uri.path()))
-        .into_response()
 }

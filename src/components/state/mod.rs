@@ -12,7 +12,6 @@ pub mod postgres;
 pub mod query;
 pub mod redis;
 pub mod sqlite;
-mod sqlite_pool;
 pub mod ttl;
 
 use std::collections::HashMap;

@@ -15,7 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
-use super::sqlite_pool::{db_err, SqlitePool};
+use crate::components::sqlite_pool::{db_err, SqlitePool};
 use super::ttl::{self, EXPIRE_KEY};
 use super::{
     check_uuid_etag, BulkGetItem, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryCandidate,

@@ -52,12 +52,13 @@ pub struct SidecarBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     wait_healthy: bool,
+    home: Option<PathBuf>,
 }
 
 impl SidecarBuilder {
     /// A sidecar for `app_id` with no components yet.
     pub fn new(app_id: &str) -> Self {
-        Self { app_id: app_id.into(), dir: tempfile::tempdir().unwrap(), files: vec![], env: vec![], args: vec![], wait_healthy: true }
+        Self { app_id: app_id.into(), dir: tempfile::tempdir().unwrap(), files: vec![], env: vec![], args: vec![], wait_healthy: true, home: None }
     }
 
     /// The temp folder (for data files).
@@ -95,6 +96,13 @@ impl SidecarBuilder {
         self
     }
 
+    /// Shares `RAPR_HOME` (and so name resolution) with other sidecars of the test; by default
+    /// each sidecar has its own, so parallel tests never resolve each other's apps.
+    pub fn home(mut self, home: &Path) -> Self {
+        self.home = Some(home.to_path_buf());
+        self
+    }
+
     /// Only wait for the listeners, not for `/v1.0/healthz` to be 204.
     pub fn allow_unhealthy(mut self) -> Self {
         self.wait_healthy = false;
@@ -117,6 +125,7 @@ impl SidecarBuilder {
             .arg(&res)
             .args(&self.args)
             .env("RAPR_LOG", "info")
+            .env("RAPR_HOME", self.home.clone().unwrap_or_else(|| self.dir.path().join("home")))
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf.try_clone().unwrap()))
             .stderr(Stdio::from(logf));

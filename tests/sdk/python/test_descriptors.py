@@ -20,6 +20,7 @@ import dapr.proto.runtime.v1.dapr_pb2  # noqa: F401  (loads the SDK's files into
 DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
 
 EXPECTED_DAPR_METHODS = {
+    "InvokeService",
     "GetState",
     "GetBulkState",
     "SaveState",

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use crate::components::state::StoreError;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 

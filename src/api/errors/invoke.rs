@@ -1,0 +1,18 @@
+//! Wire mapping of `InvokeApiError`, as daprd answers: `ERR_DIRECT_INVOKE`, 500 / INTERNAL for a
+//! failed call, 404 / NOT_FOUND when no app id was given.
+
+use http::StatusCode;
+use tonic::Code;
+
+use super::codes::ERR_DIRECT_INVOKE;
+use super::ApiError;
+use crate::api::invoke::InvokeApiError;
+
+/// Maps an invocation error.
+pub fn invoke_error(e: InvokeApiError) -> ApiError {
+    let msg = e.to_string();
+    match e {
+        InvokeApiError::NoAppId => ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, ERR_DIRECT_INVOKE, msg),
+        InvokeApiError::Failed { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, ERR_DIRECT_INVOKE, msg),
+    }
+}

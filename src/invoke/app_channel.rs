@@ -1,0 +1,157 @@
+//! `AppChannel`: how the sidecar reaches its own app: HTTP/1.1, h2c, or gRPC (`AppCallback`).
+//!
+//! Honours `--app-max-concurrency` by queueing (as daprd; never a 429) and sends `APP_API_TOKEN`
+//! as `dapr-api-token`. Bodies stream through: the app reads the caller's bytes as they arrive.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use rapr_proto::app::app_callback_client::AppCallbackClient;
+use rapr_proto::common::v1 as common;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use super::message::{verb_to_proto, CallMeta};
+use super::InvokeError;
+
+/// How the app speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 without TLS.
+    H2c,
+    /// gRPC (`AppCallback`).
+    Grpc,
+}
+
+impl AppProtocol {
+    /// Parses `--app-protocol`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "http" => Ok(AppProtocol::Http),
+            "h2c" => Ok(AppProtocol::H2c),
+            "grpc" => Ok(AppProtocol::Grpc),
+            "https" | "grpcs" => Err(format!("--app-protocol {s} is not supported by rapr yet")),
+            other => Err(format!("invalid --app-protocol {other:?}: use http, grpc, https, grpcs or h2c")),
+        }
+    }
+}
+
+/// The channel to the local app.
+pub struct AppChannel {
+    protocol: AppProtocol,
+    authority: String,
+    http: Client<HttpConnector, Body>,
+    grpc: Option<AppCallbackClient<Channel>>,
+    token: Option<HeaderValue>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+impl AppChannel {
+    /// A channel to `address:port` (connections are made lazily).
+    pub fn new(protocol: AppProtocol, address: &str, port: u16, max_concurrency: i32, token: Option<String>) -> Result<Self, InvokeError> {
+        let authority = format!("{address}:{port}");
+        let mut builder = Client::builder(TokioExecutor::new());
+        if protocol == AppProtocol::H2c {
+            builder.http2_only(true);
+        }
+        let http = builder.build(HttpConnector::new());
+        let grpc = if protocol == AppProtocol::Grpc {
+            let ch = Channel::from_shared(format!("http://{authority}")).map_err(|e| InvokeError::InvalidRequest(e.to_string()))?.connect_lazy();
+            Some(AppCallbackClient::new(ch).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+        } else {
+            None
+        };
+        let limit = (max_concurrency > 0).then(|| Arc::new(Semaphore::new(max_concurrency as usize)));
+        let token = token.filter(|t| !t.is_empty()).and_then(|t| HeaderValue::from_str(&t).ok());
+        Ok(Self { protocol, authority, http, grpc, token, limit })
+    }
+
+    /// The app's protocol.
+    pub fn protocol(&self) -> AppProtocol {
+        self.protocol
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.limit {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Calls an HTTP app; the response body streams back. For a gRPC app, the body is collected
+    /// and sent as `AppCallback.OnInvoke`, and the answer converted to HTTP.
+    pub async fn call_http(&self, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+        if self.protocol == AppProtocol::Grpc {
+            return self.call_grpc_as_http(meta, body).await;
+        }
+        let permit = self.permit().await;
+        let uri = format!("http://{}{}", self.authority, meta.path_and_query());
+        let mut req = Request::builder().method(meta.verb.clone()).uri(uri).body(body).map_err(|e| InvokeError::InvalidRequest(e.to_string()))?;
+        *req.headers_mut() = meta.app_headers();
+        if let Some(t) = &self.token {
+            req.headers_mut().insert("dapr-api-token", t.clone());
+        }
+        let resp = self.http.request(req).await.map_err(|e| InvokeError::App(format!("error invoking app channel: {e}")))?;
+        let (parts, incoming) = resp.into_parts();
+        // The permit lives until the app's body is fully read.
+        let body = Body::new(incoming.map_err(axum::Error::new).map_frame(move |f| {
+            let _keep = &permit;
+            f
+        }));
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn call_grpc_as_http(&self, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+        let data = body.collect().await.map_err(|e| InvokeError::InvalidRequest(e.to_string()))?.to_bytes();
+        let req = common::InvokeRequest {
+            method: meta.method.clone(),
+            data: Some(prost_types::Any { type_url: String::new(), value: data.to_vec() }),
+            content_type: meta.content_type.clone().unwrap_or_default(),
+            http_extension: Some(common::HttpExtension { verb: verb_to_proto(&meta.verb) as i32, querystring: meta.query.clone() }),
+        };
+        match self.call_grpc(req, meta).await {
+            Ok(r) => {
+                let mut resp = Response::new(Body::from(r.data.map(|d| d.value).unwrap_or_default()));
+                if let Ok(ct) = HeaderValue::from_str(&r.content_type) {
+                    if !r.content_type.is_empty() {
+                        resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+                    }
+                }
+                Ok(resp)
+            }
+            Err(status) => {
+                let code = crate::api::errors::grpc_to_http(status.code());
+                let json = serde_json::json!({ "code": code.as_u16(), "message": status.message(), "details": [] });
+                let mut resp = Response::new(Body::from(Bytes::from(json.to_string())));
+                *resp.status_mut() = code;
+                resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(resp)
+            }
+        }
+    }
+
+    /// Calls `AppCallback.OnInvoke` on a gRPC app with the call's headers as metadata.
+    pub async fn call_grpc(&self, req: common::InvokeRequest, meta: &CallMeta) -> Result<common::InvokeResponse, tonic::Status> {
+        let Some(client) = &self.grpc else {
+            return Err(tonic::Status::internal("the app does not speak gRPC"));
+        };
+        let _permit = self.permit().await;
+        let mut request = tonic::Request::new(req);
+        for (k, v) in &meta.headers {
+            if let (Ok(key), Ok(val)) = (tonic::metadata::MetadataKey::from_bytes(k.as_bytes()), v.parse()) {
+                request.metadata_mut().append(key, val);
+            }
+        }
+        if let Some(t) = self.token.as_ref().and_then(|t| t.to_str().ok()).and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("dapr-api-token", t);
+        }
+        client.clone().on_invoke(request).await.map(|r| r.into_inner())
+    }
+}

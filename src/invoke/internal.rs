@@ -1,0 +1,130 @@
+//! The target side of the sidecar-to-sidecar protocol: `ServiceInvocation` on the internal gRPC
+//! port, delivering calls to this sidecar's app through its `AppChannel`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use rapr_proto::common::v1 as common;
+use rapr_proto::internals::v1 as internals;
+use rapr_proto::internals::v1::service_invocation_server::{ServiceInvocation, ServiceInvocationServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::app_channel::{AppChannel, AppProtocol};
+use super::message::{response_headers, CallMeta};
+use super::remote::CHUNK;
+
+/// Serves other sidecars' calls to this app.
+#[derive(Clone)]
+pub struct InternalService {
+    app: Option<Arc<AppChannel>>,
+}
+
+fn no_app() -> Status {
+    Status::failed_precondition("cannot invoke local endpoint: app channel not initialized")
+}
+
+impl InternalService {
+    /// The service over `app` (none when `--app-port` is unset).
+    pub fn new(app: Option<Arc<AppChannel>>) -> Self {
+        Self { app }
+    }
+
+    /// As a tonic service with `max_message` limits.
+    pub fn into_server(self, max_message: usize) -> ServiceInvocationServer<Self> {
+        ServiceInvocationServer::new(self).max_decoding_message_size(max_message.max(CHUNK * 2)).max_encoding_message_size(max_message.max(CHUNK * 2))
+    }
+}
+
+fn http_status(code: u16, message: String) -> Option<internals::Status> {
+    Some(internals::Status { code: i32::from(code), message, details: vec![] })
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ServiceInvocation for InternalService {
+    async fn call_local(&self, r: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        let app = self.app.as_ref().ok_or_else(no_app)?;
+        let req = r.into_inner();
+        let meta = CallMeta::from_internal(&req);
+        let message = req.message.unwrap_or_default();
+        if app.protocol() == AppProtocol::Grpc {
+            return Ok(Response::new(match app.call_grpc(message, &meta).await {
+                Ok(m) => internals::InternalInvokeResponse { status: Some(internals::Status { code: 0, message: String::new(), details: vec![] }), message: Some(m), ..Default::default() },
+                Err(s) => internals::InternalInvokeResponse { status: Some(internals::Status { code: s.code() as i32, message: s.message().to_string(), details: vec![] }), ..Default::default() },
+            }));
+        }
+        let body = Body::from(message.data.map(|d| d.value).unwrap_or_default());
+        let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let data = body.collect().await.map_err(|e| Status::internal(e.to_string()))?.to_bytes();
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        Ok(Response::new(internals::InternalInvokeResponse {
+            status: http_status(parts.status.as_u16(), parts.status.canonical_reason().unwrap_or_default().to_string()),
+            headers: response_headers(&parts.headers),
+            trailers: Default::default(),
+            message: Some(common::InvokeResponse { data: Some(prost_types::Any { type_url: String::new(), value: data.to_vec() }), content_type }),
+        }))
+    }
+
+    type CallLocalStreamStream = ResponseStream;
+
+    async fn call_local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Self::CallLocalStreamStream>, Status> {
+        let app = Arc::clone(self.app.as_ref().ok_or_else(no_app)?);
+        let mut incoming = r.into_inner();
+        let lead = incoming.message().await?.ok_or_else(|| Status::invalid_argument("empty invocation stream"))?;
+        let req = lead.request.ok_or_else(|| Status::invalid_argument("request does not contain the required fields in the leading chunk"))?;
+        let meta = CallMeta::from_internal(&req);
+        let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
+        let rest = incoming.filter_map(|m| async move {
+            match m {
+                Ok(f) => f.payload.map(|p| Ok::<_, Status>(Bytes::from(p.data))),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let body = Body::from_stream(futures::stream::iter(first.map(Ok)).chain(rest));
+        let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let lead = internals::InternalInvokeResponseStream {
+            response: Some(internals::InternalInvokeResponse {
+                status: http_status(parts.status.as_u16(), String::new()),
+                headers: response_headers(&parts.headers),
+                trailers: Default::default(),
+                message: Some(common::InvokeResponse { data: None, content_type }),
+            }),
+            payload: None,
+        };
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            if tx.send(Ok(lead)).await.is_err() {
+                return;
+            }
+            let mut seq = 0u64;
+            let mut data = body.into_data_stream();
+            while let Some(chunk) = data.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("reading the app's response: {e}")))).await;
+                        return;
+                    }
+                };
+                for piece in chunk.chunks(CHUNK) {
+                    let frame = internals::InternalInvokeResponseStream { response: None, payload: Some(common::StreamPayload { data: piece.to_vec(), seq }) };
+                    seq += 1;
+                    if tx.send(Ok(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

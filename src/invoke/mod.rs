@@ -1,0 +1,40 @@
+//! Service invocation: calling another app by id through its sidecar, or the local app.
+//!
+//! ```text
+//! app A -> sidecar A (api/invoke.rs) -> nameres.rs: app id -> address of sidecar B
+//!       -> remote.rs: ServiceInvocation/CallLocalStream (internal gRPC port), body streamed in chunks
+//!       -> sidecar B (internal.rs) -> app_channel.rs -> app B (HTTP or gRPC)
+//! ```
+//! `message.rs` holds the transport-free description of a call and its conversions to the wire.
+
+pub mod app_channel;
+pub mod internal;
+pub mod message;
+pub mod nameres;
+pub mod remote;
+
+/// Why an invocation failed before the target app answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// No sidecar is registered for the app id.
+    #[error("no host found with the given ID")]
+    NotFound,
+    /// The app id is malformed.
+    #[error("invalid app id {0}")]
+    InvalidAppId(String),
+    /// The target sidecar could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// This sidecar has no app channel (`--app-port` unset).
+    #[error("cannot invoke local endpoint: app channel not initialized")]
+    NoAppChannel,
+    /// The app failed to answer.
+    #[error("{0}")]
+    App(String),
+    /// A malformed gRPC invocation.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The name resolution backend failed.
+    #[error("name resolution failed: {0}")]
+    Resolver(String),
+}

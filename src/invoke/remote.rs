@@ -1,0 +1,157 @@
+//! `RemoteInvoker`: the caller side of the sidecar-to-sidecar protocol.
+//!
+//! One HTTP/2 connection per target address, reused by every call (a copy-on-write map behind
+//! `arc-swap`: readers never lock, new targets are rare). Bodies are streamed in chunks over
+//! `CallLocalStream` in both directions. Connection failures are retried as daprd's built-in
+//! policy does (3 retries, 1 s apart) before any byte of the body is sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use rapr_proto::common::v1 as common;
+use rapr_proto::internals::v1 as internals;
+use rapr_proto::internals::v1::service_invocation_client::ServiceInvocationClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::message::header_map;
+use super::InvokeError;
+
+/// Largest chunk of a streamed body.
+pub const CHUNK: usize = 64 * 1024;
+const CONNECT_RETRIES: u32 = 3;
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Calls other sidecars.
+pub struct RemoteInvoker {
+    channels: ArcSwap<HashMap<String, Channel>>,
+    max_message: usize,
+}
+
+impl RemoteInvoker {
+    /// An invoker whose messages may be up to `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self { channels: ArcSwap::from_pointee(HashMap::new()), max_message }
+    }
+
+    async fn channel(&self, addr: &str) -> Result<Channel, InvokeError> {
+        if let Some(c) = self.channels.load().get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| InvokeError::Unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let mut last = String::new();
+        for attempt in 0..=CONNECT_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+            match endpoint.connect().await {
+                Ok(ch) => {
+                    self.channels.rcu(|m| {
+                        let mut m = (**m).clone();
+                        m.insert(addr.to_string(), ch.clone());
+                        m
+                    });
+                    return Ok(ch);
+                }
+                Err(e) => last = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+            }
+        }
+        Err(InvokeError::Unreachable(format!("failed to invoke target at {addr} after {CONNECT_RETRIES} retries. Error: {last}")))
+    }
+
+    fn evict(&self, addr: &str) {
+        self.channels.rcu(|m| {
+            let mut m = (**m).clone();
+            m.remove(addr);
+            m
+        });
+    }
+
+    fn client(&self, ch: Channel) -> ServiceInvocationClient<Channel> {
+        ServiceInvocationClient::new(ch).max_decoding_message_size(self.max_message.max(CHUNK * 2)).max_encoding_message_size(self.max_message.max(CHUNK * 2))
+    }
+
+    fn status_error(&self, addr: &str, s: tonic::Status) -> InvokeError {
+        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+            self.evict(addr);
+            return InvokeError::Unreachable(s.message().to_string());
+        }
+        InvokeError::App(s.message().to_string())
+    }
+
+    /// A whole-message call (used by gRPC `InvokeService`).
+    pub async fn call_unary(&self, addr: &str, req: internals::InternalInvokeRequest) -> Result<internals::InternalInvokeResponse, InvokeError> {
+        let ch = self.channel(addr).await?;
+        self.client(ch).call_local(req).await.map(|r| r.into_inner()).map_err(|s| self.status_error(addr, s))
+    }
+
+    /// A streamed call: `req` first, then `body` in chunks; the answer's body streams back.
+    pub async fn call_stream(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
+        let ch = self.channel(addr).await?;
+        let (tx, rx) = mpsc::channel::<internals::InternalInvokeRequestStream>(8);
+        let first = internals::InternalInvokeRequestStream { request: Some(req), payload: None };
+        tx.send(first).await.map_err(|_| InvokeError::Unreachable("request stream closed".into()))?;
+        tokio::spawn(pump_body(body, tx));
+        let resp = self.client(ch).call_local_stream(ReceiverStream::new(rx)).await.map_err(|s| self.status_error(addr, s))?;
+        let mut stream = resp.into_inner();
+        let lead = stream
+            .message()
+            .await
+            .map_err(|s| self.status_error(addr, s))?
+            .ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
+        let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
+        let code = meta.status.as_ref().map(|s| s.code).unwrap_or(200);
+        let first_chunk = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
+        let rest = stream.filter_map(|m| async move {
+            match m {
+                Ok(f) => f.payload.map(|p| Ok::<_, tonic::Status>(Bytes::from(p.data))),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let body = futures::stream::iter(first_chunk.map(Ok)).chain(rest);
+        let mut resp = Response::new(Body::from_stream(body));
+        *resp.status_mut() = StatusCode::from_u16(u16::try_from(code).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.headers_mut() = header_map(&meta.headers);
+        if let Some(ct) = meta.message.as_ref().map(|m| m.content_type.clone()).filter(|c| !c.is_empty()) {
+            if let Ok(v) = ct.parse() {
+                resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Sends `body` as numbered payload frames; stops quietly if the call ended.
+pub async fn pump_body(body: Body, tx: mpsc::Sender<internals::InternalInvokeRequestStream>) {
+    let mut seq = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return };
+        for piece in chunk.chunks(CHUNK) {
+            let frame = internals::InternalInvokeRequestStream { request: None, payload: Some(common::StreamPayload { data: piece.to_vec(), seq }) };
+            seq += 1;
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads a body to the end (for whole-message calls).
+pub async fn collect(body: Body) -> Result<Bytes, InvokeError> {
+    body.collect().await.map(|c| c.to_bytes()).map_err(|e| InvokeError::InvalidRequest(e.to_string()))
+}
+
+/// Shared handle.
+pub type SharedInvoker = Arc<RemoteInvoker>;
