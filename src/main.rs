@@ -3,6 +3,11 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+
+/// mimalloc instead of glibc malloc: under many concurrent connections glibc's per-thread arenas
+/// fragment and keep growing between identical rounds of load; mimalloc returns freed pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rapr::cli::{default_sidecar_args, Cli, Command};
 use rapr::config::flags::normalize_go_flags;
 
@@ -37,9 +42,11 @@ fn main() {
         }
         Command::Run(args) => {
             init_logging(&args.log_level, false);
-            runtime.block_on(rapr::cli::run::run(args, default_sidecar_args()))
+            runtime.block_on(rapr::cli::run::run(*args, default_sidecar_args()))
         }
         Command::Init => rapr::cli::init::run_init(),
+        Command::List(args) => rapr::cli::list::run_list(&args),
+        Command::Stop(args) => runtime.block_on(rapr::cli::stop::run_stop(&args)),
     };
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);

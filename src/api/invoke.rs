@@ -17,6 +17,7 @@ use crate::invoke::message::CallMeta;
 use crate::invoke::nameres::SqliteNameResolver;
 use crate::invoke::remote::RemoteInvoker;
 use crate::invoke::InvokeError;
+use crate::resiliency::{AttemptError, PolicyError, Resiliency};
 
 /// A failed invocation, with the target it was for.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,6 +37,16 @@ pub struct InvokeApi {
     app: Option<Arc<AppChannel>>,
     resolver: Option<Arc<SqliteNameResolver>>,
     remote: Arc<RemoteInvoker>,
+    resiliency: Resiliency,
+    proxy: Option<Arc<crate::invoke::proxy::GrpcProxy>>,
+}
+
+/// Why one attempt of a policy-governed call failed.
+enum Failure<R> {
+    /// The call never got an answer from the app.
+    Invoke(InvokeError),
+    /// The app answered with a failure status; the answer is kept to pass it through verbatim.
+    Answer(R),
 }
 
 /// The result of a gRPC `InvokeService`: the answer, or the target's status as daprd maps it.
@@ -48,8 +59,19 @@ pub enum GrpcOutcome {
 
 impl InvokeApi {
     /// Builds the facade.
-    pub fn new(app_id: &str, app: Option<Arc<AppChannel>>, resolver: Option<Arc<SqliteNameResolver>>, remote: Arc<RemoteInvoker>) -> Self {
-        Self { app_id: Arc::from(app_id), app, resolver, remote }
+    pub fn new(app_id: &str, app: Option<Arc<AppChannel>>, resolver: Option<Arc<SqliteNameResolver>>, remote: Arc<RemoteInvoker>, resiliency: Resiliency) -> Self {
+        Self { app_id: Arc::from(app_id), app, resolver, remote, resiliency, proxy: None }
+    }
+
+    /// With gRPC proxying of `dapr-app-id` calls for methods the sidecar does not serve.
+    pub fn with_proxy(mut self, proxy: Arc<crate::invoke::proxy::GrpcProxy>) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// The gRPC proxy, when set.
+    pub fn grpc_proxy(&self) -> Option<&crate::invoke::proxy::GrpcProxy> {
+        self.proxy.as_deref()
     }
 
     fn target(&self, id: &str) -> Result<String, InvokeApiError> {
@@ -76,8 +98,39 @@ impl InvokeApi {
             let app = self.app.as_ref().ok_or_else(|| fail(InvokeError::NoAppChannel))?;
             return app.call_http(&meta, body).await.map_err(fail);
         }
-        let addr = self.address(&target).await?;
-        self.remote.call_stream(&addr, meta.to_internal(), body).await.map_err(fail)
+        let policy = self.resiliency.for_app(&target);
+        if policy.is_noop() {
+            let addr = self.address(&target).await?;
+            return self.remote.call_stream(&addr, meta.to_internal(), body).await.map_err(fail);
+        }
+        // A policy may replay the call: the body is buffered once (it is within --max-body-size).
+        let bytes = crate::invoke::remote::collect(body).await.map_err(fail)?;
+        let retries_status = |code: u16| policy.retry().is_none_or(|r| r.matching.retries_http_status(code));
+        let result = policy
+            .run(|| {
+                let (bytes, req) = (bytes.clone(), meta.to_internal());
+                let (target, retries_status) = (&target, &retries_status);
+                async move {
+                    let addr = self.address(target).await.map_err(|e| match e {
+                        InvokeApiError::Failed { source, .. } => AttemptError::Retriable(Failure::Invoke(source)),
+                        InvokeApiError::NoAppId => AttemptError::Permanent(Failure::Invoke(InvokeError::NotFound)),
+                    })?;
+                    match self.remote.call_stream(&addr, req, Body::from(bytes)).await {
+                        Ok(resp) if (200..400).contains(&resp.status().as_u16()) => Ok(resp),
+                        Ok(resp) if retries_status(resp.status().as_u16()) => Err(AttemptError::Retriable(Failure::Answer(resp))),
+                        Ok(resp) => Err(AttemptError::Permanent(Failure::Answer(resp))),
+                        Err(e) => Err(AttemptError::Retriable(Failure::Invoke(e))),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(resp) => Ok(resp),
+            // The app's own failure answer passes through verbatim, as daprd does.
+            Err(PolicyError::Operation(Failure::Answer(resp))) => Ok(resp),
+            Err(PolicyError::Operation(Failure::Invoke(e))) => Err(fail(e)),
+            Err(other) => Err(fail(InvokeError::Unreachable(other.map_operation(|_| String::new()).to_string()))),
+        }
     }
 
     /// gRPC `InvokeService`: a whole-message call.
@@ -104,8 +157,28 @@ impl InvokeApi {
                 Err(s) => return Err(fail(InvokeError::App(s.message().to_string()))),
             }
         } else {
-            let addr = self.address(&target).await?;
-            self.remote.call_unary(&addr, req).await.map_err(fail)?
+            let policy = self.resiliency.for_app(&target);
+            let result = policy
+                .run(|| {
+                    let (req, target, policy) = (req.clone(), &target, &policy);
+                    async move {
+                        let addr = self.address(target).await.map_err(|_| AttemptError::Retriable(Failure::Invoke(InvokeError::NotFound)))?;
+                        let resp = self.remote.call_unary(&addr, req).await.map_err(|e| AttemptError::Retriable(Failure::Invoke(e)))?;
+                        let code = resp.status.as_ref().map(|s| s.code).unwrap_or(0);
+                        let failed = if code >= 100 { !(200..400).contains(&code) } else { code != 0 };
+                        if !failed || policy.is_noop() {
+                            return Ok(resp);
+                        }
+                        let retriable = policy.retry().is_none_or(|r| if code >= 100 { r.matching.retries_http_status(code as u16) } else { r.matching.retries_grpc_code(code as u16) });
+                        Err(if retriable { AttemptError::Retriable(Failure::Answer(resp)) } else { AttemptError::Permanent(Failure::Answer(resp)) })
+                    }
+                })
+                .await;
+            match result {
+                Ok(resp) | Err(PolicyError::Operation(Failure::Answer(resp))) => resp,
+                Err(PolicyError::Operation(Failure::Invoke(e))) => return Err(fail(e)),
+                Err(other) => return Err(fail(InvokeError::Unreachable(other.map_operation(|_| String::new()).to_string()))),
+            }
         };
         Ok(outcome(resp))
     }

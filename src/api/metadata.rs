@@ -2,6 +2,7 @@
 //! (`/v1.0/metadata`, `/v1.0/healthz`) and gRPC (`GetMetadata`, `SetMetadata`).
 //!
 //! Extended metadata set by the app lives in an `arc-swap` map: writes are rare, reads lock-free.
+//! Health also waits for the app channel (`AppHealthMonitor`'s status), named `app` when not ready.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use http::StatusCode;
 
 use crate::api::errors::{codes, ApiError};
 use crate::components::directory::{ComponentState, DirectoryHandle};
+use crate::config::SidecarArgs;
+use crate::invoke::app_health::{go_duration, AppHealthConfig, AppHealthHandle};
 
 /// rapr's version, reported as the runtime version.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -39,6 +42,35 @@ pub struct AppConnection {
     pub channel_address: String,
     /// Concurrency limit (-1: none).
     pub max_concurrency: i32,
+    /// App health checks, when enabled.
+    pub health: Option<AppHealthProperties>,
+}
+
+/// `appConnectionProperties.health` as daprd reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppHealthProperties {
+    /// Probed path (HTTP apps only).
+    pub check_path: Option<String>,
+    /// Go duration text, e.g. `5s`.
+    pub probe_interval: String,
+    /// Go duration text, e.g. `500ms`.
+    pub probe_timeout: String,
+    /// Failures before unhealthy.
+    pub threshold: i32,
+}
+
+impl AppConnection {
+    /// From the sidecar's flags.
+    pub fn from_flags(f: &SidecarArgs) -> Self {
+        let grpc = matches!(f.app_protocol.to_ascii_lowercase().as_str(), "grpc" | "grpcs");
+        let health = AppHealthConfig::from_flags(f).map(|c| AppHealthProperties {
+            check_path: (!grpc).then_some(c.path),
+            probe_interval: go_duration(c.interval),
+            probe_timeout: go_duration(c.timeout),
+            threshold: i32::try_from(c.threshold).unwrap_or(i32::MAX),
+        });
+        Self { port: f.app_port, protocol: f.app_protocol.clone(), channel_address: f.app_channel_address.clone(), max_concurrency: f.app_max_concurrency, health }
+    }
 }
 
 /// Everything `/v1.0/metadata` reports.
@@ -66,12 +98,28 @@ pub struct MetadataApi {
     app_connection: AppConnection,
     directory: DirectoryHandle,
     extended: Arc<ArcSwap<BTreeMap<String, String>>>,
+    app_health: Option<AppHealthHandle>,
+    /// Set once this sidecar is registered with name resolution (or registration was given up),
+    /// so "healthy" also means "other apps can call me".
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MetadataApi {
     /// Builds the facade.
     pub fn new(app_id: String, enabled_features: Vec<String>, app_connection: AppConnection, directory: DirectoryHandle) -> Self {
-        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default() }
+        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default() }
+    }
+
+    /// Marks name registration done (the root calls it right after registering).
+    pub fn set_registered(&self) {
+        self.registered.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Makes health wait for the app channel, as daprd's does: until the app's port accepts
+    /// connections and, with health checks, until the app was healthy once.
+    pub fn with_app_health(mut self, app: AppHealthHandle) -> Self {
+        self.app_health = Some(app);
+        self
     }
 
     /// The app id.
@@ -120,7 +168,13 @@ impl MetadataApi {
 
     /// `Ok` when every component that matters is ready; otherwise Dapr's not-ready error naming them.
     pub fn health(&self) -> Result<(), ApiError> {
-        let unhealthy = self.directory.load().unhealthy();
+        let mut unhealthy = self.directory.load().unhealthy();
+        if self.app_health.as_ref().is_some_and(|a| !a.is_ready()) {
+            unhealthy.push("app".to_string());
+        }
+        if !self.registered.load(std::sync::atomic::Ordering::Acquire) {
+            unhealthy.push("nameresolution".to_string());
+        }
         if unhealthy.is_empty() {
             return Ok(());
         }

@@ -1,7 +1,12 @@
-//! The command line: `rapr sidecar`, `rapr run`, `rapr init`.
+//! The command line: `rapr sidecar`, `rapr run` (one app, or several with `-f`), `rapr init`,
+//! `rapr list`, `rapr stop`.
 
 pub mod init;
+pub mod list;
 pub mod run;
+pub mod run_file;
+pub mod runs;
+pub mod stop;
 
 use clap::{Parser, Subcommand};
 
@@ -22,9 +27,13 @@ pub enum Command {
     /// Run the sidecar alone (daprd's role and flags).
     Sidecar(Box<SidecarArgs>),
     /// Run an app with its sidecar on embedded defaults.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Write the default components under ~/.rapr.
     Init,
+    /// List the apps `rapr run` started on this machine.
+    List(list::ListArgs),
+    /// Stop a `rapr run` by app id (its app and sidecar stop cleanly).
+    Stop(stop::StopArgs),
 }
 
 /// Sidecar flags with their defaults (for `rapr run`, which sets what it needs).

@@ -53,6 +53,8 @@ pub struct ComponentSupervisorArgs {
     pub policy: RestartPolicy,
     /// Deadline of every call into a component.
     pub call_timeout: Duration,
+    /// Where init outcomes are counted (`dapr_runtime_component_*`).
+    pub metrics: crate::runtime::metrics::Metrics,
 }
 
 struct Child {
@@ -178,6 +180,7 @@ impl ComponentSupervisorState {
             Ok(running) if self.stopping => running.cell().stop(None),
             Ok(running) => {
                 tracing::info!(component = %name, r#type = %c.spec.type_name, "component ready");
+                self.args.metrics.component_init(&c.spec.type_name, &name, None);
                 c.status.state = ComponentState::Ready;
                 c.status.error = None;
                 c.status.capabilities = running.capabilities();
@@ -187,6 +190,7 @@ impl ComponentSupervisorState {
             Err(f) => {
                 let file = c.spec.source.display().to_string();
                 tracing::error!(component = %name, file = %file, error = %f.message, permanent = f.permanent, "component failed to start");
+                self.args.metrics.component_init(&c.spec.type_name, &name, Some(&f.message));
                 c.status.state = ComponentState::Failed;
                 c.status.error = Some(format!("{file}: {}", f.message));
                 if !f.permanent {

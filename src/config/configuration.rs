@@ -1,6 +1,7 @@
 //! The `Configuration` resource (dapr.io/v1alpha1), read from `--config`.
 //!
-//! Only what rapr acts on is typed (`features`); every other section is kept by name so the
+//! Only what rapr acts on is typed (`features`, `secrets`, `nameResolution`, `tracing`, `metric`);
+//! every other section is kept by name so the
 //! loader can warn once about the parts not implemented yet instead of silently ignoring them.
 
 use std::collections::BTreeMap;
@@ -40,12 +41,101 @@ pub struct ConfigurationSpec {
     pub secret_scopes: BTreeMap<String, SecretScope>,
     /// `spec.nameResolution` with `component: sqlite`: its `connectionString`.
     pub name_resolution_db: Option<std::path::PathBuf>,
+    /// `spec.tracing`: sampling and exporters.
+    pub tracing: TracingSpec,
+    /// `spec.metric` (or `spec.metrics`): Prometheus switches.
+    pub metric: MetricSpec,
     /// Other `spec` sections present, by name, which rapr does not apply yet.
     pub unimplemented: Vec<String>,
 }
 
+/// `spec.tracing`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TracingSpec {
+    /// `samplingRate` (0 to 1; daprd's default, when absent, is 0: nothing is sampled).
+    pub sampling_rate: f64,
+    /// `stdout: true`: log every sampled span.
+    pub stdout: bool,
+    /// `otel`: the OTLP exporter.
+    pub otel: Option<OtelSpec>,
+    /// `zipkin.endpointAddress`, which rapr does not export to yet.
+    pub zipkin: Option<String>,
+}
+
+/// `spec.tracing.otel`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtelSpec {
+    /// `endpointAddress` (`host:port`, or a URL).
+    pub endpoint: String,
+    /// `isSecure`: TLS to the collector.
+    pub is_secure: bool,
+    /// `protocol`: `grpc` or `http` (OTLP/HTTP protobuf).
+    pub protocol: String,
+}
+
+/// `spec.metric`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    /// `enabled` (default true; `--enable-metrics false` also turns metrics off).
+    pub enabled: bool,
+    /// `http.increasedCardinality`: label HTTP metrics with the (normalised) path.
+    pub increased_cardinality: bool,
+}
+
+impl Default for MetricSpec {
+    fn default() -> Self {
+        Self { enabled: true, increased_cardinality: false }
+    }
+}
+
 /// Sections of `spec` that rapr applies.
-const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution"];
+const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution", "tracing", "metric", "metrics"];
+
+fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) => match (v.as_bool(), v.as_str()) {
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(s)) => s.parse().map(Some).map_err(|_| format!("{what} must be a boolean, not {s:?}")),
+            _ => Err(format!("{what} must be a boolean")),
+        },
+    }
+}
+
+fn tracing_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<TracingSpec, String> {
+    let Some(t) = spec.get("tracing") else { return Ok(TracingSpec::default()) };
+    let sampling_rate = match t.get("samplingRate") {
+        None => 0.0,
+        Some(v) => match (v.as_f64(), v.as_str()) {
+            (Some(f), _) => f,
+            (None, Some("")) => 0.0,
+            (None, Some(s)) => s.trim().parse::<f64>().map_err(|_| format!("spec.tracing.samplingRate must be a number, not {s:?}"))?,
+            _ => return Err("spec.tracing.samplingRate must be a number".into()),
+        },
+    };
+    let otel = match t.get("otel") {
+        None => None,
+        Some(o) => {
+            let endpoint = o.get("endpointAddress").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let protocol = o.get("protocol").and_then(|v| v.as_str()).unwrap_or("grpc").to_ascii_lowercase();
+            if !matches!(protocol.as_str(), "grpc" | "http") {
+                return Err(format!("spec.tracing.otel.protocol must be grpc or http, not {protocol:?}"));
+            }
+            let is_secure = flag(o.get("isSecure"), "spec.tracing.otel.isSecure")?.unwrap_or(false);
+            (!endpoint.is_empty()).then_some(OtelSpec { endpoint, is_secure, protocol })
+        }
+    };
+    let zipkin = t.get("zipkin").and_then(|z| z.get("endpointAddress")).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
+    Ok(TracingSpec { sampling_rate: sampling_rate.clamp(0.0, 1.0), stdout: flag(t.get("stdout"), "spec.tracing.stdout")?.unwrap_or(false), otel, zipkin })
+}
+
+fn metric_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<MetricSpec, String> {
+    let Some(m) = spec.get("metric").or_else(|| spec.get("metrics")) else { return Ok(MetricSpec::default()) };
+    Ok(MetricSpec {
+        enabled: flag(m.get("enabled"), "spec.metric.enabled")?.unwrap_or(true),
+        increased_cardinality: flag(m.get("http").and_then(|h| h.get("increasedCardinality")), "spec.metric.http.increasedCardinality")?.unwrap_or(false),
+    })
+}
 
 fn name_resolution_db(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<Option<std::path::PathBuf>, String> {
     let Some(nr) = spec.get("nameResolution") else { return Ok(None) };
@@ -99,7 +189,15 @@ impl ConfigurationSpec {
         }
         let unimplemented =
             spec.keys().filter(|k| !IMPLEMENTED.contains(&k.as_str())).cloned().collect::<Vec<_>>();
-        Ok(Self { name: name.to_string(), enabled_features, secret_scopes: secret_scopes(spec)?, name_resolution_db: name_resolution_db(spec)?, unimplemented })
+        Ok(Self {
+            name: name.to_string(),
+            enabled_features,
+            secret_scopes: secret_scopes(spec)?,
+            name_resolution_db: name_resolution_db(spec)?,
+            tracing: tracing_spec(spec)?,
+            metric: metric_spec(spec)?,
+            unimplemented,
+        })
     }
 }
 
@@ -128,5 +226,20 @@ mod tests {
         assert!(c.secret_scopes["local"].default_deny);
         assert_eq!(c.secret_scopes["local"].allowed, vec!["a".to_string()]);
         assert!(c.unimplemented.is_empty());
+    }
+
+    #[test]
+    fn parses_tracing_and_metric() {
+        let spec: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(
+            "tracing:\n  samplingRate: \"0.5\"\n  otel:\n    endpointAddress: 127.0.0.1:4318\n    isSecure: false\n    protocol: http\nmetric:\n  enabled: true\n  http:\n    increasedCardinality: true\n",
+        )
+        .unwrap();
+        let c = ConfigurationSpec::from_spec("c", &spec).unwrap();
+        assert_eq!(c.tracing.sampling_rate, 0.5);
+        assert_eq!(c.tracing.otel, Some(OtelSpec { endpoint: "127.0.0.1:4318".into(), is_secure: false, protocol: "http".into() }));
+        assert!(c.metric.enabled && c.metric.increased_cardinality);
+        assert!(c.unimplemented.is_empty());
+        let none = ConfigurationSpec::from_spec("c", &BTreeMap::new()).unwrap();
+        assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (0.0, true, false));
     }
 }

@@ -297,9 +297,9 @@ mod tests {
     #[test]
     fn configuration_reports_unimplemented_sections() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  features:\n  - name: Foo\n    enabled: true\n  - name: Bar\n    enabled: false\n  tracing:\n    samplingRate: \"1\"\n");
+        write(dir.path(), "c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  features:\n  - name: Foo\n    enabled: true\n  - name: Bar\n    enabled: false\n  mtls:\n    enabled: true\n");
         let c = load_configuration(&dir.path().join("c.yaml")).unwrap();
         assert_eq!(c.enabled_features, vec!["Foo".to_string()]);
-        assert_eq!(c.unimplemented, vec!["tracing".to_string()]);
+        assert_eq!(c.unimplemented, vec!["mtls".to_string()]);
     }
 }

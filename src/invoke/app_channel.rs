@@ -2,6 +2,8 @@
 //!
 //! Honours `--app-max-concurrency` by queueing (as daprd; never a 429) and sends `APP_API_TOKEN`
 //! as `dapr-api-token`. Bodies stream through: the app reads the caller's bytes as they arrive.
+//! With `--enable-app-health-check`, calls fail with daprd's "app is not in a healthy state"
+//! while `AppHealthMonitor` reports the app unhealthy.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use rapr_proto::common::v1 as common;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
+use super::app_health::{AppHealthHandle, APP_UNHEALTHY};
 use super::message::{verb_to_proto, CallMeta};
 use super::InvokeError;
 
@@ -51,6 +54,8 @@ pub struct AppChannel {
     grpc: Option<AppCallbackClient<Channel>>,
     token: Option<HeaderValue>,
     limit: Option<Arc<Semaphore>>,
+    health: Option<AppHealthHandle>,
+    metrics: Option<crate::runtime::metrics::Metrics>,
 }
 
 impl AppChannel {
@@ -70,7 +75,27 @@ impl AppChannel {
         };
         let limit = (max_concurrency > 0).then(|| Arc::new(Semaphore::new(max_concurrency as usize)));
         let token = token.filter(|t| !t.is_empty()).and_then(|t| HeaderValue::from_str(&t).ok());
-        Ok(Self { protocol, authority, http, grpc, token, limit })
+        Ok(Self { protocol, authority, http, grpc, token, limit, health: None, metrics: None })
+    }
+
+    /// Counts calls to the app in `metrics` (`dapr_http_client_*`).
+    pub fn with_metrics(mut self, metrics: crate::runtime::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics).filter(crate::runtime::metrics::Metrics::enabled);
+        self
+    }
+
+    /// Gates calls on the app's health as `AppHealthMonitor` publishes it.
+    pub fn with_health(mut self, health: AppHealthHandle) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// `Err` (daprd's text) while the app is known to be unhealthy.
+    pub fn ensure_healthy(&self) -> Result<(), InvokeError> {
+        match &self.health {
+            Some(h) if !h.is_healthy() => Err(InvokeError::App(APP_UNHEALTHY.into())),
+            _ => Ok(()),
+        }
     }
 
     /// The app's protocol.
@@ -88,6 +113,7 @@ impl AppChannel {
     /// Calls an HTTP app; the response body streams back. For a gRPC app, the body is collected
     /// and sent as `AppCallback.OnInvoke`, and the answer converted to HTTP.
     pub async fn call_http(&self, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+        self.ensure_healthy()?;
         if self.protocol == AppProtocol::Grpc {
             return self.call_grpc_as_http(meta, body).await;
         }
@@ -98,7 +124,12 @@ impl AppChannel {
         if let Some(t) = &self.token {
             req.headers_mut().insert("dapr-api-token", t.clone());
         }
-        let resp = self.http.request(req).await.map_err(|e| InvokeError::App(format!("error invoking app channel: {e}")))?;
+        let started = std::time::Instant::now();
+        let resp = self.http.request(req).await;
+        if let Some(m) = &self.metrics {
+            m.app_http_call(meta.verb.as_str(), &format!("/{}", meta.method.trim_start_matches('/')), resp.as_ref().ok().map(|r| r.status().as_u16()), started);
+        }
+        let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {e}")))?;
         let (parts, incoming) = resp.into_parts();
         // The permit lives until the app's body is fully read.
         let body = Body::new(incoming.map_err(axum::Error::new).map_frame(move |f| {
@@ -142,10 +173,11 @@ impl AppChannel {
         let Some(client) = &self.grpc else {
             return Err(tonic::Status::internal("the app does not speak gRPC"));
         };
+        self.ensure_healthy().map_err(|e| tonic::Status::internal(e.to_string()))?;
         let _permit = self.permit().await;
         let mut request = tonic::Request::new(req);
         for (k, v) in &meta.headers {
-            if let (Ok(key), Ok(val)) = (tonic::metadata::MetadataKey::from_bytes(k.as_bytes()), v.parse()) {
+            if let (Ok(key), Ok(val)) = (tonic::metadata::MetadataKey::from_bytes(super::message::grpc_metadata_key(k).as_bytes()), v.parse()) {
                 request.metadata_mut().append(key, val);
             }
         }

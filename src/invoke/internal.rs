@@ -16,13 +16,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::app_channel::{AppChannel, AppProtocol};
-use super::message::{response_headers, CallMeta};
+use super::message::{response_headers, CallMeta, CALLER};
+use crate::runtime::metrics::Metrics;
 use super::remote::CHUNK;
 
 /// Serves other sidecars' calls to this app.
 #[derive(Clone)]
 pub struct InternalService {
     app: Option<Arc<AppChannel>>,
+    metrics: Option<Metrics>,
 }
 
 fn no_app() -> Status {
@@ -32,7 +34,13 @@ fn no_app() -> Status {
 impl InternalService {
     /// The service over `app` (none when `--app-port` is unset).
     pub fn new(app: Option<Arc<AppChannel>>) -> Self {
-        Self { app }
+        Self { app, metrics: None }
+    }
+
+    /// Counts served calls in `metrics` (`dapr_runtime_service_invocation_req_recv_total`...).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics.clone()).filter(Metrics::enabled);
+        self
     }
 
     /// As a tonic service with `max_message` limits.
@@ -47,12 +55,56 @@ fn http_status(code: u16, message: String) -> Option<internals::Status> {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
 
+/// The caller's id as its sidecar sent it on the transport.
+fn caller_of(md: &tonic::metadata::MetadataMap) -> String {
+    md.get(CALLER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// The trace context of this hop: the server middleware rewrote the transport's `traceparent`
+/// to this sidecar's span, which the app must see as its parent.
+fn adopt_trace(md: &tonic::metadata::MetadataMap, meta: &mut CallMeta) {
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = md.get(key).and_then(|v| v.to_str().ok()) {
+            meta.headers.retain(|(k, _)| k != key);
+            meta.headers.push((key.to_string(), v.to_string()));
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ServiceInvocation for InternalService {
     async fn call_local(&self, r: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        let Some(m) = &self.metrics else { return self.local(r).await };
+        let caller = caller_of(r.metadata());
+        m.invoke_received(&caller);
+        let res = self.local(r).await;
+        m.invoke_responded(&caller, match &res {
+            Ok(r) => r.get_ref().status.as_ref().map_or(0, |s| s.code),
+            Err(s) => s.code() as i32,
+        });
+        res
+    }
+
+    type CallLocalStreamStream = ResponseStream;
+
+    async fn call_local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Self::CallLocalStreamStream>, Status> {
+        let Some(m) = &self.metrics else { return self.local_stream(r).await.map(|(resp, _)| resp) };
+        let caller = caller_of(r.metadata());
+        m.invoke_received(&caller);
+        let res = self.local_stream(r).await;
+        m.invoke_responded(&caller, res.as_ref().map_or_else(|s| s.code() as i32, |(_, status)| *status));
+        res.map(|(resp, _)| resp)
+    }
+}
+
+impl InternalService {
+    async fn local(&self, r: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
         let app = self.app.as_ref().ok_or_else(no_app)?;
+        app.ensure_healthy().map_err(|e| Status::internal(e.to_string()))?;
+        let md = r.metadata().clone();
         let req = r.into_inner();
-        let meta = CallMeta::from_internal(&req);
+        let mut meta = CallMeta::from_internal(&req);
+        adopt_trace(&md, &mut meta);
         let message = req.message.unwrap_or_default();
         if app.protocol() == AppProtocol::Grpc {
             return Ok(Response::new(match app.call_grpc(message, &meta).await {
@@ -73,14 +125,15 @@ impl ServiceInvocation for InternalService {
         }))
     }
 
-    type CallLocalStreamStream = ResponseStream;
-
-    async fn call_local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Self::CallLocalStreamStream>, Status> {
+    /// The answer, and the app's HTTP status (for metrics).
+    async fn local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<(Response<ResponseStream>, i32), Status> {
         let app = Arc::clone(self.app.as_ref().ok_or_else(no_app)?);
+        let md = r.metadata().clone();
         let mut incoming = r.into_inner();
         let lead = incoming.message().await?.ok_or_else(|| Status::invalid_argument("empty invocation stream"))?;
         let req = lead.request.ok_or_else(|| Status::invalid_argument("request does not contain the required fields in the leading chunk"))?;
-        let meta = CallMeta::from_internal(&req);
+        let mut meta = CallMeta::from_internal(&req);
+        adopt_trace(&md, &mut meta);
         let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
         let rest = incoming.filter_map(|m| async move {
             match m {
@@ -91,6 +144,7 @@ impl ServiceInvocation for InternalService {
         let body = Body::from_stream(futures::stream::iter(first.map(Ok)).chain(rest));
         let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
         let (parts, body) = resp.into_parts();
+        let status = i32::from(parts.status.as_u16());
         let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let lead = internals::InternalInvokeResponseStream {
             response: Some(internals::InternalInvokeResponse {
@@ -125,6 +179,6 @@ impl ServiceInvocation for InternalService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok((Response::new(Box::pin(ReceiverStream::new(rx))), status))
     }
 }

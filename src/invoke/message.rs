@@ -136,6 +136,21 @@ impl CallMeta {
     }
 }
 
+/// The gRPC metadata key for an HTTP header sent to a gRPC app: daprd prefixes HTTP's own
+/// ("permanent") headers with `dapr-` so they cannot clash with HTTP/2's framing (a caller's
+/// `content-length` would otherwise be taken as the length of the gRPC body).
+pub fn grpc_metadata_key(name: &str) -> std::borrow::Cow<'_, str> {
+    const PERMANENT: &[&str] = &[
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "cache-control", "content-type", "content-length", "cookie", "date",
+        "expect", "from", "host", "max-forwards", "origin", "pragma", "referer", "via", "warning", "te",
+    ];
+    let n = name.to_ascii_lowercase();
+    if PERMANENT.contains(&n.as_str()) || n.starts_with("accept") || n.starts_with("if-") || n.starts_with("grpc-") {
+        return std::borrow::Cow::Owned(format!("dapr-{n}"));
+    }
+    std::borrow::Cow::Borrowed(name)
+}
+
 /// Response headers to pass back to the caller (hop-by-hop removed).
 pub fn response_headers(headers: &HeaderMap) -> HashMap<String, internals::ListStringValue> {
     let mut out: HashMap<String, internals::ListStringValue> = HashMap::new();
@@ -222,6 +237,13 @@ mod tests {
         assert_eq!(app[CALLER], "me");
         assert_eq!(app[CALLEE], "you");
         assert_eq!(app["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn permanent_headers_are_prefixed_for_grpc() {
+        assert_eq!(grpc_metadata_key("content-length"), "dapr-content-length");
+        assert_eq!(grpc_metadata_key("accept-encoding"), "dapr-accept-encoding");
+        assert_eq!(grpc_metadata_key("x-custom"), "x-custom");
     }
 
     #[test]

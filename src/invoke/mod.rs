@@ -5,12 +5,15 @@
 //!       -> remote.rs: ServiceInvocation/CallLocalStream (internal gRPC port), body streamed in chunks
 //!       -> sidecar B (internal.rs) -> app_channel.rs -> app B (HTTP or gRPC)
 //! ```
+//! `proxy.rs` forwards gRPC calls for methods the sidecar does not serve (`dapr-app-id`).
 //! `message.rs` holds the transport-free description of a call and its conversions to the wire.
 
 pub mod app_channel;
+pub mod app_health;
 pub mod internal;
 pub mod message;
 pub mod nameres;
+pub mod proxy;
 pub mod remote;
 
 /// Why an invocation failed before the target app answered.

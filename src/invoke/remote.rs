@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::message::header_map;
+use super::message::{header_map, CALLEE, CALLER};
+use crate::runtime::metrics::Metrics;
 use super::InvokeError;
 
 /// Largest chunk of a streamed body.
@@ -34,15 +35,30 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub struct RemoteInvoker {
     channels: ArcSwap<HashMap<String, Channel>>,
     max_message: usize,
+    metrics: Option<Metrics>,
 }
 
 impl RemoteInvoker {
     /// An invoker whose messages may be up to `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
-        Self { channels: ArcSwap::from_pointee(HashMap::new()), max_message }
+        Self { channels: ArcSwap::from_pointee(HashMap::new()), max_message, metrics: None }
     }
 
-    async fn channel(&self, addr: &str) -> Result<Channel, InvokeError> {
+    /// Counts calls in `metrics` (`dapr_runtime_service_invocation_*`, `dapr_grpc_io_client_*`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn sent(&self, req: &internals::InternalInvokeRequest, streaming: bool) -> Option<(Metrics, String, Instant)> {
+        let m = self.metrics.clone().filter(Metrics::enabled)?;
+        let target = req.metadata.get(CALLEE).and_then(|v| v.values.first()).cloned().unwrap_or_default();
+        m.invoke_sent(&target, streaming);
+        Some((m, target, Instant::now()))
+    }
+
+    /// The (cached) connection to the sidecar at `addr`, connecting with daprd's retries.
+    pub(crate) async fn channel(&self, addr: &str) -> Result<Channel, InvokeError> {
         if let Some(c) = self.channels.load().get(addr) {
             return Ok(c.clone());
         }
@@ -70,7 +86,8 @@ impl RemoteInvoker {
         Err(InvokeError::Unreachable(format!("failed to invoke target at {addr} after {CONNECT_RETRIES} retries. Error: {last}")))
     }
 
-    fn evict(&self, addr: &str) {
+    /// Forgets the connection to `addr` (it failed).
+    pub(crate) fn evict(&self, addr: &str) {
         self.channels.rcu(|m| {
             let mut m = (**m).clone();
             m.remove(addr);
@@ -92,18 +109,44 @@ impl RemoteInvoker {
 
     /// A whole-message call (used by gRPC `InvokeService`).
     pub async fn call_unary(&self, addr: &str, req: internals::InternalInvokeRequest) -> Result<internals::InternalInvokeResponse, InvokeError> {
+        let sent = self.sent(&req, false);
         let ch = self.channel(addr).await?;
-        self.client(ch).call_local(req).await.map(|r| r.into_inner()).map_err(|s| self.status_error(addr, s))
+        let res = self.client(ch).call_local(with_trace_headers(&req.metadata, req.clone())).await.map(|r| r.into_inner());
+        if let Some((m, target, started)) = sent {
+            let (code, status) = match &res {
+                Ok(r) => (tonic::Code::Ok, r.status.as_ref().map_or(0, |s| s.code)),
+                Err(s) => (s.code(), s.code() as i32),
+            };
+            m.invoke_answered(&target, false, "/dapr.proto.internals.v1.ServiceInvocation/CallLocal", code, status, started);
+        }
+        res.map_err(|s| self.status_error(addr, s))
     }
 
     /// A streamed call: `req` first, then `body` in chunks; the answer's body streams back.
     pub async fn call_stream(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
+        let sent = self.sent(&req, true);
+        let res = self.call_stream_inner(addr, req, body).await;
+        if let Some((m, target, started)) = sent {
+            let (code, status) = match &res {
+                Ok(r) => (tonic::Code::Ok, i32::from(r.status().as_u16())),
+                Err(InvokeError::Unreachable(_)) => (tonic::Code::Unavailable, tonic::Code::Unavailable as i32),
+                Err(_) => (tonic::Code::Internal, tonic::Code::Internal as i32),
+            };
+            m.invoke_answered(&target, true, "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream", code, status, started);
+        }
+        res
+    }
+
+    async fn call_stream_inner(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
         let ch = self.channel(addr).await?;
+        let trace = with_trace_headers(&req.metadata, ());
         let (tx, rx) = mpsc::channel::<internals::InternalInvokeRequestStream>(8);
         let first = internals::InternalInvokeRequestStream { request: Some(req), payload: None };
         tx.send(first).await.map_err(|_| InvokeError::Unreachable("request stream closed".into()))?;
         tokio::spawn(pump_body(body, tx));
-        let resp = self.client(ch).call_local_stream(ReceiverStream::new(rx)).await.map_err(|s| self.status_error(addr, s))?;
+        let mut call = tonic::Request::new(ReceiverStream::new(rx));
+        *call.metadata_mut() = trace.into_parts().0;
+        let resp = self.client(ch).call_local_stream(call).await.map_err(|s| self.status_error(addr, s))?;
         let mut stream = resp.into_inner();
         let lead = stream
             .message()
@@ -130,6 +173,21 @@ impl RemoteInvoker {
         }
         Ok(resp)
     }
+}
+
+/// Headers the target sidecar's server reads from the transport too: the trace context (its
+/// server span is a child of this hop's) and the caller's id.
+const TRANSPORT_HEADERS: &[&str] = &["traceparent", "tracestate", CALLER];
+
+/// `msg` as a request whose gRPC metadata repeats the call's `TRANSPORT_HEADERS`.
+fn with_trace_headers<T>(metadata: &HashMap<String, internals::ListStringValue>, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    for k in TRANSPORT_HEADERS {
+        if let Some(v) = metadata.get(*k).and_then(|v| v.values.first()).and_then(|v| v.parse().ok()) {
+            r.metadata_mut().insert(*k, v);
+        }
+    }
+    r
 }
 
 /// Sends `body` as numbered payload frames; stops quietly if the call ended.

@@ -1,4 +1,4 @@
-//! `ApiGateway`: owns the HTTP and gRPC listeners and their graceful drain.
+//! `ApiGateway`: owns the HTTP, gRPC, internal and metrics listeners and their graceful drain.
 //!
 //! It binds in `pre_start` (a taken port fails the spawn, and so the sidecar, loudly) and serves
 //! on tasks; requests never pass through this mailbox. `Drain` stops accepting, lets in-flight
@@ -29,6 +29,8 @@ pub struct BoundAddresses {
     pub grpc: Vec<SocketAddr>,
     /// Sidecar-to-sidecar gRPC.
     pub internal: Vec<SocketAddr>,
+    /// Prometheus `/metrics` (empty when disabled or not bound).
+    pub metrics: Vec<SocketAddr>,
 }
 
 /// Arguments: routers and where to bind them.
@@ -45,6 +47,10 @@ pub struct ApiGatewayArgs {
     pub grpc_addrs: Vec<SocketAddr>,
     /// Internal gRPC bind addresses.
     pub internal_addrs: Vec<SocketAddr>,
+    /// Prometheus `/metrics` router (none when metrics are disabled).
+    pub metrics: Option<axum::Router>,
+    /// Metrics bind addresses.
+    pub metrics_addrs: Vec<SocketAddr>,
     /// How long a drain may take.
     pub drain_deadline: Duration,
 }
@@ -57,6 +63,7 @@ pub struct ApiGatewayState {
     http_bound: Vec<SocketAddr>,
     grpc_bound: Vec<SocketAddr>,
     internal_bound: Vec<SocketAddr>,
+    metrics_bound: Vec<SocketAddr>,
     stop: CancellationToken,
     servers: TaskTracker,
     deadline: Duration,
@@ -93,7 +100,7 @@ impl Actor for ApiGateway {
         let internal = bind(&a.internal_addrs, "internal gRPC").await?;
         let stop = CancellationToken::new();
         let servers = TaskTracker::new();
-        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), internal_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
+        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), internal_bound: Vec::new(), metrics_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
         for l in http {
             st.http_bound.push(l.local_addr()?);
             serve(&st.servers, &st.stop, l, a.http.clone(), "http");
@@ -107,13 +114,26 @@ impl Actor for ApiGateway {
             serve(&st.servers, &st.stop, l, a.internal.clone(), "internal");
         }
         tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, internal = ?st.internal_bound, "API servers listening");
+        // A taken metrics port is logged, not fatal: metrics never keep a sidecar from serving.
+        if let Some(router) = a.metrics {
+            match bind(&a.metrics_addrs, "metrics").await {
+                Ok(ls) => {
+                    for l in ls {
+                        st.metrics_bound.push(l.local_addr()?);
+                        serve(&st.servers, &st.stop, l, router.clone(), "metrics");
+                    }
+                    tracing::info!(metrics = ?st.metrics_bound, "metrics server listening");
+                }
+                Err(e) => tracing::error!(error = %e, "metrics server not started"),
+            }
+        }
         Ok(st)
     }
 
     async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             ApiGatewayMsg::Addresses(reply) => {
-                let _ = reply.send(BoundAddresses { http: st.http_bound.clone(), grpc: st.grpc_bound.clone(), internal: st.internal_bound.clone() });
+                let _ = reply.send(BoundAddresses { http: st.http_bound.clone(), grpc: st.grpc_bound.clone(), internal: st.internal_bound.clone(), metrics: st.metrics_bound.clone() });
             }
             ApiGatewayMsg::Drain(reply) => {
                 st.stop.cancel();

@@ -8,9 +8,13 @@ use std::sync::Arc;
 use crate::api::invoke::InvokeApi;
 use crate::config::SidecarArgs;
 use crate::invoke::app_channel::{AppChannel, AppProtocol};
+use crate::invoke::app_health::{AppHealthConfig, AppHealthHandle, AppHealthSetup, ProbeTarget};
 use crate::invoke::internal::InternalService;
 use crate::invoke::nameres::{NameResolverConfig, Registration, SqliteNameResolver};
+use crate::invoke::proxy::GrpcProxy;
 use crate::invoke::remote::RemoteInvoker;
+use crate::resiliency::Resiliency;
+use crate::runtime::metrics::Metrics;
 
 /// What the root keeps of invocation.
 pub struct Invocation {
@@ -19,6 +23,7 @@ pub struct Invocation {
     /// The internal gRPC router (served on the internal port).
     pub internal: axum::Router,
     resolver: Option<Arc<SqliteNameResolver>>,
+    app_health: Option<AppHealthSetup>,
 }
 
 /// Errors setting invocation up.
@@ -33,14 +38,16 @@ pub fn resolver_path(configured: Option<PathBuf>) -> PathBuf {
 
 impl Invocation {
     /// Builds the app channel, resolver and invoker from the flags.
-    pub async fn build(flags: &SidecarArgs, resolver_db: PathBuf, max_body: usize) -> Result<Self, InvocationError> {
-        let app = if flags.app_port != 0 {
+    pub async fn build(flags: &SidecarArgs, resolver_db: PathBuf, max_body: usize, resiliency: Resiliency, metrics: &Metrics) -> Result<Self, InvocationError> {
+        let (app, app_health) = if flags.app_port != 0 {
             let protocol = AppProtocol::parse(&flags.app_protocol).map_err(InvocationError)?;
             let token = std::env::var("APP_API_TOKEN").ok();
+            let target = ProbeTarget { protocol, authority: format!("{}:{}", flags.app_channel_address, flags.app_port) };
+            let health = AppHealthSetup::new(target, AppHealthConfig::from_flags(flags));
             let ch = AppChannel::new(protocol, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token).map_err(|e| InvocationError(e.to_string()))?;
-            Some(Arc::new(ch))
+            (Some(Arc::new(ch.with_health(health.handle.clone()).with_metrics(metrics.clone()))), Some(health))
         } else {
-            None
+            (None, None)
         };
         let resolver = match SqliteNameResolver::open(&NameResolverConfig::at(resolver_db.clone())).await {
             Ok(r) => Some(Arc::new(r)),
@@ -49,10 +56,23 @@ impl Invocation {
                 None
             }
         };
-        let remote = Arc::new(RemoteInvoker::new(max_body));
-        let api = InvokeApi::new(&flags.app_id, app.clone(), resolver.clone(), remote);
-        let internal = tonic::service::Routes::new(InternalService::new(app).into_server(max_body)).into_axum_router();
-        Ok(Self { api, internal, resolver })
+        let remote = Arc::new(RemoteInvoker::new(max_body).with_metrics(metrics.clone()));
+        let grpc_app = (flags.app_port != 0 && app.as_ref().is_some_and(|a| a.protocol() == AppProtocol::Grpc)).then(|| format!("{}:{}", flags.app_channel_address, flags.app_port));
+        let proxy = Arc::new(GrpcProxy::new(&flags.app_id, grpc_app, resolver.clone(), Arc::clone(&remote), std::env::var("APP_API_TOKEN").ok()));
+        let api = InvokeApi::new(&flags.app_id, app.clone(), resolver.clone(), remote, resiliency).with_proxy(Arc::clone(&proxy));
+        // A call carrying `dapr-app-id` is another sidecar's proxied gRPC call for this app; the
+        // internal protocol itself never sends that header.
+        let internal = tonic::service::Routes::new(InternalService::new(app).with_metrics(metrics.clone()).into_server(max_body)).into_axum_router().layer(axum::middleware::from_fn_with_state(proxy, deliver_proxied));
+        Ok(Self { api, internal, resolver, app_health })
+    }
+
+    /// Starts `AppHealthMonitor` (with `--app-port`) under `supervisor`; returns the read handle
+    /// for `/v1.0/healthz`.
+    pub async fn start_app_health(&mut self, runtime_id: &str, supervisor: ractor::ActorCell) -> Result<Option<AppHealthHandle>, ractor::SpawnErr> {
+        match self.app_health.take() {
+            Some(setup) => Ok(Some(setup.spawn(format!("{runtime_id}/app-health"), supervisor).await?.1)),
+            None => Ok(None),
+        }
     }
 
     /// Registers this sidecar's internal address (`DAPR_HOST_IP`, else the listen address, else
@@ -76,5 +96,17 @@ impl Invocation {
                 None
             }
         }
+    }
+}
+
+/// Internal port: proxied gRPC calls go to the app, everything else to `ServiceInvocation`.
+async fn deliver_proxied(axum::extract::State(proxy): axum::extract::State<Arc<GrpcProxy>>, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if crate::invoke::proxy::target_of(req.headers()).is_none() {
+        return next.run(req).await;
+    }
+    match proxy.deliver(req).await {
+        Ok(resp) => resp,
+        Err(e) => crate::api::errors::invoke::proxy_error(e).into_http::<axum::body::Body>().into_response(),
     }
 }

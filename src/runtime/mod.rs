@@ -5,9 +5,11 @@ pub mod call;
 pub mod failpoints;
 pub mod gateway;
 pub mod invocation;
+pub mod metrics;
 pub mod restart;
 pub mod root;
 pub mod shutdown;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,8 @@ fn startup_reason(e: ractor::SpawnErr) -> String {
 /// `rapr sidecar`: runs until SIGINT/SIGTERM or an API shutdown; returns the exit code.
 pub async fn run_sidecar(flags: SidecarArgs) -> i32 {
     let token = std::env::var("DAPR_API_TOKEN").ok();
+    // Installed before start: a signal that lands while components start is not lost.
+    let mut signals = Signals::install();
     let sidecar = match Sidecar::start(flags, token).await {
         Ok(s) => s,
         Err(e) => {
@@ -88,7 +92,7 @@ pub async fn run_sidecar(flags: SidecarArgs) -> i32 {
     };
     let trigger = sidecar.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("signal received; shutting down gracefully");
         trigger.trigger();
     });
@@ -98,17 +102,45 @@ pub async fn run_sidecar(flags: SidecarArgs) -> i32 {
     0
 }
 
+/// SIGINT and SIGTERM, registered once; signals that arrive before `recv` are kept.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Takes over SIGINT and SIGTERM from now on.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        let term = async {
+            match self.term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let int = async {
+            match self.int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    Signals::install().recv().await;
 }

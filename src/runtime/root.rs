@@ -4,7 +4,7 @@
 //! RuntimeRoot                      one per sidecar; escalation ends here (the sidecar exits)
 //! ├── ComponentSupervisor          restarts failed components with backoff; never escalates
 //! │   └── StateStoreHost (name)*   one per state component instance
-//! └── ApiGateway                   HTTP and gRPC listeners, graceful drain; escalates
+//! └── ApiGateway                   HTTP, gRPC, internal and metrics listeners, graceful drain; escalates
 //! ```
 //! Start order: resources are loaded, components get their first init attempt, then the gateway
 //! binds (so `/v1.0/healthz/outbound` is true from the first request). Stop order is the reverse:
@@ -21,6 +21,7 @@ use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg, BoundAddresses};
 use super::invocation::{resolver_path, Invocation};
 use crate::invoke::nameres::Registration;
 use super::restart::RestartPolicy;
+use super::telemetry::{self, Tracing};
 use super::shutdown::ShutdownHandle;
 use crate::api::grpc::GrpcState;
 use crate::api::http::HttpState;
@@ -61,6 +62,7 @@ pub struct RuntimeRootState {
     components: ComponentSupervisorClient,
     gateway: ActorRef<ApiGatewayMsg>,
     registration: Option<Registration>,
+    tracer: Tracing,
 }
 
 fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
@@ -104,6 +106,7 @@ impl Actor for RuntimeRoot {
         let (resiliency, resiliency_errors) = Resiliency::load(&resources.resiliency, &flags.app_id);
         resources.errors.extend(resiliency_errors);
         let directory = DirectoryHandle::default();
+        let (metrics, tracer) = telemetry::setup(&flags, &configuration);
         let (sup, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/components")),
             ComponentSupervisor,
@@ -116,6 +119,7 @@ impl Actor for RuntimeRoot {
                 directory: directory.clone(),
                 policy: RestartPolicy::default(),
                 call_timeout: flags.component_call_timeout()?,
+                metrics: metrics.clone(),
             },
             me.get_cell(),
         )
@@ -126,16 +130,15 @@ impl Actor for RuntimeRoot {
         let app_id: Arc<str> = Arc::from(flags.app_id.as_str());
         let api_token: Option<Arc<str>> = a.api_token.filter(|t| !t.is_empty()).map(Arc::from);
         let max_body = flags.max_body_bytes()?;
-        let state = StateApi::new(directory.clone(), resiliency);
-        let app = AppConnection {
-            port: flags.app_port,
-            protocol: flags.app_protocol.clone(),
-            channel_address: flags.app_channel_address.clone(),
-            max_concurrency: flags.app_max_concurrency,
-        };
+        let state = StateApi::new(directory.clone(), resiliency.clone());
+        let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
         let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory);
-        let invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body).await?;
+        let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency, &metrics).await?;
+        let metadata = match invocation.start_app_health(&runtime_id, me.get_cell()).await? {
+            Some(h) => metadata.with_app_health(h),
+            None => metadata,
+        };
         let http = crate::api::http::router(HttpState {
             state: state.clone(),
             metadata: metadata.clone(),
@@ -146,15 +149,18 @@ impl Actor for RuntimeRoot {
             max_body,
             api_token: api_token.clone(),
         });
+        let metadata_ready = metadata.clone();
         let grpc = crate::api::grpc::router(GrpcState { state, metadata, secrets, invoke: invocation.api.clone(), shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
         let listen = flags.listen_addresses();
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),
             ApiGateway,
             ApiGatewayArgs {
-                http,
-                grpc,
-                internal: invocation.internal.clone(),
+                http: telemetry::instrument(http, false, &metrics, &tracer),
+                grpc: telemetry::instrument(grpc, true, &metrics, &tracer),
+                internal: telemetry::instrument(invocation.internal.clone(), true, &metrics, &tracer),
+                metrics: metrics.enabled().then(|| crate::runtime::metrics::router(metrics.clone())),
+                metrics_addrs: addrs(&listen, flags.metrics_port)?,
                 http_addrs: addrs(&listen, flags.dapr_http_port)?,
                 grpc_addrs: addrs(&listen, flags.dapr_grpc_port)?,
                 internal_addrs: addrs(&listen, flags.dapr_internal_grpc_port)?,
@@ -165,7 +171,8 @@ impl Actor for RuntimeRoot {
         .await?;
         let bound = call(&gateway, ApiGatewayMsg::Addresses, Duration::from_secs(5)).await.unwrap_or_default();
         let registration = invocation.register(&flags.app_id, &listen, &bound.internal).await;
-        Ok(RuntimeRootState { components, gateway, registration })
+        metadata_ready.set_registered();
+        Ok(RuntimeRootState { components, gateway, registration, tracer })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -187,6 +194,7 @@ impl Actor for RuntimeRoot {
                 st.gateway.stop(None);
                 tracing::info!("stopping components");
                 st.components.stop_all().await;
+                st.tracer.shutdown().await;
                 let _ = reply.send(());
                 me.stop(Some("shutdown".into()));
             }

@@ -223,20 +223,20 @@ async fn scopes_excluding_this_app_hide_the_component() {
 }
 
 #[tokio::test]
-async fn config_enables_features_and_warns_about_tracing() {
+async fn config_enables_features_and_warns_about_unimplemented_sections() {
     let b = SidecarBuilder::new("app").memory("mem");
     let cfg = b.dir().join("resources").join("config.yaml");
     let sc = b
         .file(
             "config.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\nspec:\n  features:\n  - name: HotReload\n    enabled: true\n  - name: Disabled\n    enabled: false\n  tracing:\n    samplingRate: \"1\"\n",
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: appconfig\nspec:\n  features:\n  - name: HotReload\n    enabled: true\n  - name: Disabled\n    enabled: false\n  accessControl:\n    defaultAction: allow\n",
         )
         .args(&["--config", cfg.to_str().unwrap()])
         .start()
         .await;
     let m = metadata(&sc).await;
     assert_eq!(m["enabledFeatures"], json!(["HotReload"]), "{m}");
-    assert_logged(&sc, "WARN", &["tracing"]).await;
+    assert_logged(&sc, "WARN", &["accessControl"]).await;
     // A Configuration in the resources folder is not a component.
     assert_eq!(component_names(&m), ["mem"]);
     assert_ready(&sc).await;

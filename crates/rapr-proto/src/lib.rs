@@ -4,6 +4,7 @@
 //! `.proto` sources are rapr's own (../../proto), with Dapr's package, message and field names
 //! and numbers.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs)]
 
 /// `dapr.proto.common.v1`: state items, ETags and options.

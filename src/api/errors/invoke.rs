@@ -16,3 +16,15 @@ pub fn invoke_error(e: InvokeApiError) -> ApiError {
         InvokeApiError::Failed { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, ERR_DIRECT_INVOKE, msg),
     }
 }
+
+/// Maps a gRPC proxying failure as grpc-go reports daprd's director errors: a plain error is
+/// UNKNOWN with its text (so an unknown app answers `no host found with the given ID`); a target
+/// that cannot be reached is UNAVAILABLE.
+pub fn proxy_error(e: crate::invoke::proxy::ProxyError) -> tonic::Status {
+    use crate::invoke::proxy::ProxyError;
+    let code = match e {
+        ProxyError::Unreachable(_) => Code::Unavailable,
+        ProxyError::Resolve(_) | ProxyError::NoAppChannel | ProxyError::WrongTarget(_) => Code::Unknown,
+    };
+    tonic::Status::new(code, e.to_string())
+}

@@ -24,7 +24,12 @@ impl DaprService {
                 protocol: if app.port != 0 { app.protocol } else { String::new() },
                 channel_address: app.channel_address,
                 max_concurrency: app.max_concurrency,
-                health: None,
+                health: app.health.map(|h| pb::AppConnectionHealthProperties {
+                    health_check_path: h.check_path.unwrap_or_default(),
+                    health_probe_interval: h.probe_interval,
+                    health_probe_timeout: h.probe_timeout,
+                    health_threshold: h.threshold,
+                }),
             }),
             actor_runtime: Some(pb::ActorRuntime {
                 runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,

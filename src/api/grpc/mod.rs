@@ -1,5 +1,6 @@
 //! The gRPC API (tonic): `dapr.proto.runtime.v1.Dapr` for what rapr implements, server
-//! reflection, and a fallback that answers every other method with UNIMPLEMENTED naming it.
+//! reflection, and a fallback that proxies every other method to the app named by `dapr-app-id`
+//! (`invoke/proxy.rs`), or without one answers UNIMPLEMENTED naming it.
 //!
 //! Served as an axum router (tonic's routes plus the fallback and the API-token check) so both
 //! transports share one listener implementation and graceful drain.
@@ -111,9 +112,10 @@ pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Er
         .build_v1alpha()?;
     let routes = tonic::service::Routes::new(dapr).add_service(reflection_v1).add_service(reflection_v1alpha);
     let token = s.api_token.clone();
+    let invoke = s.invoke.clone();
     Ok(routes
         .into_axum_router()
-        .fallback(unimplemented)
+        .fallback(move |req: Request| unknown_method(invoke.clone(), req))
         .layer(axum::middleware::from_fn(daprd_statuses))
         .layer(axum::middleware::from_fn_with_state(token, require_token)))
 }
@@ -124,9 +126,16 @@ fn unimplemented_message(path: &str) -> String {
     format!("unknown method {method} for service {service}: not implemented by rapr yet")
 }
 
-/// Unknown services reach the fallback.
-async fn unimplemented(uri: http::Uri) -> Response {
-    Status::unimplemented(unimplemented_message(uri.path())).into_http::<axum::body::Body>().into_response()
+/// Unknown services reach the fallback: proxied to the app named by `dapr-app-id` (daprd's
+/// gRPC proxying), else UNIMPLEMENTED naming the method.
+async fn unknown_method(invoke: InvokeApi, req: Request) -> Response {
+    match invoke.grpc_proxy() {
+        Some(proxy) if crate::invoke::proxy::target_of(req.headers()).is_some() => match proxy.forward(req).await {
+            Ok(resp) => resp,
+            Err(e) => crate::api::errors::invoke::proxy_error(e).into_http::<axum::body::Body>().into_response(),
+        },
+        _ => Status::unimplemented(unimplemented_message(req.uri().path())).into_http::<axum::body::Body>().into_response(),
+    }
 }
 
 /// Aligns two statuses tonic produces itself with what daprd (grpc-go) answers: an unknown method
@@ -135,6 +144,10 @@ async fn unimplemented(uri: http::Uri) -> Response {
 /// than max").
 async fn daprd_statuses(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    // A proxied call's status is the target app's own: never rewritten.
+    if crate::invoke::proxy::target_of(req.headers()).is_some() {
+        return next.run(req).await;
+    }
     let mut resp = next.run(req).await;
     let status = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
     let message = resp.headers().get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode);

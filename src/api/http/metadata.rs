@@ -38,6 +38,13 @@ async fn get_metadata(State(s): State<HttpState>) -> Response {
         app_json["port"] = json!(app.port);
         app_json["protocol"] = json!(app.protocol);
     }
+    if let Some(h) = &app.health {
+        let mut health = json!({ "healthProbeInterval": h.probe_interval, "healthProbeTimeout": h.probe_timeout, "healthThreshold": h.threshold });
+        if let Some(p) = &h.check_path {
+            health["healthCheckPath"] = json!(p);
+        }
+        app_json["health"] = health;
+    }
     let body = json!({
         "id": m.id,
         "runtimeVersion": m.runtime_version,

@@ -110,7 +110,8 @@ class Sidecar:
 
     def __init__(self, app_id: str, resources_dir: Path, log_dir: Path,
                  http_port: Optional[int] = None, grpc_port: Optional[int] = None,
-                 extra_args: Optional[list[str]] = None, cwd: Optional[Path] = None):
+                 extra_args: Optional[list[str]] = None, cwd: Optional[Path] = None,
+                 env: Optional[dict[str, str]] = None):
         if http_port is None or grpc_port is None:
             http_port, grpc_port = free_ports(2)
         self.app_id = app_id
@@ -120,6 +121,8 @@ class Sidecar:
         self.log_dir = log_dir
         self.extra_args = extra_args or []
         self.cwd = cwd or REPO_ROOT
+        # Extra environment for the process (e.g. RAPR_HOME, shared by sidecars that call each other).
+        self.env = env or {}
         self.proc: Optional[subprocess.Popen] = None
         self.stdout_path = log_dir / f"{app_id}-{http_port}.stdout.log"
         self.stderr_path = log_dir / f"{app_id}-{http_port}.stderr.log"
@@ -156,7 +159,8 @@ class Sidecar:
         err = open(self.stderr_path, "wb")
         try:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd=str(self.cwd))
+                                         stdin=subprocess.DEVNULL, cwd=str(self.cwd),
+                                         env={**os.environ, **self.env})
         finally:
             out.close()
             err.close()

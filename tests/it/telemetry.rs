@@ -1,0 +1,227 @@
+//! Telemetry of real sidecars: Prometheus `/metrics` on `--metrics-port` under daprd's names and
+//! labels (low cardinality: no key ever becomes a label), and W3C trace context carried from the
+//! caller through both sidecars to the app, with spans exported over OTLP/HTTP to a receiver the
+//! test runs.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::harness::{eventually, Sidecar, SidecarBuilder};
+
+/// An app answering every call with the headers it received.
+async fn header_app() -> u16 {
+    async fn echo(req: Request) -> impl IntoResponse {
+        let headers: serde_json::Map<String, Value> =
+            req.headers().iter().map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").into()))).collect();
+        axum::Json(json!({ "path": req.uri().path(), "headers": headers }))
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, Router::new().fallback(echo)).await.unwrap() });
+    port
+}
+
+/// The metrics port the sidecar logged (the harness asks for a free one).
+async fn metrics_port(sc: &Sidecar) -> u16 {
+    eventually(Duration::from_secs(10), "the metrics server to be logged", || async {
+        let logs = sc.logs();
+        let line = logs.lines().find(|l| l.contains("metrics server listening"))?;
+        let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+        after.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+    })
+    .await
+}
+
+async fn scrape(sc: &Sidecar, port: u16) -> String {
+    let r = sc.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+/// The value of the sample named `name` whose labels include every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .reduce(|a, b| a + b)
+}
+
+#[tokio::test]
+async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
+    let home = tempfile::tempdir().unwrap();
+    let app = header_app().await;
+    let target = SidecarBuilder::new("tel-target").home(home.path()).args(&["--app-port", &app.to_string()]).start().await;
+    let caller = SidecarBuilder::new("tel-caller").home(home.path()).memory("store").start().await;
+    let port = metrics_port(&caller).await;
+    let before = scrape(&caller, port).await;
+    assert_eq!(sample(&before, "dapr_runtime_component_init_total", &[("app_id", "tel-caller"), ("component", "state.in-memory")]), Some(1.0), "{before}");
+    assert_eq!(sample(&before, "dapr_runtime_component_loaded", &[("app_id", "tel-caller")]), Some(1.0));
+
+    let secret_key = "order-7f3a9c";
+    for i in 0..3 {
+        let r = caller.client.post(caller.url("/v1.0/state/store")).json(&json!([{ "key": secret_key, "value": i }])).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        let r = caller.client.get(caller.url(&format!("/v1.0/state/store/{secret_key}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = caller.client.get(caller.url("/v1.0/invoke/tel-target/method/orders/123")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut grpc = caller.grpc().await;
+    grpc.get_state(rapr_proto::runtime::v1::GetStateRequest { store_name: "store".into(), key: secret_key.into(), ..Default::default() }).await.unwrap();
+
+    let text = scrape(&caller, port).await;
+    for family in [
+        "dapr_http_server_request_count",
+        "dapr_http_server_latency",
+        "dapr_http_server_response_count",
+        "dapr_grpc_io_server_completed_rpcs",
+        "dapr_grpc_io_server_server_latency",
+        "dapr_grpc_io_client_completed_rpcs",
+        "dapr_grpc_io_client_roundtrip_latency",
+        "dapr_runtime_service_invocation_req_sent_total",
+        "dapr_runtime_service_invocation_res_recv_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing:\n{text}");
+    }
+    let post = sample(&text, "dapr_http_server_request_count", &[("app_id", "tel-caller"), ("method", "POST")]).unwrap();
+    let get = sample(&text, "dapr_http_server_response_count", &[("method", "GET"), ("status", "200")]).unwrap();
+    assert!(post >= 3.0 && get >= 6.0, "post {post} get {get}");
+    assert!(sample(&text, "dapr_http_server_latency_bucket", &[("method", "GET"), ("status", "200"), ("le", "+Inf")]).unwrap() >= 6.0);
+    for le in ["1.0", "13.0", "650.0", "100000.0"] {
+        assert!(sample(&text, "dapr_http_server_latency_bucket", &[("method", "GET"), ("le", le)]).is_some(), "daprd's bucket {le}:\n{text}");
+    }
+    let sent = sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "tel-target"), ("type", "streaming")]);
+    assert_eq!(sent, Some(3.0), "{text}");
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "tel-target"), ("status", "200")]), Some(3.0));
+    assert_eq!(
+        sample(&text, "dapr_grpc_io_server_completed_rpcs", &[("grpc_server_method", "/dapr.proto.runtime.v1.Dapr/GetState"), ("grpc_server_status", "OK")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains(secret_key), "a key became a label:\n{text}");
+    assert!(!text.contains("path=\""), "low cardinality by default:\n{text}");
+
+    // The target counts what it received and its app calls.
+    let tport = metrics_port(&target).await;
+    let ttext = scrape(&target, tport).await;
+    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_req_recv_total", &[("src_app_id", "tel-caller")]), Some(3.0), "{ttext}");
+    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_res_sent_total", &[("dst_app_id", "tel-caller"), ("status", "200")]), Some(3.0));
+    assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("method", "GET"), ("status", "200")]), Some(3.0), "{ttext}");
+    assert!(!ttext.contains("orders/123"));
+}
+
+#[tokio::test]
+async fn metrics_can_be_switched_off() {
+    let sc = SidecarBuilder::new("tel-off").args(&["--enable-metrics", "false"]).start().await;
+    assert!(!sc.logs().contains("metrics server listening"), "{}", sc.logs());
+}
+
+/// A minimal OTLP/HTTP receiver: every `POST /v1/traces` body is decoded and forwarded.
+async fn otlp_receiver() -> (u16, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    async fn traces(State(tx): State<mpsc::UnboundedSender<ExportTraceServiceRequest>>, body: Bytes) -> impl IntoResponse {
+        match ExportTraceServiceRequest::decode(body) {
+            Ok(req) => {
+                let _ = tx.send(req);
+                (axum::http::StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::new())
+            }
+            Err(_) => (axum::http::StatusCode::BAD_REQUEST, [("content-type", "text/plain")], b"bad protobuf".to_vec()),
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let app = Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(tx);
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, rx)
+}
+
+/// (service name, trace id hex, span id hex, parent span id hex, span name) of every span.
+fn spans(req: &ExportTraceServiceRequest) -> Vec<(String, String, String, String, String)> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut out = Vec::new();
+    for rs in &req.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                out.push((service.clone(), hex(&s.trace_id), hex(&s.span_id), hex(&s.parent_span_id), s.name.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn traces_cross_both_sidecars_to_the_app_and_reach_the_otlp_receiver() {
+    let (otlp, mut rx) = otlp_receiver().await;
+    let config = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: tracing\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{otlp}\n      isSecure: false\n      protocol: http\n"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let app = header_app().await;
+    let target = SidecarBuilder::new("trc-target").home(home.path()).args(&["--app-port", &app.to_string(), "--config", cfg]).start().await;
+    let caller = SidecarBuilder::new("trc-caller").home(home.path()).args(&["--config", cfg]).start().await;
+    assert!(!caller.logs().contains("not implemented by rapr yet"), "tracing counts as implemented:\n{}", caller.logs());
+
+    // A caller that already has a trace: the same trace id reaches the app, with a new span id.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let r = caller.client.get(caller.url("/v1.0/invoke/trc-target/method/traced")).header("traceparent", &incoming).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    let tp = seen["headers"]["traceparent"].as_str().expect("the app sees a traceparent").to_string();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[1], trace_id, "same trace id at the app");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new span id at the app");
+    assert_eq!(parts[3], "01");
+
+    // Without a traceparent, a new trace starts and still reaches the app.
+    let r = caller.client.get(caller.url("/v1.0/invoke/trc-target/method/fresh")).send().await.unwrap();
+    let seen: Value = r.json().await.unwrap();
+    let fresh = seen["headers"]["traceparent"].as_str().expect("a new trace reaches the app").to_string();
+    assert!(!fresh.contains(trace_id));
+
+    // Both sidecars export their spans of the first trace; the target's span is the app's parent
+    // and a child of the caller's.
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let services: Vec<String> = got.iter().filter(|s: &&(String, String, String, String, String)| s.1 == trace_id).map(|s| s.0.clone()).collect();
+        if services.iter().any(|s| s == "trc-caller") && services.iter().any(|s| s == "trc-target") {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(req)) => got.extend(spans(&req)),
+            _ => panic!("spans of both sidecars did not arrive; got {got:?}\n{}\n{}", caller.logs(), target.logs()),
+        }
+    }
+    let ours: Vec<_> = got.iter().filter(|s| s.1 == trace_id).collect();
+    let caller_span = ours.iter().find(|s| s.0 == "trc-caller").unwrap();
+    let target_span = ours.iter().find(|s| s.0 == "trc-target").unwrap();
+    assert_eq!(caller_span.3, "00f067aa0ba902b7", "the caller's span is a child of the incoming one");
+    assert_eq!(target_span.3, caller_span.2, "the target's span is a child of the caller's");
+    assert_eq!(parts[2], target_span.2, "the app's parent is the target sidecar's span");
+}
