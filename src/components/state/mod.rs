@@ -188,6 +188,18 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Bulk-get answers in the order the keys were asked: found rows decoded with `decode` (a row
+/// that fails to decode reports its own error), missing keys empty.
+pub fn bulk_answers<R>(keys: Vec<String>, mut found: HashMap<String, R>, decode: impl Fn(R) -> Result<StoredItem, StoreError>) -> Vec<BulkGetItem> {
+    keys.into_iter()
+        .map(|key| match found.remove(&key).map(&decode) {
+            None => BulkGetItem { key, item: None, error: None },
+            Some(Ok(item)) => BulkGetItem { key, item: Some(item), error: None },
+            Some(Err(err)) => BulkGetItem { key, item: None, error: Some(err.to_string()) },
+        })
+        .collect()
+}
+
 /// Checks an ETag could have been issued by a store that issues UUIDs (in-memory, SQLite):
 /// a UUID that does not match is a mismatch, anything else is invalid.
 pub fn check_uuid_etag(etag: &str) -> Result<(), StoreError> {

@@ -22,6 +22,7 @@ use super::{
     QueryPage, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
 use crate::components::metadata::{ComponentMetadata, MetadataError};
+use crate::components::state::bulk_answers;
 use crate::runtime::failpoints::crash_point;
 
 const FEATURES: &[Feature] = &[Feature::ETag, Feature::Transactional, Feature::Ttl, Feature::QueryApi];
@@ -310,17 +311,8 @@ impl StateStore for SqliteStore {
                 Ok((keys, found))
             })
             .await?;
-        let (keys, mut found) = found;
-        Ok(keys
-            .into_iter()
-            .map(|key| match found.remove(&key) {
-                None => BulkGetItem { key, item: None, error: None },
-                Some((_, v, b, e, x)) => match row_item(v, b, e, x) {
-                    Ok(item) => BulkGetItem { key, item: Some(item), error: None },
-                    Err(err) => BulkGetItem { key, item: None, error: Some(err.to_string()) },
-                },
-            })
-            .collect())
+        let (keys, found) = found;
+        Ok(bulk_answers(keys, found, |(_, v, b, e, x)| row_item(v, b, e, x)))
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {

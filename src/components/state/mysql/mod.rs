@@ -16,6 +16,7 @@ mod config;
 mod dsn;
 mod schema;
 
+use crate::components::state::bulk_answers;
 use crate::runtime::failpoints::crash_point;
 use std::collections::HashMap;
 use std::future::Future;
@@ -277,17 +278,8 @@ impl StateStore for MysqlStore {
             return Ok(vec![]);
         }
         let rows = self.timed(self.read_rows(&keys)).await?;
-        let mut found: HashMap<String, Row> = rows.into_iter().map(|r| (r.0.clone(), r)).collect();
-        Ok(keys
-            .into_iter()
-            .map(|key| match found.remove(&key) {
-                None => BulkGetItem { key, item: None, error: None },
-                Some((_, v, b, e, x)) => match row_item(v, b, e, x) {
-                    Ok(item) => BulkGetItem { key, item: Some(item), error: None },
-                    Err(err) => BulkGetItem { key, item: None, error: Some(err.to_string()) },
-                },
-            })
-            .collect())
+        let found: HashMap<String, Row> = rows.into_iter().map(|r| (r.0.clone(), r)).collect();
+        Ok(bulk_answers(keys, found, |(_, v, b, e, x)| row_item(v, b, e, x)))
     }
 
     async fn set(&self, req: SetRequest) -> Result<(), StoreError> {
