@@ -16,6 +16,8 @@ use crate::invoke::internal::InternalService;
 use crate::invoke::message::CallMeta;
 use crate::invoke::nameres::SqliteNameResolver;
 use crate::invoke::remote::RemoteInvoker;
+use crate::config::http_endpoint::HttpEndpointSpec;
+use crate::invoke::external::ExternalCaller;
 use crate::invoke::InvokeError;
 use crate::resiliency::{AttemptError, PolicyError, Resiliency};
 
@@ -39,6 +41,8 @@ pub struct InvokeApi {
     remote: Arc<RemoteInvoker>,
     resiliency: Resiliency,
     proxy: Option<Arc<crate::invoke::proxy::GrpcProxy>>,
+    endpoints: Arc<Vec<HttpEndpointSpec>>,
+    external: Arc<ExternalCaller>,
 }
 
 /// Why one attempt of a policy-governed call failed.
@@ -60,7 +64,18 @@ pub enum GrpcOutcome {
 impl InvokeApi {
     /// Builds the facade.
     pub fn new(app_id: &str, app: Option<Arc<AppChannel>>, resolver: Option<Arc<SqliteNameResolver>>, remote: Arc<RemoteInvoker>, resiliency: Resiliency) -> Self {
-        Self { app_id: Arc::from(app_id), app, resolver, remote, resiliency, proxy: None }
+        Self { app_id: Arc::from(app_id), app, resolver, remote, resiliency, proxy: None, endpoints: Arc::default(), external: Arc::default() }
+    }
+
+    /// Adds the `HTTPEndpoint` resources apps may invoke by name.
+    pub fn with_http_endpoints(mut self, endpoints: Vec<HttpEndpointSpec>) -> Self {
+        self.endpoints = Arc::new(endpoints);
+        self
+    }
+
+    /// Names of the loaded `HTTPEndpoint`s (metadata).
+    pub fn http_endpoint_names(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.name.clone()).collect()
     }
 
     /// With gRPC proxying of `dapr-app-id` calls for methods the sidecar does not serve.
@@ -90,6 +105,18 @@ impl InvokeApi {
 
     /// Invokes `method` on app `id` over HTTP semantics; the body streams both ways.
     pub async fn invoke_http(&self, id: &str, method: String, verb: Method, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response<Body>, InvokeApiError> {
+        // External services: a full URL as the id, or an HTTPEndpoint by name.
+        let external = if id.starts_with("http://") || id.starts_with("https://") {
+            Some((id.trim_end_matches('/').to_string(), Vec::new()))
+        } else {
+            ExternalCaller::find(&self.endpoints, id).map(|e| (e.base_url.clone(), e.headers.clone()))
+        };
+        if let Some((base, extra)) = external {
+            let mut meta = CallMeta::from_http(method, verb, query, headers);
+            meta.headers.retain(|(k, _)| k != crate::invoke::message::CALLER && k != crate::invoke::message::CALLEE);
+            meta.headers.push((crate::invoke::message::CALLER.to_string(), self.app_id.to_string()));
+            return self.external.call(&base, &extra, &meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
+        }
         let target = self.target(id)?;
         let mut meta = CallMeta::from_http(method, verb, query, headers);
         meta.stamp(&self.app_id, &target);

@@ -4,6 +4,7 @@
 pub mod component;
 pub mod configuration;
 pub mod flags;
+pub mod http_endpoint;
 pub mod resources;
 
 pub use component::{ComponentSpec, MetadataItem, SecretKeyRef};

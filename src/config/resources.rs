@@ -40,6 +40,8 @@ pub struct Resources {
     pub skipped_kinds: Vec<(String, PathBuf)>,
     /// `Resiliency` documents (file, YAML), parsed and scope-filtered by `crate::resiliency`.
     pub resiliency: Vec<(PathBuf, yaml_serde::Value)>,
+    /// `HTTPEndpoint` resources for this app.
+    pub http_endpoints: Vec<super::http_endpoint::HttpEndpointSpec>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +174,11 @@ fn load_document(value: yaml_serde::Value, file: &Path, app_id: &str, seen: &mut
         }
         "Configuration" => tracing::debug!(file = %file.display(), "Configuration in a resources path is read only through --config"),
         "Resiliency" => out.resiliency.push((file.to_path_buf(), value)),
+        "HTTPEndpoint" => match super::http_endpoint::parse(value, file, app_id) {
+            Ok(Some(ep)) => out.http_endpoints.push(ep),
+            Ok(None) => {}
+            Err(e) => out.errors.push(e),
+        },
         other => out.skipped_kinds.push((other.to_string(), file.to_path_buf())),
     }
 }

@@ -9,6 +9,7 @@
 //! `message.rs` holds the transport-free description of a call and its conversions to the wire.
 
 pub mod app_channel;
+pub mod external;
 pub mod app_health;
 pub mod internal;
 pub mod message;

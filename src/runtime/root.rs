@@ -135,6 +135,7 @@ impl Actor for RuntimeRoot {
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
         let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory);
         let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency, &metrics).await?;
+        invocation.api = invocation.api.clone().with_http_endpoints(std::mem::take(&mut resources.http_endpoints));
         let metadata = match invocation.start_app_health(&runtime_id, me.get_cell()).await? {
             Some(h) => metadata.with_app_health(h),
             None => metadata,

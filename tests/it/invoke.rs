@@ -205,3 +205,34 @@ async fn a_dead_target_gives_errors_then_drops_out_of_name_resolution() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn external_services_by_http_endpoint_name_and_by_full_url() {
+    let port = echo_app().await;
+    let endpoint = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: billing\nspec:\n  baseUrl: http://127.0.0.1:{port}/api\n  headers:\n  - name: x-api-key\n    value: k123\n"
+    );
+    let bad = "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: bad\nspec:\n  baseUrl: ftp://nowhere\n";
+    let sc = SidecarBuilder::new("ext-caller").file("endpoint.yaml", &endpoint).file("bad.yaml", bad).allow_unhealthy().start().await;
+    let r = sc.client.post(sc.url("/v1.0/invoke/billing/method/invoices/7?paid=1")).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["path"], "/api/invoices/7", "the method is appended to the base URL");
+    assert_eq!(seen["query"], "paid=1");
+    assert_eq!(seen["headers"]["x-api-key"], "k123", "the endpoint's headers are added");
+    assert_eq!(seen["headers"]["dapr-caller-app-id"], "ext-caller");
+    assert_eq!(seen["body"], "hi");
+    // A full URL as the app id (URL-encoded in the path, as clients send it).
+    let url = format!("/v1.0/invoke/http%3A%2F%2F127.0.0.1%3A{port}/method/direct/path");
+    let r = sc.client.get(sc.url(&url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["path"], "/direct/path");
+    // A broken HTTPEndpoint is reported like any bad resource, naming it.
+    let m: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
+    let bad = m["extended"]["rapr.component.bad"].as_str().unwrap();
+    assert!(bad.contains("baseUrl"), "{bad}");
+    // An unreachable external service: daprd's invoke error.
+    let r = sc.client.get(sc.url("/v1.0/invoke/http%3A%2F%2F127.0.0.1%3A1/method/x")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.json::<Value>().await.unwrap()["errorCode"], "ERR_DIRECT_INVOKE");
+}
