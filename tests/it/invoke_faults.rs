@@ -171,6 +171,9 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
                 }
             };
             let out = tokio::time::timeout(Duration::from_secs(60), read).await.ok()??;
+            if !out.starts_with(b"HTTP/1.1 200") && std::env::var_os("RAPR_SHOW_FAILURES").is_some() {
+                eprintln!("non-200 answer: {}", String::from_utf8_lossy(&out[..out.len().min(400)]).replace("\r\n", " | "));
+            }
             Some(out.starts_with(b"HTTP/1.1 200"))
         }));
     }
