@@ -49,6 +49,7 @@ impl MemoryStore {
         Self::default()
     }
 
+    // reason: see the `Mutex` import: the backend's own short, non-awaiting critical sections.
     #[allow(clippy::disallowed_types)]
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A poisoned lock only means a panic elsewhere mid-update of plain data; the map itself
