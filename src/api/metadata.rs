@@ -88,6 +88,8 @@ pub struct MetadataSnapshot {
     pub extended: BTreeMap<String, String>,
     /// App channel.
     pub app_connection: AppConnection,
+    /// Loaded `HTTPEndpoint` names.
+    pub http_endpoints: Vec<String>,
 }
 
 /// The metadata facade.
@@ -102,12 +104,19 @@ pub struct MetadataApi {
     /// Set once this sidecar is registered with name resolution (or registration was given up),
     /// so "healthy" also means "other apps can call me".
     registered: Arc<std::sync::atomic::AtomicBool>,
+    http_endpoints: Vec<String>,
 }
 
 impl MetadataApi {
     /// Builds the facade.
     pub fn new(app_id: String, enabled_features: Vec<String>, app_connection: AppConnection, directory: DirectoryHandle) -> Self {
-        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default() }
+        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default(), http_endpoints: Vec::new() }
+    }
+
+    /// Lists the loaded `HTTPEndpoint`s.
+    pub fn with_http_endpoints(mut self, names: Vec<String>) -> Self {
+        self.http_endpoints = names;
+        self
     }
 
     /// Marks name registration done (the root calls it right after registering).
@@ -154,6 +163,7 @@ impl MetadataApi {
             components,
             extended,
             app_connection: self.app_connection.clone(),
+            http_endpoints: self.http_endpoints.clone(),
         }
     }
 

@@ -133,9 +133,11 @@ impl Actor for RuntimeRoot {
         let state = StateApi::new(directory.clone(), resiliency.clone());
         let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
-        let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory);
+        let endpoints = std::mem::take(&mut resources.http_endpoints);
+        let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory).with_http_endpoints(endpoints.iter().map(|e| e.name.clone()).collect());
         let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency, &metrics).await?;
-        invocation.api = invocation.api.clone().with_http_endpoints(std::mem::take(&mut resources.http_endpoints));
+        invocation.api = invocation.api.clone().with_http_endpoints(endpoints);
+
         let metadata = match invocation.start_app_health(&runtime_id, me.get_cell()).await? {
             Some(h) => metadata.with_app_health(h),
             None => metadata,

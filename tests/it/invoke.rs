@@ -231,6 +231,7 @@ async fn external_services_by_http_endpoint_name_and_by_full_url() {
     let m: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
     let bad = m["extended"]["rapr.component.bad"].as_str().unwrap();
     assert!(bad.contains("baseUrl"), "{bad}");
+    assert_eq!(m["httpEndpoints"], serde_json::json!([{"name": "billing"}]), "loaded endpoints are listed");
     // An unreachable external service: daprd's invoke error.
     let r = sc.client.get(sc.url("/v1.0/invoke/http%3A%2F%2F127.0.0.1%3A1/method/x")).send().await.unwrap();
     assert_eq!(r.status(), 500);

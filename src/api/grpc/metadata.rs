@@ -17,6 +17,7 @@ impl DaprService {
                 .map(|c| pb::RegisteredComponents { name: c.name, r#type: c.type_name, version: c.version, capabilities: c.capabilities })
                 .collect(),
             extended_metadata: m.extended.into_iter().collect(),
+            http_endpoints: m.http_endpoints.into_iter().map(|name| pb::MetadataHttpEndpoint { name }).collect(),
             runtime_version: m.runtime_version,
             enabled_features: m.enabled_features,
             app_connection_properties: Some(pb::AppConnectionProperties {

@@ -52,6 +52,7 @@ async fn get_metadata(State(s): State<HttpState>) -> Response {
         "actors": [],
         "components": components,
         "extended": m.extended,
+        "httpEndpoints": m.http_endpoints.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>(),
         "appConnectionProperties": app_json,
         "actorRuntime": { "runtimeStatus": "DISABLED", "hostReady": false },
     });
