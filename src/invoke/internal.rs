@@ -135,12 +135,7 @@ impl InternalService {
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
         let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-        let rest = incoming.filter_map(|m| async move {
-            match m {
-                Ok(f) => f.payload.map(|p| Ok::<_, Status>(Bytes::from(p.data))),
-                Err(e) => Some(Err(e)),
-            }
-        });
+        let rest = super::remote::payloads(incoming, |f| f.payload.map(|p| p.data));
         let body = Body::from_stream(futures::stream::iter(first.map(Ok)).chain(rest));
         let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
         let (parts, body) = resp.into_parts();

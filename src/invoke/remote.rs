@@ -156,12 +156,7 @@ impl RemoteInvoker {
         let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
         let code = meta.status.as_ref().map(|s| s.code).unwrap_or(200);
         let first_chunk = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-        let rest = stream.filter_map(|m| async move {
-            match m {
-                Ok(f) => f.payload.map(|p| Ok::<_, tonic::Status>(Bytes::from(p.data))),
-                Err(e) => Some(Err(e)),
-            }
-        });
+        let rest = payloads(stream, |f| f.payload.map(|p| p.data));
         let body = futures::stream::iter(first_chunk.map(Ok)).chain(rest);
         let mut resp = Response::new(Body::from_stream(body));
         *resp.status_mut() = StatusCode::from_u16(u16::try_from(code).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -204,6 +199,47 @@ pub async fn pump_body(body: Body, tx: mpsc::Sender<internals::InternalInvokeReq
             }
         }
     }
+}
+
+/// Drains what is left of an HTTP/2 stream when its reader is dropped early.
+///
+/// HTTP servers and clients stop reading a body once its `content-length` is met, dropping the
+/// gRPC stream before its trailers: h2 then resets the stream, and past 1,024 such resets it
+/// tears down the one connection every call to that peer shares (`too_many_internal_resets`).
+/// Reading to the end instead ends each stream cleanly.
+struct DrainOnDrop<T: Send + 'static>(Option<tonic::Streaming<T>>);
+
+impl<T: Send + 'static> Drop for DrainOnDrop<T> {
+    fn drop(&mut self) {
+        let Some(mut s) = self.0.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { while let Ok(Some(_)) = s.message().await {} });
+        }
+    }
+}
+
+/// The payload bytes of a stream of invocation frames, draining the stream if dropped early.
+pub fn payloads<T: Send + 'static>(stream: tonic::Streaming<T>, payload: fn(T) -> Option<Vec<u8>>) -> impl futures::Stream<Item = Result<Bytes, tonic::Status>> + Send {
+    futures::stream::unfold(DrainOnDrop(Some(stream)), move |mut guard| async move {
+        loop {
+            let s = guard.0.as_mut()?;
+            match s.message().await {
+                Ok(Some(frame)) => match payload(frame) {
+                    Some(data) => return Some((Ok(Bytes::from(data)), guard)),
+                    None => continue,
+                },
+                Ok(None) => {
+                    // Ended cleanly: nothing left to drain.
+                    drop(guard.0.take());
+                    return None;
+                }
+                Err(e) => {
+                    drop(guard.0.take());
+                    return Some((Err(e), guard));
+                }
+            }
+        }
+    })
 }
 
 /// Reads a body to the end (for whole-message calls).

@@ -44,8 +44,9 @@ async fn raw_app() -> u16 {
 }
 
 async fn pair(name: &str, app_port: u16, home: &std::path::Path) -> (Sidecar, Sidecar) {
-    let target = SidecarBuilder::new(name).home(home).args(&["--app-port", &app_port.to_string()]).start().await;
-    let caller = SidecarBuilder::new(&format!("{name}-caller")).home(home).start().await;
+    let log = std::env::var("RAPR_FAULT_LOG").unwrap_or_else(|_| "info".into());
+    let target = SidecarBuilder::new(name).home(home).env("RAPR_LOG", &log).args(&["--app-port", &app_port.to_string()]).start().await;
+    let caller = SidecarBuilder::new(&format!("{name}-caller")).home(home).env("RAPR_LOG", &log).start().await;
     (caller, target)
 }
 
@@ -137,8 +138,15 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
     let mut conns = Vec::with_capacity(n);
     for batch in 0..n.div_ceil(500) {
         let mut opening = Vec::new();
-        for _ in 0..500.min(n - batch * 500) {
-            opening.push(tokio::spawn(async move { TcpStream::connect(("127.0.0.1", port)).await.ok() }));
+        for i in 0..500.min(n - batch * 500) {
+            // Spread clients over several loopback source addresses: each has its own ephemeral
+            // ports, so two rounds of 10,000 never run out while the first round's are in TIME_WAIT.
+            let source = std::net::SocketAddr::from(([127, 0, 0, 2 + (i % 16) as u8], 0));
+            opening.push(tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                socket.bind(source).ok()?;
+                socket.connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await.ok()
+            }));
         }
         for o in opening {
             if let Ok(Some(c)) = o.await {
@@ -188,7 +196,7 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "issue 5 D.9 still open: round 1 answers all 10,000, round 2 gets ~25% non-200 answers here; run with --run-ignored only"]
+#[ignore = "issue 5 D.9 still open: every answer is 200 and RSS falls in round 2, but ~0.2% of round-2 connections get no answer (accept backlog); run with --run-ignored only"]
 async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
