@@ -69,11 +69,18 @@ pub struct ApiGatewayState {
     deadline: Duration,
 }
 
+/// Pending connections the kernel queues per listener (tokio's default is 1,024): bursts of
+/// thousands of new connections must wait in the queue, not be dropped.
+const LISTEN_BACKLOG: u32 = 8192;
+
 async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, ActorProcessingErr> {
     let mut out = Vec::new();
     for a in addrs {
-        let l = TcpListener::bind(a).await.map_err(|e| format!("cannot listen for the {what} API on {a}: {e}"))?;
-        out.push(l);
+        let err = |e: std::io::Error| format!("cannot listen for the {what} API on {a}: {e}");
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.bind(*a).map_err(err)?;
+        out.push(socket.listen(LISTEN_BACKLOG).map_err(err)?);
     }
     Ok(out)
 }

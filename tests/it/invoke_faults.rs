@@ -196,7 +196,6 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "issue 5 D.9 still open: every answer is 200 and RSS falls in round 2, but ~0.2% of round-2 connections get no answer (accept backlog); run with --run-ignored only"]
 async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
