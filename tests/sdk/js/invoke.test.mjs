@@ -72,7 +72,7 @@ async function startSidecar(appId, extra = []) {
   const out = fs.openSync(sc.out, "w");
   const err = fs.openSync(sc.err, "w");
   const args = ["sidecar", "--app-id", appId, "--dapr-http-port", String(httpPort), "--dapr-grpc-port", String(grpcPort),
-    "--metrics-port", "0", "--resources-path", resources, "--log-level", "info", ...extra];
+    "--metrics-port", "0", "--dapr-listen-addresses", "127.0.0.1", "--resources-path", resources, "--log-level", "info", ...extra];
   sc.proc = spawn(RAPR_BIN, args, { stdio: ["ignore", out, err], cwd: REPO_ROOT, env: { ...process.env, RAPR_HOME: path.join(dir, "home") } });
   fs.closeSync(out);
   fs.closeSync(err);

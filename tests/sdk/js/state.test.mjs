@@ -112,7 +112,7 @@ spec:
     "--app-id", APP_ID,
     "--dapr-http-port", String(httpPort),
     "--dapr-grpc-port", String(grpcPort),
-    "--metrics-port", "0",
+    "--metrics-port", "0", "--dapr-listen-addresses", "127.0.0.1",
     "--resources-path", resources,
     "--log-level", "info",
   ];

@@ -142,6 +142,7 @@ class Sidecar:
             "--dapr-http-port", str(self.http_port),
             "--dapr-grpc-port", str(self.grpc_port),
             "--metrics-port", "0",
+            "--dapr-listen-addresses", "127.0.0.1",
             "--resources-path", str(self.resources_dir),
             "--log-level", "info",
             *self.extra_args,
