@@ -8,7 +8,7 @@ use std::collections::HashMap;
 // reason: the map is this component's own backend; every critical section is short and never
 // awaits, and a transaction must see and change several keys atomically.
 #[allow(clippy::disallowed_types)]
-use std::sync::Mutex;
+use std::sync::Mutex; // reason: the store's own backend; short critical sections that never await
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -51,7 +51,7 @@ impl MemoryStore {
 
     // reason: see the `Mutex` import: the backend's own short, non-awaiting critical sections.
     #[allow(clippy::disallowed_types)]
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> { // reason: see the import
         // A poisoned lock only means a panic elsewhere mid-update of plain data; the map itself
         // stays structurally valid, so keep serving.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
