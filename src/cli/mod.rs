@@ -3,9 +3,12 @@
 
 pub mod init;
 pub mod list;
+pub mod multi_run;
 pub mod run;
+pub mod run_control;
 pub mod run_file;
 pub mod runs;
+pub mod sidecar_host;
 pub mod stop;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +35,7 @@ pub enum Command {
     Init,
     /// List the apps `rapr run` started on this machine.
     List(list::ListArgs),
-    /// Stop a `rapr run` by app id (its app and sidecar stop cleanly).
+    /// Stop an app by id (its app and sidecar stop cleanly), or every app of a run file.
     Stop(stop::StopArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `rapr run`: the developer's front door, as `dapr run`. Starts a sidecar in this process on the
-//! embedded defaults (or `--resources-path`), then the app with `DAPR_HTTP_PORT`,
+//! embedded defaults (or `--resources-path`), on a runtime of its own whose log lines all carry
+//! `sidecar{app_id=<id>}` (sidecar_host.rs), then the app with `DAPR_HTTP_PORT`,
 //! `DAPR_GRPC_PORT`, `APP_ID` and `APP_PORT`; prefixes the app's output `== APP == `; exits with
 //! the app's exit code; on SIGINT/SIGTERM (`rapr stop`) stops the app and drains the sidecar.
 //!
@@ -19,8 +20,9 @@ use tokio::task::JoinHandle;
 
 use super::init::{ensure_defaults, rapr_home};
 use super::runs::{self, RunGuard, RunRecord};
+use super::sidecar_host::SidecarHost;
 use crate::config::SidecarArgs;
-use crate::runtime::{Sidecar, Signals};
+use crate::runtime::Signals;
 
 /// App channel flags `dapr run` passes through to daprd; also the keys of a run file's app.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -136,16 +138,27 @@ pub struct AppLaunch {
     pub prefix: String,
     /// The run file this app came from.
     pub run_file: Option<String>,
+    /// The control socket of the run hosting the app (`rapr run -f`), for its record.
+    pub control: Option<PathBuf>,
+    /// Worker threads of the sidecar's runtime.
+    pub workers: usize,
 }
 
 /// An app running with its sidecar.
 pub struct RunningApp {
     /// App id.
     pub app_id: String,
-    sidecar: Sidecar,
+    sidecar: SidecarHost,
     child: Child,
     pipes: Vec<JoinHandle<()>>,
     record: Option<RunGuard>,
+}
+
+/// Worker threads for each of `apps` sidecars: the machine's cores shared out, at least two so
+/// that one busy task never stalls a sidecar.
+pub fn workers_per_sidecar(apps: usize) -> usize {
+    let cores = std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2);
+    (cores / apps.max(1)).max(2)
 }
 
 /// A free loopback port.
@@ -189,7 +202,7 @@ pub async fn launch(l: AppLaunch) -> Result<RunningApp, String> {
     let (http_port, grpc_port, app_port) = (l.flags.dapr_http_port, l.flags.dapr_grpc_port, l.flags.app_port);
     println!("Starting rapr with id {}. HTTP Port: {http_port}. gRPC Port: {grpc_port}", l.app_id);
     let program = l.command.first().ok_or_else(|| format!("no command given for app {}", l.app_id))?.clone();
-    let sidecar = Sidecar::start(l.flags, std::env::var("DAPR_API_TOKEN").ok()).await.map_err(|e| e.to_string())?;
+    let sidecar = SidecarHost::start(l.flags, std::env::var("DAPR_API_TOKEN").ok(), l.workers).await.map_err(|e| e.to_string())?;
     if !wait_outbound(http_port, Duration::from_secs(60)).await {
         eprintln!("the sidecar of {} did not become ready; see /v1.0/metadata for component errors", l.app_id);
     }
@@ -211,8 +224,7 @@ pub async fn launch(l: AppLaunch) -> Result<RunningApp, String> {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            sidecar.shutdown.trigger();
-            sidecar.run_until_stopped().await;
+            sidecar.stop().await;
             return Err(format!("cannot start the app {program:?}: {e}"));
         }
     };
@@ -229,8 +241,9 @@ pub async fn launch(l: AppLaunch) -> Result<RunningApp, String> {
         app_pid: child.id().unwrap_or(0),
         created: runs::now(),
         run_template_path: l.run_file,
+        control: l.control,
     };
-    let record = runs::register(&rapr_home(), &rec).map_err(|e| tracing::warn!(error = %e, "cannot record the run; `rapr list` will not show it")).ok();
+    let record = runs::register(&rapr_home(), &rec).map_err(|e| tracing::warn!(app_id = %l.app_id, error = %e, "cannot record the run; `rapr list` will not show it")).ok();
     Ok(RunningApp { app_id: l.app_id, sidecar, child, pipes, record })
 }
 
@@ -271,8 +284,7 @@ impl RunningApp {
 
     /// Drains and stops the sidecar, then removes the run's record.
     pub async fn stop_sidecar(self) {
-        self.sidecar.shutdown.trigger();
-        self.sidecar.run_until_stopped().await;
+        self.sidecar.stop().await;
         drop(self.record);
     }
 }
@@ -314,7 +326,7 @@ pub async fn run(args: RunArgs, mut flags: SidecarArgs) -> i32 {
     // As the Dapr CLI: a free metrics port, so several runs coexist.
     flags.metrics_port = 0;
     args.channel.apply(&mut flags);
-    let one = AppLaunch { app_id, flags, command: args.command.clone(), env: vec![], dir: None, prefix: "== APP == ".into(), run_file: None };
+    let one = AppLaunch { app_id, flags, command: args.command.clone(), env: vec![], dir: None, prefix: "== APP == ".into(), run_file: None, control: None, workers: workers_per_sidecar(1) };
     let mut app = match launch(one).await {
         Ok(a) => a,
         Err(e) => {

@@ -15,19 +15,17 @@
 //! `<appDirPath>/.dapr/resources` when it exists, else rapr's defaults; likewise
 //! `<appDirPath>/.dapr/config.yaml`. Each app gets its own in-process sidecar on free ports
 //! (unless `daprHTTPPort`/`daprGRPCPort` are set) and its output is prefixed `== APP - <appID> == `.
-//! The run ends when every app has exited; its exit code is the first non-zero one. SIGINT or
-//! SIGTERM (`rapr stop --app-id` of any of its apps) stops every app, then every sidecar.
+//! How the apps then run and stop (one alone with `rapr stop --app-id`, all with SIGINT, SIGTERM
+//! or `rapr stop -f`) is multi_run.rs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::default_sidecar_args;
-use super::run::{default_resources, free_port, launch, AppLaunch, ChannelOptions, RunArgs};
-use crate::runtime::wait_for_signal;
+use super::run::{default_resources, free_port, workers_per_sidecar, AppLaunch, ChannelOptions, RunArgs};
+use crate::runtime::Signals;
 
 /// One or several paths: `"a,b"` or `[a, b]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +156,8 @@ fn plan(rf: &RunFile, file: &Path) -> Result<Vec<AppLaunch>, String> {
             env: env.into_iter().collect(),
             dir: Some(dir),
             run_file: Some(file.display().to_string()),
+            control: None,
+            workers: workers_per_sidecar(rf.apps.len()),
         });
     }
     Ok(out)
@@ -165,59 +165,23 @@ fn plan(rf: &RunFile, file: &Path) -> Result<Vec<AppLaunch>, String> {
 
 /// `rapr run -f`; returns the exit code.
 pub async fn run_file(path: &Path, _args: &RunArgs) -> i32 {
-    let file = locate(path);
-    let file = std::fs::canonicalize(&file).unwrap_or(file);
-    let launches = match load(&file).and_then(|rf| plan(&rf, &file)) {
-        Ok(l) => l,
+    // Installed first: a SIGTERM while the apps start still stops the run cleanly.
+    let signals = Signals::install();
+    let file = resolve(path);
+    match load(&file).and_then(|rf| plan(&rf, &file)) {
+        Ok(launches) => super::multi_run::run(launches, signals).await,
         Err(e) => {
             eprintln!("{e}");
-            return 1;
-        }
-    };
-    let (stop, stopped) = watch::channel(false);
-    let mut apps = Vec::new();
-    let mut code = 0;
-    for l in launches {
-        match launch(l).await {
-            Ok(a) => apps.push(a),
-            Err(e) => {
-                eprintln!("{e}");
-                code = 1;
-                stop.send_replace(true);
-                break;
-            }
+            1
         }
     }
-    if code == 0 {
-        println!("You're up and running! Both rapr and your app logs will appear here.");
-    }
-    let mut running = JoinSet::new();
-    for mut app in apps {
-        let mut stopped = stopped.clone();
-        running.spawn(async move {
-            let code = app.wait_or_stop(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-            println!("Exited App {} successfully", app.app_id);
-            app.stop_sidecar().await;
-            code
-        });
-    }
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        stop.send_replace(true);
-        // Keep the sender alive: a dropped sender would read as a stop request.
-        std::future::pending::<()>().await;
-    });
-    while let Some(done) = running.join_next().await {
-        let c = done.unwrap_or(1);
-        if code == 0 && c != 0 {
-            code = c;
-        }
-    }
-    println!("Exited rapr successfully");
-    code
+}
+
+/// The run file `-f PATH` names, made absolute: the name its apps' records give it, which
+/// `rapr stop -f` matches.
+pub fn resolve(path: &Path) -> PathBuf {
+    let file = locate(path);
+    std::fs::canonicalize(&file).unwrap_or(file)
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The registry of `rapr run`s on this machine: one small JSON record per app under
 //! `$RAPR_HOME/run/<appid>.json`, written when the app starts and removed when it exits.
 //!
-//! `rapr list` reads it and `rapr stop` signals the pid it names. A run killed with SIGKILL
-//! leaves its record behind; readers skip (and delete) records whose pid is gone.
+//! `rapr list` reads it. `rapr stop` asks the run to stop the app over the run's control socket
+//! when the record names one (`rapr run -f`, which hosts several apps: see run_control.rs), else
+//! signals the pid it names. A run killed with SIGKILL leaves its record behind; readers skip
+//! (and delete) records whose pid is gone.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +34,9 @@ pub struct RunRecord {
     /// The run file the app came from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_template_path: Option<String>,
+    /// The control socket of the run hosting the app, when it can stop one app alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
 }
 
 /// Seconds since the Unix epoch.
@@ -42,6 +47,11 @@ pub fn now() -> u64 {
 /// The folder of records.
 pub fn runs_dir(home: &Path) -> PathBuf {
     home.join("run")
+}
+
+/// The control socket of the run whose pid is `pid`.
+pub fn control_path(home: &Path, pid: u32) -> PathBuf {
+    runs_dir(home).join(format!("{pid}.sock"))
 }
 
 fn record_path(home: &Path, app_id: &str) -> PathBuf {
@@ -123,7 +133,7 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, pid: u32) -> RunRecord {
-        RunRecord { app_id: id.into(), http_port: 1, grpc_port: 2, app_port: 0, command: "sh".into(), cli_pid: pid, app_pid: pid, created: 0, run_template_path: None }
+        RunRecord { app_id: id.into(), http_port: 1, grpc_port: 2, app_port: 0, command: "sh".into(), cli_pid: pid, app_pid: pid, created: 0, run_template_path: None, control: None }
     }
 
     #[test]

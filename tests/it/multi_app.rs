@@ -1,6 +1,7 @@
 //! Several apps on one machine: two `rapr run`s calling each other by app id through the shared
 //! `$RAPR_HOME/nameresolution.db`, `rapr run -f` with a multi-app run file, `rapr list` and
-//! `rapr stop`. Apps are small Python HTTP file servers and shell scripts using curl.
+//! `rapr stop` (of one app of a run file, or of the whole file), and sidecar log lines that name
+//! their app. Apps are small Python HTTP file servers and shell scripts using curl.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -34,7 +35,7 @@ fn app_dir(root: &Path, name: &str, file: &str, content: &str) -> std::path::Pat
     dir
 }
 
-/// A running `rapr run` whose stdout is read line by line.
+/// A running `rapr run` whose stdout and stderr (the sidecars' logs) are read line by line.
 struct Run {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
@@ -46,10 +47,19 @@ impl Run {
         let mut child = cmd.spawn().expect("start rapr run");
         let (tx, lines) = mpsc::unbounded_channel();
         let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
         tokio::spawn(async move {
             let mut r = BufReader::new(out).lines();
             while let Ok(Some(l)) = r.next_line().await {
                 let _ = tx.send(l);
+            }
+        });
+        // Read even when unused: a full stderr pipe would block the run.
+        tokio::spawn(async move {
+            let mut r = BufReader::new(err).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                let _ = tx2.send(l);
             }
         });
         Self { child, lines, seen: vec![] }
@@ -98,8 +108,12 @@ async fn listed(home: &Path, ids: &[&str]) -> Vec<Value> {
 }
 
 async fn stop(home: &Path, ids: &str) -> String {
+    stop_with(home, &["--app-id", ids]).await
+}
+
+async fn stop_with(home: &Path, args: &[&str]) -> String {
     let mut cmd = rapr(home);
-    cmd.args(["stop", "--app-id", ids]);
+    cmd.arg("stop").args(args);
     let out = tokio::time::timeout(Duration::from_secs(40), cmd.output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -190,4 +204,95 @@ async fn run_file_starts_every_app_with_prefixed_output() {
     let (status, lines) = run.finish().await;
     assert_eq!(status.code(), Some(3), "the first non-zero exit code: {}", lines.join("\n"));
     assert!(lines.iter().any(|l| l == "Exited rapr successfully"), "{}", lines.join("\n"));
+}
+
+/// A run file of two file servers, `<prefix>-a` serving `a.txt` and `<prefix>-b` serving `b.txt`.
+fn two_servers(root: &Path, prefix: &str) {
+    app_dir(root, "a", "a.txt", "from a");
+    app_dir(root, "b", "b.txt", "from b");
+    let (pa, pb) = (free_port(), free_port());
+    let yaml = format!(
+        "version: 1\napps:\n  - appID: {prefix}-a\n    appDirPath: ./a\n    appPort: {pa}\n    command: [\"python3\", \"serve.py\"]\n  - appID: {prefix}-b\n    appDirPath: ./b\n    appPort: {pb}\n    command: [\"python3\", \"serve.py\"]\n"
+    );
+    std::fs::write(root.join("dapr.yaml"), yaml).unwrap();
+}
+
+#[tokio::test]
+async fn run_file_stop_app_id_stops_one_app_and_stop_run_file_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    two_servers(root.path(), "ms");
+    let mut cmd = rapr(&home);
+    cmd.args(["run", "-f"]).arg(root.path());
+    let mut run = Run::start(cmd);
+    run.until_line("== APP - ms-a == serving ms-a").await;
+    run.until_line("== APP - ms-b == serving ms-b").await;
+    let l = listed(&home, &["ms-a", "ms-b"]).await;
+    let port = |id: &str| l.iter().find(|r| r["appId"] == id).unwrap()["httpPort"].as_u64().unwrap();
+    let (a_http, b_http) = (port("ms-a"), port("ms-b"));
+
+    let out = stop(&home, "ms-a").await;
+    assert!(out.contains("app stopped successfully: ms-a"), "{out}");
+    run.until_line("Exited App ms-a successfully").await;
+    // `rapr stop` returns once the record is gone: the list already shows only the other app.
+    let ids: Vec<Value> = list(&home).await.iter().map(|r| r["appId"].clone()).collect();
+    assert_eq!(ids, vec![Value::from("ms-b")]);
+    // ms-a's sidecar is down; ms-b and its sidecar still serve.
+    assert!(reqwest::get(format!("http://127.0.0.1:{a_http}/v1.0/healthz")).await.is_err(), "ms-a's sidecar still answers");
+    let r = reqwest::get(format!("http://127.0.0.1:{b_http}/v1.0/invoke/ms-b/method/b.txt")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "from b");
+    assert!(!run.seen.iter().any(|l| l == "Exited rapr successfully" || l.contains("Terminating the app ms-b")), "{}", run.seen.join("\n"));
+
+    // The folder names its dapr.yaml, as for `rapr run -f`.
+    let out = stop_with(&home, &["-f", root.path().to_str().unwrap()]).await;
+    assert!(out.contains("app stopped successfully: ms-b"), "{out}");
+    let (status, lines) = run.finish().await;
+    assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == "Exited App ms-b successfully"), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == "Exited rapr successfully"), "{}", lines.join("\n"));
+    assert!(list(&home).await.is_empty());
+    assert_eq!(std::fs::read_dir(home.join("run")).unwrap().count(), 0, "records and the control socket removed on exit");
+    // Nothing left to stop from that file.
+    let mut cmd = rapr(&home);
+    cmd.args(["stop", "--run-file"]).arg(root.path().join("dapr.yaml"));
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("couldn't find apps with run file"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn run_file_sidecar_log_lines_name_their_app() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    two_servers(root.path(), "ml");
+    let mut cmd = rapr(&home);
+    cmd.env("RAPR_LOG", "info").args(["run", "-f"]).arg(root.path());
+    let mut run = Run::start(cmd);
+    run.until_line("== APP - ml-a == serving ml-a").await;
+    run.until_line("== APP - ml-b == serving ml-b").await;
+    // A call through ml-a's sidecar to ml-b's: request handling on both.
+    let l = listed(&home, &["ml-a", "ml-b"]).await;
+    let a_http = l.iter().find(|r| r["appId"] == "ml-a").unwrap()["httpPort"].as_u64().unwrap();
+    let r = reqwest::get(format!("http://127.0.0.1:{a_http}/v1.0/invoke/ml-b/method/b.txt")).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "from b");
+    stop_with(&home, &["--run-file", root.path().join("dapr.yaml").to_str().unwrap()]).await;
+    let (status, lines) = run.finish().await;
+    assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+
+    // Log lines: `<timestamp>  LEVEL spans: target: message fields`.
+    let is_log = |l: &&String| {
+        let mut words = l.split_whitespace();
+        words.next().is_some_and(|t| t.ends_with('Z') && t.contains('T')) && words.next().is_some_and(|lv| ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&lv))
+    };
+    let logs: Vec<&String> = lines.iter().filter(is_log).collect();
+    let unnamed: Vec<&&String> = logs.iter().filter(|l| !l.contains("sidecar{app_id=ml-a}") && !l.contains("sidecar{app_id=ml-b}")).collect();
+    assert!(unnamed.is_empty(), "log lines without their app:\n{}", unnamed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    // Lines from the start (the root's setup), from processes (the gateway), and from the drain.
+    for id in ["ml-a", "ml-b"] {
+        let tag = format!("sidecar{{app_id={id}}}");
+        for what in ["API servers listening", "registered with name resolution", "draining the APIs"] {
+            assert!(logs.iter().any(|l| l.contains(&tag) && l.contains(what)), "no {what:?} line for {id}:\n{}", lines.join("\n"));
+        }
+    }
 }
