@@ -69,6 +69,7 @@ impl InvokeApi {
 
     /// Adds the `HTTPEndpoint` resources apps may invoke by name.
     pub fn with_http_endpoints(mut self, endpoints: Vec<HttpEndpointSpec>) -> Self {
+        self.external = Arc::new(ExternalCaller::new(&endpoints));
         self.endpoints = Arc::new(endpoints);
         self
     }
@@ -107,15 +108,15 @@ impl InvokeApi {
     pub async fn invoke_http(&self, id: &str, method: String, verb: Method, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response<Body>, InvokeApiError> {
         // External services: a full URL as the id, or an HTTPEndpoint by name.
         let external = if id.starts_with("http://") || id.starts_with("https://") {
-            Some((id.trim_end_matches('/').to_string(), Vec::new()))
+            Some((None, id.trim_end_matches('/').to_string(), Vec::new()))
         } else {
-            ExternalCaller::find(&self.endpoints, id).map(|e| (e.base_url.clone(), e.headers.clone()))
+            ExternalCaller::find(&self.endpoints, id).map(|e| (Some(e.name.as_str()), e.base_url.clone(), e.headers.clone()))
         };
-        if let Some((base, extra)) = external {
+        if let Some((endpoint, base, extra)) = external {
             let mut meta = CallMeta::from_http(method, verb, query, headers);
             meta.headers.retain(|(k, _)| k != crate::invoke::message::CALLER && k != crate::invoke::message::CALLEE);
             meta.headers.push((crate::invoke::message::CALLER.to_string(), self.app_id.to_string()));
-            return self.external.call(&base, &extra, &meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
+            return self.external.call(endpoint, &base, &extra, &meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
         }
         let target = self.target(id)?;
         let mut meta = CallMeta::from_http(method, verb, query, headers);

@@ -1,4 +1,6 @@
-//! `AppChannel`: how the sidecar reaches its own app: HTTP/1.1, h2c, or gRPC (`AppCallback`).
+//! `AppChannel`: how the sidecar reaches its own app: HTTP/1.1, h2c, or gRPC (`AppCallback`),
+//! the HTTP/1.1 and gRPC ones optionally over TLS (`https`, `grpcs`; the app's certificate is not
+//! checked, as daprd does not: see `tls.rs`).
 //!
 //! Honours `--app-max-concurrency` by queueing (as daprd; never a 429) and sends `APP_API_TOKEN`
 //! as `dapr-api-token`. Bodies stream through: the app reads the caller's bytes as they arrive.
@@ -11,18 +13,17 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use rapr_proto::app::app_callback_client::AppCallbackClient;
 use rapr_proto::common::v1 as common;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use super::app_health::{AppHealthHandle, APP_UNHEALTHY};
 use super::message::{verb_to_proto, CallMeta};
+use super::tls::{Alpn, HttpClient};
 use super::InvokeError;
 
-/// How the app speaks.
+/// How the app speaks, whatever carries it (see [`AppTransport`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppProtocol {
     /// HTTP/1.1.
@@ -33,24 +34,51 @@ pub enum AppProtocol {
     Grpc,
 }
 
-impl AppProtocol {
+/// `--app-protocol`: the protocol, and whether it runs over TLS. Kept apart so that code which
+/// only cares how to talk to the app (gRPC or HTTP) never has to know about TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppTransport {
+    /// What the app speaks.
+    pub protocol: AppProtocol,
+    /// `https` or `grpcs`.
+    pub tls: bool,
+}
+
+impl AppTransport {
     /// Parses `--app-protocol`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "" | "http" => Ok(AppProtocol::Http),
-            "h2c" => Ok(AppProtocol::H2c),
-            "grpc" => Ok(AppProtocol::Grpc),
-            "https" | "grpcs" => Err(format!("--app-protocol {s} is not supported by rapr yet")),
-            other => Err(format!("invalid --app-protocol {other:?}: use http, grpc, https, grpcs or h2c")),
+        let (protocol, tls) = match s.to_ascii_lowercase().as_str() {
+            "" | "http" => (AppProtocol::Http, false),
+            "https" => (AppProtocol::Http, true),
+            "h2c" => (AppProtocol::H2c, false),
+            "grpc" => (AppProtocol::Grpc, false),
+            "grpcs" => (AppProtocol::Grpc, true),
+            other => return Err(format!("invalid --app-protocol {other:?}: use http, grpc, https, grpcs or h2c")),
+        };
+        Ok(Self { protocol, tls })
+    }
+
+    /// An HTTP client for the app: plain, or TLS accepting the app's certificate.
+    pub fn http_client(self) -> Result<HttpClient, super::tls::TlsError> {
+        Ok(if self.tls { HttpClient::tls(super::tls::app_config()?, Alpn::Http1) } else { HttpClient::plain(self.protocol == AppProtocol::H2c) })
+    }
+
+    /// A lazily connecting gRPC channel to the app at `authority`.
+    pub fn grpc_channel(self, authority: &str) -> Result<Channel, String> {
+        if !self.tls {
+            return Ok(Channel::from_shared(format!("http://{authority}")).map_err(|e| e.to_string())?.connect_lazy());
         }
+        let connector = super::tls::connector(super::tls::app_config().map_err(|e| e.to_string())?, Alpn::H2);
+        Ok(Endpoint::from_shared(format!("https://{authority}")).map_err(|e| e.to_string())?.connect_with_connector_lazy(connector))
     }
 }
 
 /// The channel to the local app.
 pub struct AppChannel {
     protocol: AppProtocol,
-    authority: String,
-    http: Client<HttpConnector, Body>,
+    /// `scheme://host:port`, the prefix of every HTTP call's URL.
+    base: String,
+    http: HttpClient,
     grpc: Option<AppCallbackClient<Channel>>,
     token: Option<HeaderValue>,
     limit: Option<Arc<Semaphore>>,
@@ -60,22 +88,20 @@ pub struct AppChannel {
 
 impl AppChannel {
     /// A channel to `address:port` (connections are made lazily).
-    pub fn new(protocol: AppProtocol, address: &str, port: u16, max_concurrency: i32, token: Option<String>) -> Result<Self, InvokeError> {
+    pub fn new(transport: AppTransport, address: &str, port: u16, max_concurrency: i32, token: Option<String>) -> Result<Self, InvokeError> {
+        let protocol = transport.protocol;
         let authority = format!("{address}:{port}");
-        let mut builder = Client::builder(TokioExecutor::new());
-        if protocol == AppProtocol::H2c {
-            builder.http2_only(true);
-        }
-        let http = builder.build(HttpConnector::new());
+        let http = transport.http_client().map_err(|e| InvokeError::InvalidRequest(format!("app channel: {e}")))?;
+        let base = format!("{}://{authority}", http.scheme());
         let grpc = if protocol == AppProtocol::Grpc {
-            let ch = Channel::from_shared(format!("http://{authority}")).map_err(|e| InvokeError::InvalidRequest(e.to_string()))?.connect_lazy();
+            let ch = transport.grpc_channel(&authority).map_err(InvokeError::InvalidRequest)?;
             Some(AppCallbackClient::new(ch).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
         } else {
             None
         };
         let limit = (max_concurrency > 0).then(|| Arc::new(Semaphore::new(max_concurrency as usize)));
         let token = token.filter(|t| !t.is_empty()).and_then(|t| HeaderValue::from_str(&t).ok());
-        Ok(Self { protocol, authority, http, grpc, token, limit, health: None, metrics: None })
+        Ok(Self { protocol, base, http, grpc, token, limit, health: None, metrics: None })
     }
 
     /// Counts calls to the app in `metrics` (`dapr_http_client_*`).
@@ -98,7 +124,7 @@ impl AppChannel {
         }
     }
 
-    /// The app's protocol.
+    /// The app's protocol (`Grpc` for `grpcs` too: TLS is this channel's business only).
     pub fn protocol(&self) -> AppProtocol {
         self.protocol
     }
@@ -118,7 +144,7 @@ impl AppChannel {
             return self.call_grpc_as_http(meta, body).await;
         }
         let permit = self.permit().await;
-        let uri = format!("http://{}{}", self.authority, meta.path_and_query());
+        let uri = format!("{}{}", self.base, meta.path_and_query());
         let mut req = Request::builder().method(meta.verb.clone()).uri(uri).body(body).map_err(|e| InvokeError::InvalidRequest(e.to_string()))?;
         *req.headers_mut() = meta.app_headers();
         if let Some(t) = &self.token {
@@ -129,7 +155,7 @@ impl AppChannel {
         if let Some(m) = &self.metrics {
             m.app_http_call(meta.verb.as_str(), &format!("/{}", meta.method.trim_start_matches('/')), resp.as_ref().ok().map(|r| r.status().as_u16()), started);
         }
-        let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {e}")))?;
+        let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {}", super::tls::error_chain(&e))))?;
         let (parts, incoming) = resp.into_parts();
         // The permit lives until the app's body is fully read.
         let body = Body::new(incoming.map_err(axum::Error::new).map_frame(move |f| {
@@ -185,5 +211,21 @@ impl AppChannel {
             request.metadata_mut().insert("dapr-api-token", t);
         }
         client.clone().on_invoke(request).await.map(|r| r.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_protocol_flag_splits_protocol_and_tls() {
+        let t = |protocol, tls| Ok(AppTransport { protocol, tls });
+        assert_eq!(AppTransport::parse(""), t(AppProtocol::Http, false));
+        assert_eq!(AppTransport::parse("HTTPS"), t(AppProtocol::Http, true));
+        assert_eq!(AppTransport::parse("grpcs"), t(AppProtocol::Grpc, true));
+        assert_eq!(AppTransport::parse("grpc"), t(AppProtocol::Grpc, false));
+        assert_eq!(AppTransport::parse("h2c"), t(AppProtocol::H2c, false));
+        assert!(AppTransport::parse("spdy").is_err());
     }
 }

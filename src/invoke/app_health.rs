@@ -8,24 +8,24 @@
 //! Two phases, as daprd: first it dials the app's port every 100 ms until a TCP connection is
 //! accepted (`/v1.0/healthz` stays not-ready until then); then, with `--enable-app-health-check`,
 //! it probes the app every `--app-health-probe-interval` (HTTP `GET <path>`, 2xx is healthy; gRPC
-//! `AppCallbackHealthCheck/HealthCheck`). One success makes the app healthy; `--app-health-threshold`
-//! consecutive failures make it unhealthy. Like daprd, the app starts unhealthy until a probe
-//! succeeds. The status goes out through a `watch` channel that `AppChannel` reads on every call,
-//! so no request ever waits in this process's mailbox. Probes are awaited in the handler: the only
-//! other message is `Inspect`, which may wait at most one probe timeout.
+//! `AppCallbackHealthCheck/HealthCheck`; over TLS for `https`/`grpcs`, as the app channel). One
+//! success makes the app healthy; `--app-health-threshold` consecutive failures make it unhealthy.
+//! Like daprd, the app starts unhealthy until a probe succeeds. The status goes out through a
+//! `watch` channel that `AppChannel` reads on every call, so no request ever waits in this
+//! process's mailbox. Probes are awaited in the handler: the only other message is `Inspect`, which
+//! may wait at most one probe timeout.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rapr_proto::app::app_callback_health_check_client::AppCallbackHealthCheckClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use super::app_channel::AppProtocol;
+use super::app_channel::{AppProtocol, AppTransport};
+use super::tls::HttpClient;
 
 /// daprd's error for calls while the app is unhealthy (sent as gRPC `Internal`).
 pub const APP_UNHEALTHY: &str = "app is not in a healthy state";
@@ -90,8 +90,8 @@ impl AppHealthHandle {
 /// How to reach the app.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    /// Protocol.
-    pub protocol: AppProtocol,
+    /// Protocol, and whether over TLS.
+    pub transport: AppTransport,
     /// `host:port`.
     pub authority: String,
 }
@@ -115,30 +115,27 @@ pub struct AppHealthArgs {
 }
 
 enum Prober {
-    Http { client: Box<Client<HttpConnector, Body>>, uri: Uri },
+    Http { client: Box<HttpClient>, uri: Uri },
     Grpc(AppCallbackHealthCheckClient<Channel>),
 }
 
 impl Prober {
     fn new(target: &ProbeTarget, path: &str) -> Result<Self, String> {
-        if target.protocol == AppProtocol::Grpc {
-            let ch = Channel::from_shared(format!("http://{}", target.authority)).map_err(|e| e.to_string())?.connect_lazy();
+        if target.transport.protocol == AppProtocol::Grpc {
+            let ch: Channel = target.transport.grpc_channel(&target.authority)?;
             return Ok(Prober::Grpc(AppCallbackHealthCheckClient::new(ch)));
         }
-        let mut builder = Client::builder(TokioExecutor::new());
-        if target.protocol == AppProtocol::H2c {
-            builder.http2_only(true);
-        }
+        let client = target.transport.http_client().map_err(|e| e.to_string())?;
         let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-        let uri = format!("http://{}{path}", target.authority).parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
-        Ok(Prober::Http { client: Box::new(builder.build(HttpConnector::new())), uri })
+        let uri = format!("{}://{}{path}", client.scheme(), target.authority).parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        Ok(Prober::Http { client: Box::new(client), uri })
     }
 
     async fn probe(&self) -> Result<(), String> {
         match self {
             Prober::Http { client, uri } => {
                 let req = Request::get(uri.clone()).body(Body::empty()).map_err(|e| e.to_string())?;
-                let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                let resp = client.request(req).await.map_err(|e| super::tls::error_chain(&e))?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
@@ -305,7 +302,7 @@ mod tests {
     fn state(checks: bool) -> AppHealthState {
         let (tx, _) = AppHealthHandle::new(checks);
         let status = *tx.borrow();
-        AppHealthState { target: ProbeTarget { protocol: AppProtocol::Http, authority: "127.0.0.1:1".into() }, checks: None, publish: tx, status, failures: 0 }
+        AppHealthState { target: ProbeTarget { transport: AppTransport { protocol: AppProtocol::Http, tls: false }, authority: "127.0.0.1:1".into() }, checks: None, publish: tx, status, failures: 0 }
     }
 
     #[test]

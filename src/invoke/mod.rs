@@ -16,6 +16,7 @@ pub mod message;
 pub mod nameres;
 pub mod proxy;
 pub mod remote;
+pub mod tls;
 
 /// Why an invocation failed before the target app answered.
 #[derive(Debug, Clone, thiserror::Error)]

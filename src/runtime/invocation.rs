@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::api::invoke::InvokeApi;
 use crate::config::SidecarArgs;
-use crate::invoke::app_channel::{AppChannel, AppProtocol};
+use crate::invoke::app_channel::{AppChannel, AppProtocol, AppTransport};
 use crate::invoke::app_health::{AppHealthConfig, AppHealthHandle, AppHealthSetup, ProbeTarget};
 use crate::invoke::internal::InternalService;
 use crate::invoke::nameres::{NameResolverConfig, Registration, SqliteNameResolver};
@@ -40,11 +40,11 @@ impl Invocation {
     /// Builds the app channel, resolver and invoker from the flags.
     pub async fn build(flags: &SidecarArgs, resolver_db: PathBuf, max_body: usize, resiliency: Resiliency, metrics: &Metrics) -> Result<Self, InvocationError> {
         let (app, app_health) = if flags.app_port != 0 {
-            let protocol = AppProtocol::parse(&flags.app_protocol).map_err(InvocationError)?;
+            let transport = AppTransport::parse(&flags.app_protocol).map_err(InvocationError)?;
             let token = std::env::var("APP_API_TOKEN").ok();
-            let target = ProbeTarget { protocol, authority: format!("{}:{}", flags.app_channel_address, flags.app_port) };
+            let target = ProbeTarget { transport, authority: format!("{}:{}", flags.app_channel_address, flags.app_port) };
             let health = AppHealthSetup::new(target, AppHealthConfig::from_flags(flags));
-            let ch = AppChannel::new(protocol, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token).map_err(|e| InvocationError(e.to_string()))?;
+            let ch = AppChannel::new(transport, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token).map_err(|e| InvocationError(e.to_string()))?;
             (Some(Arc::new(ch.with_health(health.handle.clone()).with_metrics(metrics.clone()))), Some(health))
         } else {
             (None, None)
@@ -58,6 +58,17 @@ impl Invocation {
         };
         let remote = Arc::new(RemoteInvoker::new(max_body).with_metrics(metrics.clone()));
         let grpc_app = (flags.app_port != 0 && app.as_ref().is_some_and(|a| a.protocol() == AppProtocol::Grpc)).then(|| format!("{}:{}", flags.app_channel_address, flags.app_port));
+        // The proxy dials the app in plain text only: with grpcs it gets no app channel, so a
+        // proxied call fails with daprd's "app channel not initialized" instead of a garbled
+        // handshake. `AppCallback` calls (service invocation) do go over TLS.
+        let grpc_app = if AppTransport::parse(&flags.app_protocol).is_ok_and(|t| t.tls) {
+            if grpc_app.is_some() {
+                tracing::warn!("gRPC proxying (dapr-app-id) to a grpcs app is not supported by rapr yet; AppCallback invocation works");
+            }
+            None
+        } else {
+            grpc_app
+        };
         let proxy = Arc::new(GrpcProxy::new(&flags.app_id, grpc_app, resolver.clone(), Arc::clone(&remote), std::env::var("APP_API_TOKEN").ok()));
         let api = InvokeApi::new(&flags.app_id, app.clone(), resolver.clone(), remote, resiliency).with_proxy(Arc::clone(&proxy));
         // A call carrying `dapr-app-id` is another sidecar's proxied gRPC call for this app; the

@@ -19,3 +19,4 @@ mod secrets;
 mod state;
 mod supervision;
 mod telemetry;
+mod tls;
