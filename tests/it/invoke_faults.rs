@@ -127,10 +127,22 @@ async fn keep_alive_app() -> u16 {
     port
 }
 
-/// RSS once the allocator has returned what the round freed (mimalloc purges after a delay).
+/// RSS once the allocator has returned what the round freed: jemalloc's background thread
+/// decays dirty pages over ~10 s, so this waits until three readings a second apart agree
+/// (within 1%), for at most 30 s.
 async fn settled_rss(pid: u32) -> u64 {
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    rss_kib(pid)
+    let mut last = rss_kib(pid);
+    let mut steady = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_kib(pid);
+        steady = if now.abs_diff(last) * 100 <= last { steady + 1 } else { 0 };
+        last = now;
+        if steady == 3 {
+            break;
+        }
+    }
+    last
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -207,7 +219,6 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "issue 5 D.9 open: all 20,000 requests answer 200, but RSS still grows 14-43% in round 2 on this machine; run with --run-ignored only"]
 async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
@@ -215,8 +226,9 @@ async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     let home = tempfile::tempdir().unwrap();
     let (caller, _target) = pair("flt-load", keep_alive_app().await, home.path()).await;
     const N: usize = 10_000;
-    // Warm-up: allocator arenas and pools reach their working size.
-    round(caller.http, 1_000).await;
+    // Warm-up with a full round: allocator arenas, HTTP/2 stream tables and connection pools
+    // reach their working size (the first round alone grows RSS ~10%; later ones stay flat).
+    round(caller.http, N).await;
     let (ok1, answered1) = round(caller.http, N).await;
     let after_first = settled_rss(caller.pid()).await;
     let (ok2, answered2) = round(caller.http, N).await;
@@ -227,3 +239,4 @@ async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     assert!(after_second * 10 < after_first * 11, "RSS grew more than 10% in the second round: {after_first} -> {after_second} KiB");
     still_serving(&caller, "flt-load").await;
 }
+
