@@ -8,7 +8,9 @@
 //! A failed init or a dead host marks the component failed in the directory and schedules a
 //! retry (unless the error is permanent: unknown type, bad metadata). The sidecar never exits
 //! because a component failed (DESIGN.md §5). Starts run on their own tasks (`starter.rs`), so a
-//! slow server never holds up the others or this mailbox.
+//! slow server never holds up the others or this mailbox. Resources that fail outside any
+//! component (load errors; an `HTTPEndpoint` whose secrets do not resolve) are published here as
+//! failed entries too, so metadata and health show every resource failure in one place.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub enum ComponentSupervisorMsg {
     AwaitInitial(RpcReplyPort<()>),
     /// Stop every host, waiting for their in-flight work.
     StopAll(RpcReplyPort<()>),
+    /// A resource that failed after loading (an `HTTPEndpoint` whose secrets did not resolve):
+    /// shown as failed like the load errors; replies once published.
+    ResourceFailed(ResourceError, RpcReplyPort<()>),
 }
 
 /// Arguments of the supervisor.
@@ -272,6 +277,11 @@ impl Actor for ComponentSupervisor {
                 st.initial_waiters.push(reply);
                 st.wake_initial_waiters();
             }
+            ComponentSupervisorMsg::ResourceFailed(e, reply) => {
+                st.failed_resources.push(failed_resource(&e));
+                st.publish();
+                let _ = reply.send(());
+            }
             ComponentSupervisorMsg::StopAll(reply) => {
                 st.stopping = true;
                 // State stores first (they may hold app writes in flight), secret stores last.
@@ -341,6 +351,15 @@ impl ComponentSupervisorClient {
     /// Waits until every component's first start attempt has finished (success or failure).
     pub async fn await_initial(&self) {
         let _ = self.sup.call(ComponentSupervisorMsg::AwaitInitial, None).await;
+    }
+
+    /// Shows `e` as a failed resource in the directory (metadata, health); returns once published.
+    pub async fn report_failed(&self, e: ResourceError) {
+        match self.sup.call(|reply| ComponentSupervisorMsg::ResourceFailed(e, reply), Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            Ok(_) => tracing::error!("the component supervisor did not publish a failed resource in time"),
+            Err(err) => tracing::error!(error = %err, "could not report a failed resource to the component supervisor"),
+        }
     }
 
     /// Stops every component host, draining their work.

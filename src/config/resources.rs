@@ -40,8 +40,8 @@ pub struct Resources {
     pub skipped_kinds: Vec<(String, PathBuf)>,
     /// `Resiliency` documents (file, YAML), parsed and scope-filtered by `crate::resiliency`.
     pub resiliency: Vec<(PathBuf, yaml_serde::Value)>,
-    /// `HTTPEndpoint` resources for this app.
-    pub http_endpoints: Vec<super::http_endpoint::HttpEndpointSpec>,
+    /// `HTTPEndpoint` resources for this app, their `secretKeyRef`s not yet resolved.
+    pub http_endpoints: Vec<super::http_endpoint::PendingHttpEndpoint>,
 }
 
 #[derive(Deserialize)]

@@ -6,8 +6,9 @@
 //! │   └── StateStoreHost (name)*   one per state component instance
 //! └── ApiGateway                   HTTP, gRPC, internal and metrics listeners, graceful drain; escalates
 //! ```
-//! Start order: resources are loaded, components get their first init attempt, then the gateway
-//! binds (so `/v1.0/healthz/outbound` is true from the first request). Stop order is the reverse:
+//! Start order: resources are loaded, components get their first init attempt, `HTTPEndpoint`s
+//! resolve their `secretKeyRef`s through the secret stores just started, then the gateway binds
+//! (so `/v1.0/healthz/outbound` is true from the first request). Stop order is the reverse:
 //! drain the APIs, then stop the hosts (which finish their in-flight work), then exit.
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,7 @@ use crate::components::directory::DirectoryHandle;
 use crate::components::registry::Registry;
 use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
 use crate::api::secrets::SecretsApi;
+use crate::config::http_endpoint::{HttpEndpointSpec, PendingHttpEndpoint};
 use crate::config::{load_configuration, load_resources, ConfigurationSpec, SidecarArgs};
 use crate::resiliency::Resiliency;
 
@@ -73,6 +75,21 @@ fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessin
             Ok(SocketAddr::new(ip, port))
         })
         .collect()
+}
+
+/// Resolves each endpoint's secrets once, after the components' first start, as daprd loads its
+/// endpoints after its secret stores. Those that fail are shown as failed resources and left out,
+/// so invoking one is invoking an unknown app id. The result never changes afterwards.
+async fn resolve_http_endpoints(pending: Vec<PendingHttpEndpoint>, directory: &DirectoryHandle, components: &ComponentSupervisorClient) -> Vec<HttpEndpointSpec> {
+    let snapshot = directory.load();
+    let mut endpoints = Vec::with_capacity(pending.len());
+    for ep in pending {
+        match ep.resolve(&snapshot).await {
+            Ok(spec) => endpoints.push(spec),
+            Err(e) => components.report_failed(e).await,
+        }
+    }
+    endpoints
 }
 
 impl Actor for RuntimeRoot {
@@ -133,7 +150,7 @@ impl Actor for RuntimeRoot {
         let state = StateApi::new(directory.clone(), resiliency.clone());
         let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
-        let endpoints = std::mem::take(&mut resources.http_endpoints);
+        let endpoints = resolve_http_endpoints(std::mem::take(&mut resources.http_endpoints), &directory, &components).await;
         let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory).with_http_endpoints(endpoints.iter().map(|e| e.name.clone()).collect());
         let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency, &metrics).await?;
         invocation.api = invocation.api.clone().with_http_endpoints(endpoints);

@@ -6,6 +6,7 @@ mod backends;
 mod durability;
 mod faults;
 mod harness;
+mod http_endpoint_secrets;
 mod invoke;
 mod invoke_grpc;
 mod invoke_faults;
