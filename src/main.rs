@@ -36,7 +36,12 @@ fn main() {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: jemalloc background purging unavailable: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The load generator of `rapr bench` keeps to one pinned core: a current-thread runtime.
+    let mut builder = match cli.command {
+        Command::Bench(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -55,6 +60,8 @@ fn main() {
         Command::Init => rapr::cli::init::run_init(),
         Command::List(args) => rapr::cli::list::run_list(&args),
         Command::Stop(args) => runtime.block_on(rapr::cli::stop::run_stop(&args)),
+        Command::Bench(args) => runtime.block_on(rapr::bench::run_bench(*args)),
+        Command::BenchEcho(args) => runtime.block_on(rapr::bench::echo::run_echo(args)),
     };
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);

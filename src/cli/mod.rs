@@ -1,5 +1,5 @@
 //! The command line: `rapr sidecar`, `rapr run` (one app, or several with `-f`), `rapr init`,
-//! `rapr list`, `rapr stop`.
+//! `rapr list`, `rapr stop`, `rapr bench`.
 
 pub mod init;
 pub mod list;
@@ -37,6 +37,11 @@ pub enum Command {
     List(list::ListArgs),
     /// Stop an app by id (its app and sidecar stop cleanly), or every app of a run file.
     Stop(stop::StopArgs),
+    /// Measure latency, throughput, memory and startup against direct calls and nginx.
+    Bench(Box<crate::bench::BenchArgs>),
+    /// The echo app `rapr bench` measures against.
+    #[command(hide = true)]
+    BenchEcho(crate::bench::echo::EchoArgs),
 }
 
 /// Sidecar flags with their defaults (for `rapr run`, which sets what it needs).

@@ -1,0 +1,74 @@
+//! `footprint`: what the sidecar costs when nothing happens and at the reference load. Startup
+//! (spawn to a 2xx `/v1.0/healthz`) and idle RSS of `rapr sidecar` on embedded defaults (the
+//! SQLite state store `rapr init` writes), RSS of both sidecars of an invocation chain at the
+//! flags' rate, and the size of this binary.
+
+use std::time::Duration;
+
+use http::Method;
+
+use super::callers::{self, HttpShape};
+use super::invoke::{echo_app, ECHO_ID};
+use super::Ctx;
+
+/// Runs it; returns result lines.
+pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    // Embedded defaults under the run's own RAPR_HOME.
+    let home = ctx.dir.join("home");
+    let res = crate::cli::init::ensure_defaults(&home).map_err(|e| format!("writing the default components: {e}"))?;
+    let mut startups = Vec::new();
+    let mut idle = Vec::new();
+    for i in 0..5.max(ctx.args.rounds) {
+        if i == 0 {
+            eprintln!("  footprint: startups and idle RSS");
+        }
+        let sc = ctx.sidecar(&format!("bench-idle-{i}"), &res, &[]).await?;
+        startups.push(sc.startup.as_secs_f64() * 1000.0);
+        if i == 0 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            idle.push(sc.proc.rss_kib());
+        }
+    }
+    startups.sort_by(f64::total_cmp);
+    lines.push(format!(
+        "startup to healthy (rapr sidecar, embedded SQLite state store): median {:.1} ms, min {:.1} ms, max {:.1} ms over {} starts",
+        startups[startups.len() / 2],
+        startups[0],
+        startups[startups.len() - 1],
+        startups.len()
+    ));
+    lines.push(format!("idle RSS (rapr sidecar, embedded defaults, 3 s after healthy): {:.1} MB", idle[0] as f64 / 1024.0));
+    // Both sidecars of an invocation chain, idle and at the flags' rate.
+    let (_echo, echo_http, _) = echo_app(ctx).await?;
+    let inv = ctx.dir.join("footprint-resources");
+    let target = ctx.sidecar(ECHO_ID, &inv, &["--app-port".into(), echo_http.to_string()]).await?;
+    let caller = ctx.sidecar("bench-caller-fp", &inv, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_c, idle_t) = (caller.proc.rss_kib(), target.proc.rss_kib());
+    let shape = HttpShape { method: Method::POST, path: format!("/v1.0/invoke/{ECHO_ID}/method/echo"), body: ctx.payload(), content_type: Some("application/json") };
+    let what = format!("footprint at {} QPS", ctx.args.qps);
+    let (stats, _) = ctx.measure(&what, callers::http(caller.http, shape), &[&caller.proc, &target.proc]).await?;
+    let (load_c, load_t) = (caller.proc.rss_kib(), target.proc.rss_kib());
+    lines.push(format!(
+        "RSS of the invocation sidecars, idle -> at {} QPS ({} connections, {} B): caller {:.1} -> {:.1} MB, app's sidecar {:.1} -> {:.1} MB; both sidecars together {:.0}% of a core",
+        ctx.args.qps,
+        ctx.args.connections,
+        ctx.args.payload,
+        idle_c as f64 / 1024.0,
+        load_c as f64 / 1024.0,
+        idle_t as f64 / 1024.0,
+        load_t as f64 / 1024.0,
+        stats.cpu_pct
+    ));
+    let size = std::fs::metadata(&ctx.exe).map(|m| m.len()).unwrap_or(0);
+    let stripped = if is_stripped(&ctx.exe) { "stripped" } else { "NOT stripped (build with --release)" };
+    lines.push(format!("binary size: {:.1} MB ({stripped}, {})", size as f64 / 1_048_576.0, ctx.exe.display()));
+    Ok(lines)
+}
+
+/// Whether the ELF file has no `.symtab` (what `strip` removes).
+fn is_stripped(path: &std::path::Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    !bytes.windows(8).any(|w| w == b".symtab\0")
+}

@@ -1,0 +1,74 @@
+//! `invoke-http` and `invoke-grpc`: the echo app called directly (the baseline), through two
+//! nginx hops, and through two rapr sidecars (caller sidecar -> internal gRPC -> app's sidecar ->
+//! app). Added latency is each chain's percentile minus the direct one.
+//!
+//! HTTP: `POST /echo` to the app and nginx, `POST /v1.0/invoke/bench-echo/method/echo` to the
+//! sidecar. gRPC: `AppCallback.OnInvoke` to the app and through nginx (`grpc_pass`),
+//! `Dapr.InvokeService` to the sidecar, which calls the app's `OnInvoke`.
+
+use http::Method;
+
+use super::callers::{self, HttpShape};
+use super::loadgen::Connect;
+use super::nginx;
+use super::procs::{free_port, wait_port, Proc};
+use super::report::Row;
+use super::Ctx;
+
+/// The app id of the echo app's sidecar.
+pub const ECHO_ID: &str = "bench-echo";
+
+/// The echo app on free ports (HTTP and gRPC).
+pub async fn echo_app(ctx: &Ctx) -> Result<(Proc, u16, u16), String> {
+    let (http, grpc) = (free_port()?, free_port()?);
+    let mut cmd = ctx.pin.command(&ctx.exe);
+    cmd.args(["bench-echo", "--http-port", &http.to_string(), "--grpc-port", &grpc.to_string()]);
+    let mut p = Proc::spawn("echo-app", cmd, &ctx.dir)?;
+    wait_port(&mut p, http, std::time::Duration::from_secs(10)).await?;
+    wait_port(&mut p, grpc, std::time::Duration::from_secs(10)).await?;
+    Ok((p, http, grpc))
+}
+
+/// Runs the scenario's rounds; returns a row per variant.
+pub async fn run(ctx: &Ctx, grpc: bool) -> Result<Vec<Row>, String> {
+    let scenario = if grpc { "invoke-grpc" } else { "invoke-http" };
+    let nginx_bin = nginx::ensure_installed()?;
+    let (echo, echo_http, echo_grpc) = echo_app(ctx).await?;
+    let app_port = if grpc { echo_grpc } else { echo_http };
+    // nginx: hop 1 -> hop 2 -> app.
+    let (n1, n2) = (free_port()?, free_port()?);
+    let mut hop2 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, &format!("{scenario}-nginx2"), n2, app_port, grpc)?;
+    let mut hop1 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, &format!("{scenario}-nginx1"), n1, n2, grpc)?;
+    wait_port(&mut hop2, n2, std::time::Duration::from_secs(10)).await?;
+    wait_port(&mut hop1, n1, std::time::Duration::from_secs(10)).await?;
+    // rapr: caller sidecar -> app's sidecar -> app.
+    let res = ctx.dir.join(format!("{scenario}-resources"));
+    let protocol = if grpc { "grpc" } else { "http" };
+    let target = ctx.sidecar(ECHO_ID, &res, &["--app-port".into(), app_port.to_string(), "--app-protocol".into(), protocol.into()]).await?;
+    let caller = ctx.sidecar("bench-caller", &res, &[]).await?;
+    let payload = ctx.payload();
+    let shape = |path: &str| HttpShape { method: Method::POST, path: path.into(), body: payload.clone(), content_type: Some("application/json") };
+    let variants: Vec<(&str, Connect, Vec<&Proc>, &str)> = if grpc {
+        vec![
+            ("direct", callers::on_invoke(echo_grpc, payload.clone()), vec![&echo], "echo app"),
+            ("nginx x2", callers::on_invoke(n1, payload.clone()), vec![&hop1, &hop2], "2 nginx"),
+            ("rapr x2", callers::invoke_service(caller.grpc, ECHO_ID.into(), payload.clone()), vec![&caller.proc, &target.proc], "2 sidecars"),
+        ]
+    } else {
+        vec![
+            ("direct", callers::http(echo_http, shape("/echo")), vec![&echo], "echo app"),
+            ("nginx x2", callers::http(n1, shape("/echo")), vec![&hop1, &hop2], "2 nginx"),
+            ("rapr x2", callers::http(caller.http, shape(&format!("/v1.0/invoke/{ECHO_ID}/method/echo"))), vec![&caller.proc, &target.proc], "2 sidecars"),
+        ]
+    };
+    let mut rows: Vec<Row> = variants.iter().map(|(v, _, _, m)| Row { scenario: scenario.into(), variant: v.to_string(), measured: m.to_string(), rounds: Vec::new(), first_error: None }).collect();
+    for round in 0..ctx.args.rounds {
+        for (i, (variant, connect, measured, _)) in variants.iter().enumerate() {
+            let what = format!("{scenario} {variant} round {}/{}", round + 1, ctx.args.rounds);
+            let (stats, err) = ctx.measure(&what, connect.clone(), measured).await?;
+            rows[i].rounds.push(stats);
+            rows[i].first_error = rows[i].first_error.take().or(err);
+        }
+    }
+    Ok(rows)
+}

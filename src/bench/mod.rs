@@ -1,0 +1,267 @@
+//! `rapr bench`: the instrument behind docs/benchmarks.md (DESIGN.md §9). An open-loop generator
+//! at a fixed rate (`loadgen`), the processes it measures started on free ports and pinned away
+//! from the generator (`procs`, `nginx`, `echo`), one module per scenario, each measuring its
+//! baseline in the same run, and every scenario repeated over rounds reported as median and
+//! spread (`report`).
+//!
+//! The generator runs on a current-thread runtime pinned to core 0; sidecars, nginx and the echo
+//! app share the other cores. Processes stay up across rounds; the variants of a scenario take
+//! turns within each round so drift on the machine touches all of them alike.
+
+pub mod callers;
+pub mod echo;
+pub mod footprint;
+pub mod invoke;
+pub mod loadgen;
+pub mod nginx;
+pub mod procs;
+pub mod report;
+pub mod sidecar;
+pub mod state;
+pub mod throughput;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use loadgen::Load;
+use procs::Pinning;
+use report::Row;
+
+/// Flags of `rapr bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, throughput, footprint, or all.
+    #[arg(value_delimiter = ',', default_value = "invoke-http")]
+    pub scenarios: Vec<String>,
+    /// Requests per second (over all connections).
+    #[arg(long, default_value_t = 1000)]
+    pub qps: u64,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub connections: usize,
+    /// Request payload in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub payload: usize,
+    /// Measured time per round.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before each round (same rate, not recorded).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Rounds per scenario (median and spread are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// State stores for state-get/state-save: redis, postgres, sqlite.
+    #[arg(long, value_delimiter = ',', default_value = "redis,postgres,sqlite")]
+    pub stores: Vec<String>,
+    /// Redis address for the state scenarios.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub redis: String,
+    /// PostgreSQL connection string for the state scenarios.
+    #[arg(long, default_value = "host=127.0.0.1 user=postgres dbname=test")]
+    pub postgres: String,
+    /// p99 limit of the throughput search, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub p99_limit_ms: f64,
+    /// Do not pin the generator and the measured processes to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Append the results as Markdown to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+/// What every scenario needs.
+pub struct Ctx {
+    /// The rapr binary (this one).
+    pub exe: PathBuf,
+    /// Core assignment.
+    pub pin: Pinning,
+    /// Scratch folder for configs, logs and RAPR_HOME.
+    pub dir: PathBuf,
+    /// The flags.
+    pub args: BenchArgs,
+}
+
+impl Ctx {
+    /// The fixed-rate load of the flags.
+    pub fn load(&self) -> Load {
+        Load { qps: self.args.qps, connections: self.args.connections, duration: self.args.duration, warmup: self.args.warmup }
+    }
+
+    /// The request payload: `payload` bytes of JSON-safe text.
+    pub fn payload(&self) -> bytes::Bytes {
+        let mut v = vec![b'x'; self.args.payload];
+        if v.len() >= 2 {
+            v[0] = b'"';
+            let n = v.len();
+            v[n - 1] = b'"';
+        }
+        bytes::Bytes::from(v)
+    }
+
+    /// A progress reporter for `what`: one line on stderr rewritten every second on a terminal;
+    /// elsewhere (CI logs) only the start of each measurement.
+    pub fn progress(&self, what: String) -> impl Fn(f64, u64) + Sync {
+        let total = (self.args.warmup + self.args.duration).as_secs_f64();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if !tty {
+            eprintln!("  {what}");
+        }
+        move |t, n| {
+            if tty {
+                eprint!("\r  {what}: {t:>5.1}/{total:.0} s, {n} requests   ")
+            }
+        }
+    }
+
+    /// Runs one variant's load with progress and the usage of `measured`.
+    pub async fn measure(&self, what: &str, connect: loadgen::Connect, measured: &[&procs::Proc]) -> Result<(report::RoundStats, Option<String>), String> {
+        self.measure_at(what, self.load(), connect, measured).await
+    }
+
+    /// As `measure`, at a given load.
+    pub async fn measure_at(&self, what: &str, load: Load, connect: loadgen::Connect, measured: &[&procs::Proc]) -> Result<(report::RoundStats, Option<String>), String> {
+        let progress = self.progress(what.to_string());
+        let usage_start = std::sync::OnceLock::new();
+        let r = loadgen::run(load, connect, &|t, n| {
+            // CPU is measured from the first tick after warm-up: the recorded part only.
+            if t >= load.warmup.as_secs_f64() {
+                usage_start.get_or_init(|| procs::Usage::begin(measured));
+            }
+            progress(t, n)
+        })
+        .await?;
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r{:100}\r", "");
+        }
+        let usage = usage_start.into_inner().unwrap_or_else(|| procs::Usage::begin(measured));
+        Ok((report::RoundStats::new(&r, &usage.finish(measured)), r.first_error))
+    }
+}
+
+/// `rapr bench`; returns the exit code.
+pub async fn run_bench(args: BenchArgs) -> i32 {
+    let pin = Pinning::detect(args.no_pin);
+    pin.pin_generator();
+    let dir = std::env::temp_dir().join(format!("rapr-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("❌  {}: {e}", dir.display());
+        return 1;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("❌  cannot find the rapr binary: {e}");
+            return 1;
+        }
+    };
+    let ctx = Ctx { exe, pin, dir: dir.clone(), args: args.clone() };
+    let scenarios = expand(&args.scenarios);
+    eprintln!(
+        "rapr bench: {} at {} QPS, {} connections, {} B, {:?} + {:?} warm-up, {} rounds; generator core {:?}, measured cores {:?}",
+        scenarios.join(","),
+        args.qps,
+        args.connections,
+        args.payload,
+        args.duration,
+        args.warmup,
+        args.rounds,
+        ctx.pin.load,
+        ctx.pin.sut
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut code = 0;
+    for s in &scenarios {
+        let r = match s.as_str() {
+            "invoke-http" => invoke::run(&ctx, false).await,
+            "invoke-grpc" => invoke::run(&ctx, true).await,
+            "state-get" => state::run(&ctx, false).await,
+            "state-save" => state::run(&ctx, true).await,
+            "throughput" => throughput::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
+            "footprint" => footprint::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
+            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, throughput, footprint or all")),
+        };
+        match r {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => {
+                eprintln!("❌  {s}: {e}");
+                code = 1;
+            }
+        }
+    }
+    notes.splice(0..0, added_lines(&rows));
+    println!("\n{}", report::text(&rows));
+    for n in &notes {
+        println!("{n}");
+    }
+    if let Some(path) = &args.markdown {
+        if let Err(e) = append_markdown(path, &rows, &notes) {
+            eprintln!("❌  {}: {e}", path.display());
+            code = 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+fn expand(list: &[String]) -> Vec<String> {
+    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "throughput", "footprint"];
+    let mut out = Vec::new();
+    for s in list {
+        if s == "all" {
+            out.extend(all.iter().map(|s| s.to_string()));
+        } else {
+            out.push(s.clone());
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// "added latency" lines for every scenario with a `direct` baseline.
+fn added_lines(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        if r.variant == "direct" || !seen.insert((r.scenario.clone(), r.variant.clone())) {
+            continue;
+        }
+        if let Some((p50, p99)) = report::added(rows, &r.scenario, &r.variant, "direct") {
+            out.push(format!("added latency {} {} vs direct: p50 {p50:+.0} µs, p99 {p99:+.0} µs", r.scenario, r.variant));
+        }
+    }
+    out
+}
+
+/// The machine, for the record.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))).unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn append_markdown(path: &std::path::Path, rows: &[Row], notes: &[String]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let cmd: Vec<String> = std::env::args().collect();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "\n### `{}`\n\n{date}, {}\n", cmd.join(" "), machine())?;
+    if !rows.is_empty() {
+        writeln!(f, "{}", report::markdown(rows))?;
+    }
+    for n in notes {
+        writeln!(f, "- {n}")?;
+    }
+    Ok(())
+}
