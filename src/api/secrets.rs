@@ -1,5 +1,7 @@
 //! `SecretsApi`: the transport-free secrets facade: store lookup, the Configuration's secret
-//! scopes (`secrets.scopes`), then the store through its `SecretClient`.
+//! scopes (`secrets.scopes`), then the store through its `SecretClient`. Each store call is one
+//! sample of daprd's `dapr_component_secret_*` metrics; calls the scopes deny never reach the
+//! store and are not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +9,7 @@ use std::sync::Arc;
 use crate::components::directory::DirectoryHandle;
 use crate::components::secretstores::{Metadata, Secret, SecretClient, SecretError};
 use crate::config::configuration::SecretScope;
+use crate::runtime::metrics::ComponentOp;
 
 /// Failures of the secrets API before they are mapped to the wire.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +55,13 @@ impl SecretsApi {
         Err(SecretsApiError::NotFound { store: name.to_string() })
     }
 
+    /// Counts one store call in daprd's component metrics.
+    fn measured<T, E>(&self, store: &str, op: ComponentOp, started: std::time::Instant, result: &Result<T, E>) {
+        if let Some(m) = &self.directory.load().metrics {
+            m.secret_call(store, op, result.is_ok(), started);
+        }
+    }
+
     fn allowed(&self, store: &str, key: &str) -> bool {
         self.scopes.get(store).is_none_or(|s| s.allows(key))
     }
@@ -62,13 +72,19 @@ impl SecretsApi {
         if !self.allowed(store, key) {
             return Err(SecretsApiError::PermissionDenied { store: store.into(), key: key.into() });
         }
-        client.get(key.to_string(), metadata).await.map_err(|source| SecretsApiError::Get { store: store.into(), key: key.into(), source })
+        let started = std::time::Instant::now();
+        let result = client.get(key.to_string(), metadata).await;
+        self.measured(store, ComponentOp::Get, started, &result);
+        result.map_err(|source| SecretsApiError::Get { store: store.into(), key: key.into(), source })
     }
 
     /// Every secret the scopes allow.
     pub async fn bulk_get(&self, store: &str, metadata: Metadata) -> Result<BTreeMap<String, Secret>, SecretsApiError> {
         let client = self.store(store)?;
-        let all = client.bulk_get(metadata).await.map_err(|source| SecretsApiError::BulkGet { store: store.into(), source })?;
+        let started = std::time::Instant::now();
+        let result = client.bulk_get(metadata).await;
+        self.measured(store, ComponentOp::BulkGet, started, &result);
+        let all = result.map_err(|source| SecretsApiError::BulkGet { store: store.into(), source })?;
         Ok(all.into_iter().filter(|(k, _)| self.allowed(store, k)).collect())
     }
 }

@@ -5,7 +5,9 @@
 //! Every store call runs under the store's outbound resiliency policy (timeout, retry, circuit
 //! breaker); a policy that gives up reports daprd's text (`context deadline exceeded`, `circuit
 //! breaker is open`) inside the operation's usual error. Errors are `StateApiError`;
-//! `api/errors/state.rs` maps them to the wire.
+//! `api/errors/state.rs` maps them to the wire. Each store call is one sample of daprd's
+//! `dapr_component_state_*` metrics (around the whole policy run, as daprd records it); requests
+//! refused before reaching the store are not counted.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::components::state::{
     StoreError, StoredItem, TransactionOp,
 };
 use crate::resiliency::{AttemptError, ComponentKind, Policy, PolicyError, Resiliency};
+use crate::runtime::metrics::ComponentOp;
 
 /// Failures of the state API, before they are mapped to the wire.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -128,6 +131,15 @@ impl StateApi {
         self.resiliency.for_component_outbound(store, ComponentKind::StateStore)
     }
 
+    /// Runs one store call, counting it in daprd's component metrics.
+    async fn measured<T, E>(&self, store: &str, op: ComponentOp, call: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let Some(m) = self.directory.load().metrics.clone() else { return call.await };
+        let started = std::time::Instant::now();
+        let result = call.await;
+        m.state_call(store, op, result.is_ok(), started);
+        result
+    }
+
     fn store(&self, name: &str) -> Result<StateEntry, StateApiError> {
         let d = self.directory.load();
         if let Some(e) = d.state.get(name) {
@@ -148,8 +160,7 @@ impl StateApi {
     pub async fn get(&self, store: &str, key: &str, consistency: Consistency, metadata: Metadata) -> Result<Option<StoredItem>, StateApiError> {
         let s = self.store(store)?;
         let req = GetRequest { key: s.prefix.apply(key).map_err(|k| illegal(store, k))?, metadata, consistency };
-        self.policy(store)
-            .run(|| retriable(s.client.get(req.clone())))
+        self.measured(store, ComponentOp::Get, self.policy(store).run(|| retriable(s.client.get(req.clone()))))
             .await
             .map_err(|e| StateApiError::Get { store: store.into(), key: key.into(), source: gave_up(e) })
     }
@@ -162,8 +173,7 @@ impl StateApi {
             reqs.push(GetRequest { key: s.prefix.apply(key).map_err(|k| illegal(store, k))?, metadata: metadata.clone(), consistency: Consistency::default() });
         }
         let items = self
-            .policy(store)
-            .run(|| retriable(s.client.bulk_get(reqs.clone())))
+            .measured(store, ComponentOp::BulkGet, self.policy(store).run(|| retriable(s.client.bulk_get(reqs.clone()))))
             .await
             .map_err(|e| StateApiError::BulkGet { source: gave_up(e) })?;
         Ok(keys
@@ -198,7 +208,7 @@ impl StateApi {
     pub async fn save(&self, store: &str, items: Vec<SaveItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
         let reqs = items.into_iter().map(|i| Self::set_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
-        run_each(&self.policy(store), reqs, |r| s.client.set(r))
+        self.measured(store, ComponentOp::Set, run_each(&self.policy(store), reqs, |r| s.client.set(r)))
             .await
             .map_err(|source| StateApiError::Save { store: store.into(), source })
     }
@@ -208,14 +218,14 @@ impl StateApi {
         let s = self.store(store)?;
         let key = item.key.clone();
         let req = Self::delete_request(store, &s.prefix, item)?;
-        run_each(&self.policy(store), vec![req], |r| s.client.delete(r)).await.map_err(|source| StateApiError::Delete { key, source })
+        self.measured(store, ComponentOp::Delete, run_each(&self.policy(store), vec![req], |r| s.client.delete(r))).await.map_err(|source| StateApiError::Delete { key, source })
     }
 
     /// Deletes many keys concurrently.
     pub async fn bulk_delete(&self, store: &str, items: Vec<DeleteItem>) -> Result<(), StateApiError> {
         let s = self.store(store)?;
         let reqs = items.into_iter().map(|i| Self::delete_request(store, &s.prefix, i)).collect::<Result<Vec<_>, _>>()?;
-        run_each(&self.policy(store), reqs, |r| s.client.delete(r))
+        self.measured(store, ComponentOp::BulkDelete, run_each(&self.policy(store), reqs, |r| s.client.delete(r)))
             .await
             .map_err(|source| StateApiError::BulkDelete { store: store.into(), source })
     }
@@ -247,8 +257,7 @@ impl StateApi {
             return Ok(());
         }
         // daprd retries a failed transaction whatever the error: it is all or nothing.
-        self.policy(store)
-            .run(|| retriable(s.client.transact(reqs.clone(), metadata.clone())))
+        self.measured(store, ComponentOp::Transaction, self.policy(store).run(|| retriable(s.client.transact(reqs.clone(), metadata.clone()))))
             .await
             .map_err(|e| StateApiError::Transaction { source: gave_up(e) })
     }
@@ -264,8 +273,7 @@ impl StateApi {
             detail: format!("failed to parse JSON query body: {e}"),
         })?;
         let mut page = self
-            .policy(store)
-            .run(|| retriable(s.client.query(s.prefix.scan_prefix(), query.clone(), metadata.clone())))
+            .measured(store, ComponentOp::Query, self.policy(store).run(|| retriable(s.client.query(s.prefix.scan_prefix(), query.clone(), metadata.clone()))))
             .await
             .map_err(|e| StateApiError::QueryFailed { store: store.into(), detail: gave_up(e).to_string() })?;
         for r in &mut page.results {

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::api::state_keys::KeyPrefix;
 use crate::components::secretstores::SecretClient;
 use crate::components::state::StateClient;
+use crate::runtime::metrics::Metrics;
 
 /// Lifecycle status of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,10 @@ pub struct Directory {
     pub secrets_unavailable: BTreeMap<String, String>,
     /// Every component and failed resource, in load order.
     pub components: Vec<ComponentStatus>,
+    /// Where the facades count their component calls (daprd's `dapr_component_*` metrics);
+    /// `None` with metrics off. Published with the stores, so the facades that read the stores
+    /// from this snapshot need no other handle.
+    pub metrics: Option<Metrics>,
 }
 
 impl Directory {

@@ -89,7 +89,7 @@ pub struct ComponentSupervisor;
 
 impl ComponentSupervisorState {
     fn publish(&self) {
-        let mut d = Directory::default();
+        let mut d = Directory { metrics: Some(self.args.metrics.clone()).filter(crate::runtime::metrics::Metrics::enabled), ..Directory::default() };
         for name in &self.order {
             let Some(c) = self.children.get(name) else { continue };
             d.components.push(c.status.clone());

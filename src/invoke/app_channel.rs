@@ -23,6 +23,9 @@ use super::message::{verb_to_proto, CallMeta};
 use super::tls::{Alpn, HttpClient};
 use super::InvokeError;
 
+/// The `AppCallback` method every gRPC invocation of the app goes through (its metrics label).
+const ON_INVOKE: &str = "/dapr.proto.runtime.v1.AppCallback/OnInvoke";
+
 /// How the app speaks, whatever carries it (see [`AppTransport`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppProtocol {
@@ -104,7 +107,8 @@ impl AppChannel {
         Ok(Self { protocol, base, http, grpc, token, limit, health: None, metrics: None })
     }
 
-    /// Counts calls to the app in `metrics` (`dapr_http_client_*`).
+    /// Counts calls to the app in `metrics` (`dapr_http_client_*`; `dapr_grpc_io_client_*` for a
+    /// gRPC app, as daprd's app channel client does).
     pub fn with_metrics(mut self, metrics: crate::runtime::metrics::Metrics) -> Self {
         self.metrics = Some(metrics).filter(crate::runtime::metrics::Metrics::enabled);
         self
@@ -210,7 +214,12 @@ impl AppChannel {
         if let Some(t) = self.token.as_ref().and_then(|t| t.to_str().ok()).and_then(|t| t.parse().ok()) {
             request.metadata_mut().insert("dapr-api-token", t);
         }
-        client.clone().on_invoke(request).await.map(|r| r.into_inner())
+        let started = std::time::Instant::now();
+        let result = client.clone().on_invoke(request).await.map(|r| r.into_inner());
+        if let Some(m) = &self.metrics {
+            m.app_grpc_call(ON_INVOKE, result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started);
+        }
+        result
     }
 }
 

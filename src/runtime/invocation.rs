@@ -11,7 +11,7 @@ use crate::invoke::app_channel::{AppChannel, AppProtocol, AppTransport};
 use crate::invoke::app_health::{AppHealthConfig, AppHealthHandle, AppHealthSetup, ProbeTarget};
 use crate::invoke::internal::InternalService;
 use crate::invoke::nameres::{NameResolverConfig, Registration, SqliteNameResolver};
-use crate::invoke::proxy::GrpcProxy;
+use crate::invoke::proxy::{GrpcProxy, ProxySetup};
 use crate::invoke::remote::RemoteInvoker;
 use crate::resiliency::Resiliency;
 use crate::runtime::metrics::Metrics;
@@ -39,15 +39,22 @@ pub fn resolver_path(configured: Option<PathBuf>) -> PathBuf {
 impl Invocation {
     /// Builds the app channel, resolver and invoker from the flags.
     pub async fn build(flags: &SidecarArgs, resolver_db: PathBuf, max_body: usize, resiliency: Resiliency, metrics: &Metrics) -> Result<Self, InvocationError> {
-        let (app, app_health) = if flags.app_port != 0 {
+        let token = std::env::var("APP_API_TOKEN").ok();
+        let (app, app_health, app_grpc) = if flags.app_port != 0 {
             let transport = AppTransport::parse(&flags.app_protocol).map_err(InvocationError)?;
-            let token = std::env::var("APP_API_TOKEN").ok();
-            let target = ProbeTarget { transport, authority: format!("{}:{}", flags.app_channel_address, flags.app_port) };
+            let authority = format!("{}:{}", flags.app_channel_address, flags.app_port);
+            let target = ProbeTarget { transport, authority: authority.clone() };
             let health = AppHealthSetup::new(target, AppHealthConfig::from_flags(flags));
-            let ch = AppChannel::new(transport, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token).map_err(|e| InvocationError(e.to_string()))?;
-            (Some(Arc::new(ch.with_health(health.handle.clone()).with_metrics(metrics.clone()))), Some(health))
+            let ch = AppChannel::new(transport, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token.clone()).map_err(|e| InvocationError(e.to_string()))?;
+            // The proxy's own channel to a gRPC app: TLS for `grpcs`, the app's certificate
+            // unchecked as daprd does (`tls.rs`).
+            let app_grpc = match transport.protocol {
+                AppProtocol::Grpc => Some(transport.grpc_channel(&authority).map_err(InvocationError)?),
+                _ => None,
+            };
+            (Some(Arc::new(ch.with_health(health.handle.clone()).with_metrics(metrics.clone()))), Some(health), app_grpc)
         } else {
-            (None, None)
+            (None, None, None)
         };
         let resolver = match SqliteNameResolver::open(&NameResolverConfig::at(resolver_db.clone())).await {
             Ok(r) => Some(Arc::new(r)),
@@ -57,19 +64,16 @@ impl Invocation {
             }
         };
         let remote = Arc::new(RemoteInvoker::new(max_body).with_metrics(metrics.clone()));
-        let grpc_app = (flags.app_port != 0 && app.as_ref().is_some_and(|a| a.protocol() == AppProtocol::Grpc)).then(|| format!("{}:{}", flags.app_channel_address, flags.app_port));
-        // The proxy dials the app in plain text only: with grpcs it gets no app channel, so a
-        // proxied call fails with daprd's "app channel not initialized" instead of a garbled
-        // handshake. `AppCallback` calls (service invocation) do go over TLS.
-        let grpc_app = if AppTransport::parse(&flags.app_protocol).is_ok_and(|t| t.tls) {
-            if grpc_app.is_some() {
-                tracing::warn!("gRPC proxying (dapr-app-id) to a grpcs app is not supported by rapr yet; AppCallback invocation works");
-            }
-            None
-        } else {
-            grpc_app
-        };
-        let proxy = Arc::new(GrpcProxy::new(&flags.app_id, grpc_app, resolver.clone(), Arc::clone(&remote), std::env::var("APP_API_TOKEN").ok()));
+        let proxy = Arc::new(GrpcProxy::new(ProxySetup {
+            app_id: flags.app_id.clone(),
+            app: app_grpc,
+            resolver: resolver.clone(),
+            remote: Arc::clone(&remote),
+            app_token: token,
+            resiliency: resiliency.clone(),
+            metrics: metrics.clone(),
+            max_message: max_body,
+        }));
         let api = InvokeApi::new(&flags.app_id, app.clone(), resolver.clone(), remote, resiliency).with_proxy(Arc::clone(&proxy));
         // A call carrying `dapr-app-id` is another sidecar's proxied gRPC call for this app; the
         // internal protocol itself never sends that header.
@@ -110,14 +114,17 @@ impl Invocation {
     }
 }
 
-/// Internal port: proxied gRPC calls go to the app, everything else to `ServiceInvocation`.
+/// Internal port: proxied gRPC calls go to the app, everything else to `ServiceInvocation`. The
+/// answer is marked so the metrics count it as daprd does (a client RPC of this sidecar).
 async fn deliver_proxied(axum::extract::State(proxy): axum::extract::State<Arc<GrpcProxy>>, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
     if crate::invoke::proxy::target_of(req.headers()).is_none() {
         return next.run(req).await;
     }
-    match proxy.deliver(req).await {
+    let mut resp = match proxy.deliver(req).await {
         Ok(resp) => resp,
         Err(e) => crate::api::errors::invoke::proxy_error(e).into_http::<axum::body::Body>().into_response(),
-    }
+    };
+    resp.extensions_mut().insert(crate::runtime::metrics::ProxiedDelivery);
+    resp
 }

@@ -1,6 +1,9 @@
 //! Resiliency policies on service invocation (`targets.apps`): retries carry a flaky app to
-//! success, a timeout ends a hanging call with daprd's error, and a circuit breaker fails fast.
+//! success, a timeout ends a hanging call with daprd's error, and a circuit breaker fails fast;
+//! over HTTP invoke and over gRPC proxying (`dapr-app-id`), where `dapr-stream: true` limits the
+//! policy to a stream's handshake and an unmarked stream may not be retried.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +12,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use futures::{Stream, StreamExt};
+use rapr_proto::common::v1::{InvokeRequest, InvokeResponse, StreamPayload};
+use rapr_proto::internals::v1 as internals;
+use rapr_proto::internals::v1::service_invocation_client::ServiceInvocationClient;
+use rapr_proto::internals::v1::service_invocation_server::{ServiceInvocation, ServiceInvocationServer};
 use serde_json::Value;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::harness::{eventually, SidecarBuilder};
+use crate::telemetry::{metrics_port, sample, scrape};
 
 async fn flaky_app(calls: Arc<AtomicUsize>) -> u16 {
     async fn flaky(State(calls): State<Arc<AtomicUsize>>) -> (StatusCode, String) {
@@ -109,4 +119,164 @@ async fn policies_act_on_invocation() {
         (calls.load(Ordering::SeqCst) == 3).then_some(())
     })
     .await;
+}
+
+
+/// A gRPC app (any service serves: `ServiceInvocation` is reused as an arbitrary one). Unary
+/// `CallLocal` by method: `flaky` fails UNAVAILABLE twice out of three, `slow` takes 5 s,
+/// `broken` is always INTERNAL; `CallLocalStream` echoes each message, after `x-delay-ms`.
+#[derive(Clone)]
+struct GrpcApp(Arc<AtomicUsize>);
+
+type Frames = Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ServiceInvocation for GrpcApp {
+    async fn call_local(&self, r: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        let method = r.into_inner().message.unwrap_or_default().method;
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        match method.as_str() {
+            "flaky" if n % 3 < 2 => return Err(Status::unavailable(format!("attempt {n} failed"))),
+            "slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+            "broken" => return Err(Status::internal("broken")),
+            _ => {}
+        }
+        let data = Some(prost_types::Any { type_url: String::new(), value: format!("attempt {n} ok").into_bytes() });
+        Ok(Response::new(internals::InternalInvokeResponse { message: Some(InvokeResponse { data, content_type: "text/plain".into() }), ..Default::default() }))
+    }
+
+    type CallLocalStreamStream = Frames;
+
+    async fn call_local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Frames>, Status> {
+        let delay = r.metadata().get("x-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let answers = r.into_inner().then(move |m| async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let data = m?.payload.map(|p| p.data.to_ascii_uppercase()).unwrap_or_default();
+            Ok(internals::InternalInvokeResponseStream { response: None, payload: Some(StreamPayload { data, seq: 0 }) })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+async fn grpc_app(calls: Arc<AtomicUsize>) -> u16 {
+    let routes = tonic::service::Routes::new(ServiceInvocationServer::new(GrpcApp(calls)));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, routes.into_axum_router()).await.unwrap() });
+    port
+}
+
+const PROXY_RESILIENCY: &str = "apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: proxy-policies
+spec:
+  policies:
+    timeouts:
+      short: 500ms
+    retries:
+      unavailable:
+        policy: constant
+        duration: 50ms
+        maxRetries: 3
+        matching:
+          gRPCStatusCodes: \"14\"
+    circuitBreakers:
+      cb:
+        maxRequests: 1
+        timeout: 1s
+        trip: consecutiveFailures >= 2
+  targets:
+    apps:
+      pr-target:
+        retry: unavailable
+        timeout: short
+      pr-cb:
+        circuitBreaker: cb
+";
+
+/// A unary proxied call of `method` to `app`.
+async fn call(svc: &mut ServiceInvocationClient<tonic::transport::Channel>, app: &str, method: &str) -> Result<String, Status> {
+    let msg = internals::InternalInvokeRequest { message: Some(InvokeRequest { method: method.into(), ..Default::default() }), ..Default::default() };
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("dapr-app-id", app.parse().unwrap());
+    let resp = svc.call_local(req).await?.into_inner();
+    Ok(String::from_utf8(resp.message.unwrap().data.unwrap().value).unwrap())
+}
+
+fn chunk(data: &str) -> internals::InternalInvokeRequestStream {
+    internals::InternalInvokeRequestStream { request: None, payload: Some(StreamPayload { data: data.as_bytes().to_vec(), seq: 0 }) }
+}
+
+#[tokio::test]
+async fn policies_act_on_proxied_grpc_calls() {
+    let home = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let port = grpc_app(calls.clone()).await;
+    let app_args = ["--app-port", &port.to_string(), "--app-protocol", "grpc"];
+    let _target = SidecarBuilder::new("pr-target").home(home.path()).args(&app_args).start().await;
+    let _cb = SidecarBuilder::new("pr-cb").home(home.path()).args(&app_args).start().await;
+    let caller = SidecarBuilder::new("pr-caller").home(home.path()).file("resiliency.yaml", PROXY_RESILIENCY).start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", caller.grpc)).unwrap().connect().await.unwrap();
+    let mut svc = ServiceInvocationClient::new(channel);
+
+    // Retry: two UNAVAILABLE answers, then success, all inside one call; each attempt counts.
+    assert_eq!(call(&mut svc, "pr-target", "flaky").await.unwrap(), "attempt 2 ok");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let text = scrape(&caller, metrics_port(&caller).await).await;
+    let sent = sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "pr-target"), ("type", "unary")]);
+    let recv = |status: &str| sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "pr-target"), ("status", status), ("type", "unary")]);
+    assert_eq!((sent, recv("14"), recv("0")), (Some(3.0), Some(2.0), Some(1.0)), "{text}");
+
+    // A code the retry's matching leaves out is not retried; the app's status passes through.
+    calls.store(0, Ordering::SeqCst);
+    let st = call(&mut svc, "pr-target", "broken").await.unwrap_err();
+    assert_eq!((st.code(), st.message(), calls.load(Ordering::SeqCst)), (Code::Internal, "broken", 1));
+
+    // Timeout: every attempt is cut at 500 ms and retried; the call ends DEADLINE_EXCEEDED.
+    calls.store(0, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let st = call(&mut svc, "pr-target", "slow").await.unwrap_err();
+    assert_eq!((st.code(), st.message()), (Code::DeadlineExceeded, "context deadline exceeded"));
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "one attempt and three retries");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+
+    // Circuit breaker: two failures trip it; then calls fail fast without reaching the app,
+    // with gobreaker's error as grpc-go reports a plain error (UNKNOWN).
+    calls.store(0, Ordering::SeqCst);
+    for _ in 0..2 {
+        let st = call(&mut svc, "pr-cb", "broken").await.unwrap_err();
+        assert_eq!(st.code(), Code::Internal, "the app's own failure passes through");
+    }
+    let st = call(&mut svc, "pr-cb", "broken").await.unwrap_err();
+    assert_eq!((st.code(), st.message()), (Code::Unknown, "circuit breaker is open"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "an open breaker never reaches the app");
+    eventually(Duration::from_secs(5), "a half-open probe", || async {
+        let mut svc = svc.clone();
+        let _ = call(&mut svc, "pr-cb", "ok").await;
+        (calls.load(Ordering::SeqCst) == 3).then_some(())
+    })
+    .await;
+
+    // Streams: with retries, a call not marked `dapr-stream` may carry one message only.
+    let mut req = Request::new(futures::stream::iter([chunk("a"), chunk("b")]));
+    req.metadata_mut().insert("dapr-app-id", "pr-target".parse().unwrap());
+    let st = svc.call_local_stream(req).await.unwrap_err();
+    assert_eq!((st.code(), st.message()), (Code::FailedPrecondition, "cannot use resiliency policies with retries on streaming RPCs"));
+    // Marked, the policy covers the handshake only: answers slower than the timeout still flow.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("dapr-app-id", "pr-target".parse().unwrap());
+    req.metadata_mut().insert("dapr-stream", "true".parse().unwrap());
+    req.metadata_mut().insert("x-delay-ms", "700".parse().unwrap());
+    let mut answers = svc.call_local_stream(req).await.unwrap().into_inner();
+    for word in ["alpha", "beta"] {
+        tx.send(chunk(word)).await.unwrap();
+        let got = answers.message().await.unwrap().expect("an answer per message");
+        assert_eq!(got.payload.unwrap().data, word.to_uppercase().into_bytes());
+    }
+    drop(tx);
+    assert!(answers.message().await.unwrap().is_none());
+    let text = scrape(&caller, metrics_port(&caller).await).await;
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "pr-target"), ("type", "streaming")]), Some(1.0), "{text}");
 }

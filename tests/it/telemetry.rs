@@ -1,5 +1,6 @@
 //! Telemetry of real sidecars: Prometheus `/metrics` on `--metrics-port` under daprd's names and
-//! labels (low cardinality: no key ever becomes a label), and W3C trace context carried from the
+//! labels (low cardinality: no key ever becomes a label), including component calls and gRPC
+//! calls (to a gRPC app, and proxied with `dapr-app-id`), and W3C trace context carried from the
 //! caller through both sidecars to the app, with spans exported over OTLP/HTTP to a receiver the
 //! test runs.
 
@@ -30,7 +31,7 @@ async fn header_app() -> u16 {
 }
 
 /// The metrics port the sidecar logged (the harness asks for a free one).
-async fn metrics_port(sc: &Sidecar) -> u16 {
+pub(crate) async fn metrics_port(sc: &Sidecar) -> u16 {
     eventually(Duration::from_secs(10), "the metrics server to be logged", || async {
         let logs = sc.logs();
         let line = logs.lines().find(|l| l.contains("metrics server listening"))?;
@@ -40,7 +41,7 @@ async fn metrics_port(sc: &Sidecar) -> u16 {
     .await
 }
 
-async fn scrape(sc: &Sidecar, port: u16) -> String {
+pub(crate) async fn scrape(sc: &Sidecar, port: u16) -> String {
     let r = sc.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
@@ -48,7 +49,7 @@ async fn scrape(sc: &Sidecar, port: u16) -> String {
 }
 
 /// The value of the sample named `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
@@ -79,6 +80,9 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     }
     let mut grpc = caller.grpc().await;
     grpc.get_state(rapr_proto::runtime::v1::GetStateRequest { store_name: "store".into(), key: secret_key.into(), ..Default::default() }).await.unwrap();
+    // A save the store refuses (not a UUID ETag) is a failed component call.
+    let r = caller.client.post(caller.url("/v1.0/state/store")).json(&json!([{ "key": secret_key, "value": 9, "etag": "not-a-uuid" }])).send().await.unwrap();
+    assert_eq!(r.status(), 400);
 
     let text = scrape(&caller, port).await;
     for family in [
@@ -109,6 +113,19 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
         Some(1.0),
         "{text}"
     );
+    // daprd's component metrics: one sample per state API call, labelled by store, operation and
+    // outcome (never by key).
+    let state = |op: &str, ok: &str| sample(&text, "dapr_component_state_count", &[("app_id", "tel-caller"), ("component", "store"), ("namespace", "default"), ("operation", op), ("success", ok)]);
+    assert_eq!((state("set", "true"), state("get", "true"), state("set", "false")), (Some(3.0), Some(4.0), Some(1.0)), "{text}");
+    assert!(text.contains("# TYPE dapr_component_state_count counter"), "{text}");
+    let latencies = |suffix: &str, extra: &[(&str, &str)]| {
+        let mut l = vec![("component", "store"), ("operation", "get"), ("success", "true")];
+        l.extend_from_slice(extra);
+        sample(&text, &format!("dapr_component_state_latencies{suffix}"), &l)
+    };
+    assert_eq!(latencies("_count", &[]), Some(4.0), "{text}");
+    assert_eq!(latencies("_bucket", &[("le", "+Inf")]), Some(4.0));
+    assert!(latencies("_bucket", &[("le", "1.0")]).is_some(), "daprd's buckets:\n{text}");
     assert!(!text.contains(secret_key), "a key became a label:\n{text}");
     assert!(!text.contains("path=\""), "low cardinality by default:\n{text}");
 
@@ -119,6 +136,69 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_res_sent_total", &[("dst_app_id", "tel-caller"), ("status", "200")]), Some(3.0));
     assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("method", "GET"), ("status", "200")]), Some(3.0), "{ttext}");
     assert!(!ttext.contains("orders/123"));
+}
+
+/// A gRPC app whose `AppCallback.OnInvoke` echoes the method name.
+async fn grpc_app() -> u16 {
+    use rapr_proto::app::app_callback_server::{AppCallback, AppCallbackServer};
+    use rapr_proto::common::v1::{InvokeRequest, InvokeResponse};
+    struct Echo;
+    #[tonic::async_trait]
+    impl AppCallback for Echo {
+        async fn on_invoke(&self, r: tonic::Request<InvokeRequest>) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
+            let data = Some(prost_types::Any { type_url: String::new(), value: r.into_inner().method.into_bytes() });
+            Ok(tonic::Response::new(InvokeResponse { data, content_type: "text/plain".into() }))
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let router = tonic::service::Routes::new(AppCallbackServer::new(Echo)).into_axum_router();
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    port
+}
+
+const ON_INVOKE: &str = "/dapr.proto.runtime.v1.AppCallback/OnInvoke";
+
+#[tokio::test]
+async fn metrics_count_grpc_app_calls_and_proxied_calls_as_daprd() {
+    use rapr_proto::app::app_callback_client::AppCallbackClient;
+    use rapr_proto::common::v1::InvokeRequest;
+    let home = tempfile::tempdir().unwrap();
+    let app = grpc_app().await;
+    let target = SidecarBuilder::new("tel-grpc").home(home.path()).args(&["--app-port", &app.to_string(), "--app-protocol", "grpc"]).start().await;
+    let caller = SidecarBuilder::new("tel-grpc-caller").home(home.path()).start().await;
+
+    // Self-invocation over gRPC: InvokeService to the sidecar's own gRPC app.
+    let mut dapr = target.grpc().await;
+    let req = rapr_proto::runtime::v1::InvokeServiceRequest { id: "tel-grpc".into(), message: Some(InvokeRequest { method: "self".into(), ..Default::default() }) };
+    dapr.invoke_service(req).await.unwrap();
+    // Proxied (`dapr-app-id`): once through the caller's sidecar, once straight to the target's.
+    for sc in [&caller, &target] {
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", sc.grpc)).unwrap().connect().await.unwrap();
+        let mut req = tonic::Request::new(InvokeRequest { method: "proxied".into(), ..Default::default() });
+        req.metadata_mut().insert("dapr-app-id", "tel-grpc".parse().unwrap());
+        AppCallbackClient::new(ch).on_invoke(req).await.unwrap();
+    }
+
+    // The caller served the proxied call and counts it as a unary invocation of tel-grpc.
+    let text = scrape(&caller, metrics_port(&caller).await).await;
+    let server = |t: &str| sample(t, "dapr_grpc_io_server_completed_rpcs", &[("grpc_server_method", ON_INVOKE), ("grpc_server_status", "OK")]);
+    assert_eq!(server(&text), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "tel-grpc"), ("type", "unary")]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "tel-grpc"), ("status", "0"), ("type", "unary")]), Some(1.0));
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_latency_ms_count", &[("src_app_id", "tel-grpc"), ("status", "0")]), Some(1.0), "{text}");
+
+    // The target: its app channel's OnInvoke (InvokeService) and the delivered proxied call are
+    // client RPCs (daprd's internal server counts proxied deliveries with its client
+    // interceptor); only the call on its own API port is a served one. Its proxy handler counts
+    // the delivered and the local call as invocations, as daprd's does on both sidecars.
+    let text = scrape(&target, metrics_port(&target).await).await;
+    let client = |status: &str| sample(&text, "dapr_grpc_io_client_completed_rpcs", &[("app_id", "tel-grpc"), ("grpc_client_method", ON_INVOKE), ("grpc_client_status", status)]);
+    assert_eq!(client("OK"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "dapr_grpc_io_client_roundtrip_latency_count", &[("grpc_client_method", ON_INVOKE), ("grpc_client_status", "OK")]), Some(2.0));
+    assert_eq!(server(&text), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "tel-grpc"), ("type", "unary")]), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "tel-grpc"), ("status", "0")]), Some(2.0));
 }
 
 #[tokio::test]

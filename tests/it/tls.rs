@@ -1,7 +1,8 @@
 //! TLS on the sidecar's outbound calls: `--app-protocol https` and `grpcs` (the app's certificate
-//! is not checked, as daprd does not check it; health probes go over TLS too), and `HTTPEndpoint`s
-//! with `https://` base URLs: `clientTLS.rootCA` as the trust, no `rootCA` meaning the system's
-//! roots (so a private CA fails), and `certificate` + `privateKey` for servers requiring mutual TLS.
+//! is not checked, as daprd does not check it; health probes and gRPC proxying go over TLS too),
+//! and `HTTPEndpoint`s with `https://` base URLs: `clientTLS.rootCA` as the trust, no `rootCA`
+//! meaning the system's roots (so a private CA fails), and `certificate` + `privateKey` for
+//! servers requiring mutual TLS.
 //!
 //! Every certificate is made at test time by rcgen under a throwaway CA; the servers are axum
 //! routers (HTTP apps, or tonic services as routers) behind tokio-rustls on loopback.
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rapr_proto::app::app_callback_health_check_server::{AppCallbackHealthCheck, AppCallbackHealthCheckServer};
+use rapr_proto::app::app_callback_client::AppCallbackClient;
 use rapr_proto::app::app_callback_server::{AppCallback, AppCallbackServer};
 use rapr_proto::app::HealthCheckResponse;
 use rapr_proto::common::v1::{InvokeRequest, InvokeResponse};
@@ -253,6 +255,21 @@ async fn grpcs_app_is_called_over_tls_from_both_apis_and_other_sidecars() {
     let r = caller.client.post(caller.url("/v1.0/invoke/tls-grpcs-app/method/remote")).body("z").send().await.unwrap();
     let (status, text) = (r.status().as_u16(), r.text().await.unwrap());
     assert_eq!((status, text.as_str()), (200, "grpcs:remote:z"));
+
+    // gRPC proxying (`dapr-app-id` on a method the sidecar does not serve) reaches the app over
+    // TLS as well: from its own sidecar, and through another sidecar's internal port.
+    for (sc, method) in [(&target, "proxied-local"), (&caller, "proxied-remote")] {
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", sc.grpc)).unwrap().connect().await.unwrap();
+        let mut app = AppCallbackClient::new(ch);
+        let mut req = tonic::Request::new(InvokeRequest { method: method.into(), data: Some(prost_types::Any { type_url: String::new(), value: b"p".to_vec() }), ..Default::default() });
+        req.metadata_mut().insert("dapr-app-id", "tls-grpcs-app".parse().unwrap());
+        let resp = app.on_invoke(req).await.unwrap_or_else(|e| panic!("{method}: {e:?}")).into_inner();
+        assert_eq!(resp.data.unwrap().value, format!("grpcs:{method}:p").into_bytes());
+        let mut req = tonic::Request::new(InvokeRequest { method: "fail".into(), ..Default::default() });
+        req.metadata_mut().insert("dapr-app-id", "tls-grpcs-app".parse().unwrap());
+        let err = app.on_invoke(req).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (tonic::Code::PermissionDenied, "no entry"), "the app's status passes through");
+    }
 
     // The gRPC health probe goes over TLS too.
     healthy.store(false, Ordering::SeqCst);

@@ -17,14 +17,18 @@ pub fn invoke_error(e: InvokeApiError) -> ApiError {
     }
 }
 
-/// Maps a gRPC proxying failure as grpc-go reports daprd's director errors: a plain error is
-/// UNKNOWN with its text (so an unknown app answers `no host found with the given ID`); a target
-/// that cannot be reached is UNAVAILABLE.
+/// Maps a gRPC proxying failure as grpc-go reports daprd's proxy errors: a plain error is
+/// UNKNOWN with its text (so an unknown app answers `no host found with the given ID`, an open
+/// breaker `circuit breaker is open`); a target that cannot be reached is UNAVAILABLE; Go's
+/// context deadline is DEADLINE_EXCEEDED; the proxy's own status errors keep their codes.
 pub fn proxy_error(e: crate::invoke::proxy::ProxyError) -> tonic::Status {
     use crate::invoke::proxy::ProxyError;
     let code = match e {
         ProxyError::Unreachable(_) => Code::Unavailable,
-        ProxyError::Resolve(_) | ProxyError::NoAppChannel | ProxyError::WrongTarget(_) => Code::Unknown,
+        ProxyError::DeadlineExceeded => Code::DeadlineExceeded,
+        ProxyError::RetryOnStream => Code::FailedPrecondition,
+        ProxyError::TooLarge { .. } => Code::ResourceExhausted,
+        ProxyError::Resolve(_) | ProxyError::NoAppChannel | ProxyError::WrongTarget(_) | ProxyError::Breaker(_) => Code::Unknown,
     };
     tonic::Status::new(code, e.to_string())
 }

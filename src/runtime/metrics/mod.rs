@@ -7,14 +7,22 @@
 //! on the request path. HTTP labels are low-cardinality by default (no `path` label); with the
 //! Configuration's `spec.metric.http.increasedCardinality: true` the path is added, normalised as
 //! daprd does (state and secret keys, actor ids and workflow instance ids never become labels).
+//!
+//! `http.rs` holds the HTTP server/client views and their middleware, `grpc.rs` the gRPC ones,
+//! `component.rs` the component call views (`dapr_component_state_*`, `dapr_component_secret_*`).
+
+mod component;
+mod grpc;
+mod http;
+
+pub use component::ComponentOp;
+pub use grpc::{grpc_server, grpc_status, watch_grpc_status, ProxiedDelivery};
+pub use http::{http_server, normalize_path};
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
+use axum::response::IntoResponse;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -90,12 +98,15 @@ struct Families {
     component_loaded: Family<Labels, Count>,
     component_init: Family<Labels, Counter>,
     component_init_fail: Family<Labels, Counter>,
+    component: component::ComponentFamilies,
 }
 
 struct Inner {
     registry: Registry,
     f: Families,
     app_id: String,
+    /// daprd's `namespace` label: `NAMESPACE`, or `default` when unset (its `CurrentNamespace`).
+    namespace: String,
     enabled: bool,
     increased_cardinality: bool,
 }
@@ -137,6 +148,7 @@ impl Metrics {
             component_loaded: Family::default(),
             component_init: Family::default(),
             component_init_fail: Family::default(),
+            component: component::ComponentFamilies::new(),
         };
         let mut r = Registry::default();
         r.register("dapr_http_server_request_count", "The number of HTTP requests", f.http_server_request_count.clone());
@@ -158,7 +170,9 @@ impl Metrics {
         r.register("dapr_runtime_component_loaded", "The number of successfully loaded components", f.component_loaded.clone());
         r.register("dapr_runtime_component_init", "The number of initialized components", f.component_init.clone());
         r.register("dapr_runtime_component_init_fail", "The number of component initialization failures", f.component_init_fail.clone());
-        Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), enabled, increased_cardinality }))
+        f.component.register(&mut r);
+        let namespace = std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into());
+        Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), namespace, enabled, increased_cardinality }))
     }
 
     /// Whether anything is recorded.
@@ -200,25 +214,6 @@ impl Metrics {
         out
     }
 
-    /// The `path` label of an HTTP metric: none unless increased cardinality is on.
-    fn http_path(&self, path: &str) -> Option<String> {
-        self.0.increased_cardinality.then(|| normalize_path(path))
-    }
-
-    /// A call to the app over HTTP finished (status, or `Err` for a transport failure).
-    pub fn app_http_call(&self, method: &str, path: &str, status: Option<u16>, started: Instant) {
-        if !self.0.enabled {
-            return;
-        }
-        let status = status.map(|s| s.to_string()).unwrap_or_else(|| "-1".into());
-        let mut l = self.labels(&[("method", method), ("status", &status)]);
-        if let Some(p) = self.http_path(path) {
-            l.push(("path", p));
-        }
-        self.0.f.http_client_completed_count.get_or_create(&l).0.inc();
-        self.0.f.http_client_roundtrip_latency.get_or_create(&l).observe(ms(started));
-    }
-
     /// A call to another sidecar is about to be sent.
     pub fn invoke_sent(&self, target: &str, streaming: bool) {
         if self.0.enabled {
@@ -233,15 +228,27 @@ impl Metrics {
         if !self.0.enabled {
             return;
         }
+        self.invoke_response(target, streaming, status, Some(started));
+        self.grpc_client_rpc(rpc, grpc as i32, started);
+    }
+
+    /// A proxied gRPC call (`dapr-app-id`) to `target` ended with gRPC `code`. daprd records the
+    /// latency of unary calls only: a stream's end says nothing about the target's speed.
+    pub fn proxy_answered(&self, target: &str, streaming: bool, code: i32, started: Instant) {
+        if self.0.enabled {
+            self.invoke_response(target, streaming, code, (!streaming).then_some(started));
+        }
+    }
+
+    /// `res_recv`, and its latency when `started` is given.
+    fn invoke_response(&self, target: &str, streaming: bool, status: i32, started: Option<Instant>) {
         let status = status.to_string();
         let l = self.labels(&[("src_app_id", target), ("status", &status), ("type", kind(streaming))]);
         self.0.f.invoke_res_recv.get_or_create(&l).inc();
-        let l = self.labels(&[("src_app_id", target), ("status", &status)]);
-        self.0.f.invoke_res_recv_latency.get_or_create(&l).observe(ms(started));
-        let l = self.labels(&[("grpc_client_method", rpc), ("grpc_client_status", code_name(grpc as i32))]);
-        self.0.f.grpc_client_completed_rpcs.get_or_create(&l).0.inc();
-        let l = self.labels(&[("grpc_client_method", rpc)]);
-        self.0.f.grpc_client_roundtrip_latency.get_or_create(&l).observe(ms(started));
+        if let Some(started) = started {
+            let l = self.labels(&[("src_app_id", target), ("status", &status)]);
+            self.0.f.invoke_res_recv_latency.get_or_create(&l).observe(ms(started));
+        }
     }
 
     /// A call from another sidecar arrived.
@@ -289,10 +296,6 @@ fn ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-fn content_length(h: &http::HeaderMap) -> Option<f64> {
-    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<f64>().ok()
-}
-
 /// grpc-go's names of the status codes (what daprd puts in `grpc_*_status`).
 pub fn code_name(code: i32) -> &'static str {
     const NAMES: [&str; 17] = [
@@ -317,112 +320,13 @@ pub fn code_name(code: i32) -> &'static str {
     usize::try_from(code).ok().and_then(|c| NAMES.get(c)).copied().unwrap_or("Unknown")
 }
 
-/// daprd's path normalisation for increased cardinality: keys of state and secrets, actor ids
-/// and workflow instance ids are dropped or replaced with a placeholder.
-pub fn normalize_path(path: &str) -> String {
-    let p = path.strip_prefix('/').unwrap_or(path);
-    let mut parts: Vec<&str> = p.splitn(6, '/').collect();
-    if parts.len() < 3 {
-        return path.to_string();
-    }
-    if parts[0] == "actors" {
-        parts[2] = "{id}";
-        return parts.join("/");
-    }
-    match parts[1] {
-        "state" | "secrets" => format!("/{}", parts[..3].join("/")),
-        "actors" if parts.len() >= 5 => {
-            parts[3] = "{id}";
-            format!("/{}", parts[..5].join("/"))
-        }
-        "workflows" if parts.len() >= 4 => {
-            parts[3] = "{instanceId}";
-            format!("/{}", parts[..parts.len().min(5)].join("/"))
-        }
-        _ => path.to_string(),
-    }
-}
-
-/// HTTP API middleware: daprd's `http/server/*` views.
-pub async fn http_server(State(m): State<Metrics>, req: Request, next: Next) -> Response {
-    if !m.0.enabled {
-        return next.run(req).await;
-    }
-    let method = req.method().as_str().to_string();
-    let path = m.http_path(req.uri().path());
-    let mut l = m.labels(&[("method", &method)]);
-    if let Some(p) = &path {
-        l.push(("path", p.clone()));
-    }
-    m.0.f.http_server_request_count.get_or_create(&l).0.inc();
-    let app = m.labels(&[]);
-    m.0.f.http_server_request_bytes.get_or_create(&app).observe(content_length(req.headers()).unwrap_or(0.0));
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    l.push(("status", status));
-    m.0.f.http_server_latency.get_or_create(&l).observe(ms(started));
-    m.0.f.http_server_response_count.get_or_create(&l).0.inc();
-    let size = content_length(resp.headers()).or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact().map(|n| n as f64));
-    m.0.f.http_server_response_bytes.get_or_create(&app).observe(size.unwrap_or(0.0));
-    resp
-}
-
-/// Records one served RPC when its response ends (the status of a successful call travels in
-/// the trailers, after the body).
-struct RpcDone {
-    m: Metrics,
-    method: String,
-    started: Instant,
-    status: Option<i32>,
-}
-
-impl Drop for RpcDone {
-    fn drop(&mut self) {
-        let status = code_name(self.status.unwrap_or(2));
-        let l = self.m.labels(&[("grpc_server_method", &self.method), ("grpc_server_status", status)]);
-        self.m.0.f.grpc_server_completed_rpcs.get_or_create(&l).0.inc();
-        let l = self.m.labels(&[("grpc_server_method", &self.method)]);
-        self.m.0.f.grpc_server_latency.get_or_create(&l).observe(ms(self.started));
-    }
-}
-
-fn grpc_status(h: &http::HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-/// gRPC middleware (API and internal servers): daprd's `grpc.io/server/*` views.
-pub async fn grpc_server(State(m): State<Metrics>, req: Request, next: Next) -> Response {
-    if !m.0.enabled {
-        return next.run(req).await;
-    }
-    let method = req.uri().path().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let mut done = RpcDone { m, method, started, status: grpc_status(resp.headers()) };
-    if done.status.is_some() {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    let body = body.map_frame(move |frame| {
-        // The whole guard moves into the closure (not only its field), so it records when the
-        // body is dropped.
-        let done = &mut done;
-        if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
-            done.status = Some(s);
-        }
-        frame
-    });
-    Response::from_parts(parts, axum::body::Body::new(body))
-}
-
 /// The `/metrics` router served on `--metrics-port`.
 pub fn router(m: Metrics) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let m = m.clone();
-            async move { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode()).into_response() }
+            async move { ([(::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode()).into_response() }
         }),
     )
 }
@@ -441,14 +345,6 @@ mod tests {
         assert!(text.contains("dapr_runtime_service_invocation_req_sent_total{app_id=\"app\",dst_app_id=\"other\",type=\"streaming\"} 1"), "{text}");
         assert!(text.contains("dapr_runtime_component_init_total{app_id=\"app\",component=\"state.sqlite\"} 1"), "{text}");
         assert!(!text.contains("_total_total"));
-    }
-
-    #[test]
-    fn paths_never_carry_keys() {
-        assert_eq!(normalize_path("/v1.0/state/store/secret-key"), "/v1.0/state/store");
-        assert_eq!(normalize_path("/v1.0/secrets/vault/name"), "/v1.0/secrets/vault");
-        assert_eq!(normalize_path("/v1.0/actors/T/42/method/m"), "/v1.0/actors/T/{id}/method");
-        assert_eq!(normalize_path("/v1.0/healthz"), "/v1.0/healthz");
     }
 
     #[test]
