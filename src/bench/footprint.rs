@@ -67,8 +67,26 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     Ok(lines)
 }
 
-/// Whether the ELF file has no `.symtab` (what `strip` removes).
+/// Whether the ELF64 file has no `.symtab` section (what `strip` removes), read from its
+/// section headers.
 fn is_stripped(path: &std::path::Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    !bytes.windows(8).any(|w| w == b".symtab\0")
+    let Ok(b) = std::fs::read(path) else { return false };
+    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]) as usize);
+    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
+    let u64_at = |o: usize| b.get(o..o + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(|a| u64::from_le_bytes(a) as usize);
+    let names = || -> Option<Vec<String>> {
+        if b.get(..5)? != b"\x7fELF\x02" {
+            return None;
+        }
+        let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?);
+        let strtab = u64_at(shoff + shstrndx * shentsize + 0x18)?;
+        let mut out = Vec::new();
+        for i in 0..shnum {
+            let name = strtab + u32_at(shoff + i * shentsize)?;
+            let end = b.get(name..)?.iter().position(|&c| c == 0)?;
+            out.push(String::from_utf8_lossy(&b[name..name + end]).into_owned());
+        }
+        Some(out)
+    };
+    names().is_some_and(|n| !n.iter().any(|s| s == ".symtab"))
 }

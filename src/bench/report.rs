@@ -166,6 +166,6 @@ mod tests {
         b.variant = "base".into();
         assert_eq!(added(&[r.clone(), b], "s", "v", "base"), Some((15.0, 30.0)));
         assert!(markdown(&[r.clone()]).contains("| s | v | 20 µs |"));
-        assert!(text(&[r]).contains("20 µs"));
+        assert!(text(std::slice::from_ref(&r)).contains("20 µs"));
     }
 }

@@ -179,7 +179,11 @@ impl HttpClient {
     pub fn plain(h2c: bool) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(h2c);
-        HttpClient::Plain(builder.build(HttpConnector::new()))
+        // Without TCP_NODELAY a request written in two segments (head, then body) waits for the
+        // peer's delayed ACK before its second part leaves.
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        HttpClient::Plain(builder.build(tcp))
     }
 
     /// A TLS client with `config`, offering `alpn`.

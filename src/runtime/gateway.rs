@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,13 @@ fn serve(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener,
     let stop = stop.clone();
     tracker.spawn(async move {
         let addr = listener.local_addr().ok();
+        // TCP_NODELAY on every accepted connection: an answer written in several segments (HTTP/2
+        // HEADERS then DATA, or a head then a body) must not wait for the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let res = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = res {
             tracing::error!(api = what, addr = ?addr, error = %e, "API server failed");

@@ -3,6 +3,7 @@
 
 mod app_channel;
 mod backends;
+mod bench;
 mod durability;
 mod faults;
 mod harness;

@@ -1,0 +1,44 @@
+//! `rapr bench` end to end at a small scale: every scenario starts what it measures (echo app,
+//! nginx chain, sidecars, stores), runs its baseline in the same run, and reports rows without
+//! errors; `--markdown` writes the table docs/benchmarks.md takes. Figures are not asserted
+//! (benchmarks, never timed assertions), only that each was measured.
+
+use std::process::Command;
+
+#[test]
+fn every_scenario_runs_with_its_baseline_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("bench.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["bench", "all", "--qps", "100", "-c", "4", "--duration", "1s", "--warmup", "300ms", "--rounds", "1", "--payload", "256"])
+        .args(["--stores", "sqlite,redis,postgres", "--p99-limit-ms", "50", "--markdown"])
+        .arg(&md)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rapr bench failed:\n{stdout}\n{stderr}");
+    let table = std::fs::read_to_string(&md).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| scenario")).map(|l| l.split('|').map(str::trim).collect()).collect();
+    for (scenario, variant) in [
+        ("invoke-http", "direct"),
+        ("invoke-http", "nginx x2"),
+        ("invoke-http", "rapr x2"),
+        ("invoke-grpc", "direct"),
+        ("invoke-grpc", "nginx x2"),
+        ("invoke-grpc", "rapr x2"),
+        ("state-get redis", "direct"),
+        ("state-get redis", "rapr http"),
+        ("state-get postgres", "rapr grpc"),
+        ("state-get sqlite", "rapr http"),
+        ("state-save postgres", "direct"),
+        ("state-save redis", "rapr grpc"),
+        ("state-save sqlite", "rapr grpc"),
+    ] {
+        let row = rows.iter().find(|r| r[1] == scenario && r[2] == variant).unwrap_or_else(|| panic!("no row {scenario} / {variant} in:\n{table}"));
+        assert_eq!(row[8], "0", "errors in {scenario} / {variant}:\n{stdout}");
+        assert!(row[3].ends_with("µs") || row[3].ends_with("ms"), "{row:?}");
+    }
+    for note in ["added latency invoke-http rapr x2 vs direct", "max throughput invoke-http rapr x2", "max throughput invoke-http nginx x2", "startup to healthy", "idle RSS", "RSS of the invocation sidecars", "binary size"] {
+        assert!(table.contains(note), "{note:?} missing from:\n{table}");
+    }
+}
