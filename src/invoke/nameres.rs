@@ -5,12 +5,20 @@
 //! (Dapr's layout: `registration_id, address, app_id, namespace, last_update`), refreshes the row
 //! every `updateInterval - timeout - 1s`, and deletes it on shutdown. Lookups pick a random row
 //! refreshed within `updateInterval`, so a killed sidecar drops out by itself.
+//!
+//! Lookups are cached for `CACHE_TTL` (1 s) per app id in an immutable snapshot (`ArcSwap`):
+//! a query per call cost more CPU than the rest of an invocation. A new app is never cached as
+//! missing (misses always query), and a dead one is gone at most `CACHE_TTL` after its row goes
+//! stale.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use arc_swap::ArcSwap;
+
+use rusqlite::{params, Connection, OpenFlags};
 
 use super::InvokeError;
 use crate::components::sqlite_pool::SqlitePool;
@@ -36,11 +44,22 @@ impl NameResolverConfig {
     }
 }
 
+/// How long a lookup's addresses are reused.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The live addresses of one app id, as last read.
+#[derive(Clone)]
+struct Cached {
+    addresses: Arc<[String]>,
+    read_at: Instant,
+}
+
 /// The registry client of one sidecar.
 pub struct SqliteNameResolver {
     pool: Arc<SqlitePool>,
     table: String,
     update_secs: i64,
+    cache: ArcSwap<HashMap<String, Cached>>,
 }
 
 /// This sidecar's row, kept fresh until `deregister` (or until dropped, when it goes stale).
@@ -87,7 +106,7 @@ impl SqliteNameResolver {
         })
         .await
         .map_err(store_err)?;
-        Ok(Self { pool: Arc::new(pool), table: cfg.table_name.clone(), update_secs: cfg.update_interval.as_secs().max(2) as i64 })
+        Ok(Self { pool: Arc::new(pool), table: cfg.table_name.clone(), update_secs: cfg.update_interval.as_secs().max(2) as i64, cache: ArcSwap::default() })
     }
 
     /// Registers `app_id` at `address` and keeps the row fresh until `deregister`.
@@ -127,19 +146,45 @@ impl SqliteNameResolver {
 
     /// A live address of `app_id`.
     pub async fn resolve(&self, app_id: &str) -> Result<String, InvokeError> {
+        if let Some(c) = self.cache.load().get(app_id).filter(|c| c.read_at.elapsed() < CACHE_TTL) {
+            return Ok(pick(&c.addresses));
+        }
         let (t, app, secs) = (self.table.clone(), app_id.to_string(), self.update_secs);
-        let found = self
+        let found: Vec<String> = self
             .pool
             .read(move |c| {
-                c.query_row(&format!("SELECT address FROM {t} WHERE app_id = ?1 AND unixepoch('now') - last_update < ?2 ORDER BY RANDOM() LIMIT 1"), params![app, secs], |r| r.get::<_, String>(0))
-                    .optional()
-                    .map_err(|e| StoreError::Backend(e.to_string()))
+                let mut q = c.prepare_cached(&format!("SELECT address FROM {t} WHERE app_id = ?1 AND unixepoch('now') - last_update < ?2")).map_err(|e| StoreError::Backend(e.to_string()))?;
+                let rows = q.query_map(params![app, secs], |r| r.get::<_, String>(0)).map_err(|e| StoreError::Backend(e.to_string()))?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(|e| StoreError::Backend(e.to_string()))
             })
             .await
             .map_err(store_err)?;
-        found.ok_or(InvokeError::NotFound)
+        if found.is_empty() {
+            self.cache.rcu(|m| {
+                let mut m = HashMap::clone(m);
+                m.remove(app_id);
+                m
+            });
+            return Err(InvokeError::NotFound);
+        }
+        let addresses: Arc<[String]> = found.into();
+        self.cache.rcu(|m| {
+            // Expired entries go as the snapshot is copied, so ids no longer called never pile up.
+            let mut m: HashMap<String, Cached> = m.iter().filter(|(_, c)| c.read_at.elapsed() < CACHE_TTL).map(|(k, c)| (k.clone(), c.clone())).collect();
+            m.insert(app_id.to_string(), Cached { addresses: Arc::clone(&addresses), read_at: Instant::now() });
+            m
+        });
+        Ok(pick(&addresses))
     }
 
+}
+
+/// One of `addresses` at random: instances of one app id share its calls.
+fn pick(addresses: &[String]) -> String {
+    match addresses.len() {
+        1 => addresses[0].clone(),
+        n => addresses[rand::random_range(0..n)].clone(),
+    }
 }
 
 impl Registration {
@@ -174,7 +219,24 @@ mod tests {
         let reg = a.register("a", "127.0.0.1:5000").await.unwrap();
         assert_eq!(b.resolve("a").await.unwrap(), "127.0.0.1:5000");
         reg.deregister().await;
+        // Within the cache's lifetime the last answer stands; after it, the row is gone.
+        assert_eq!(b.resolve("a").await.unwrap(), "127.0.0.1:5000");
+        tokio::time::sleep(CACHE_TTL).await;
         assert!(matches!(b.resolve("a").await, Err(InvokeError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn instances_of_one_app_share_its_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NameResolverConfig::at(dir.path().join("nr.db"));
+        let r = SqliteNameResolver::open(&cfg).await.unwrap();
+        let _one = r.register("twin", "127.0.0.1:5001").await.unwrap();
+        let _two = r.register("twin", "127.0.0.1:5002").await.unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            seen.insert(r.resolve("twin").await.unwrap());
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[tokio::test]

@@ -24,8 +24,8 @@ use crate::invoke::nameres::Registration;
 use super::restart::RestartPolicy;
 use super::telemetry::{self, Tracing};
 use super::shutdown::ShutdownHandle;
-use crate::api::grpc::GrpcState;
-use crate::api::http::HttpState;
+use crate::api::grpc::{GrpcShared, GrpcState};
+use crate::api::http::{HttpShared, HttpState};
 use crate::api::metadata::{AppConnection, MetadataApi};
 use crate::api::state::StateApi;
 use crate::components::directory::DirectoryHandle;
@@ -159,7 +159,7 @@ impl Actor for RuntimeRoot {
             Some(h) => metadata.with_app_health(h),
             None => metadata,
         };
-        let http = crate::api::http::router(HttpState {
+        let http = crate::api::http::router(HttpState::new(HttpShared {
             state: state.clone(),
             metadata: metadata.clone(),
             secrets: secrets.clone(),
@@ -168,9 +168,9 @@ impl Actor for RuntimeRoot {
             app_id: app_id.clone(),
             max_body,
             api_token: api_token.clone(),
-        });
+        }));
         let metadata_ready = metadata.clone();
-        let grpc = crate::api::grpc::router(GrpcState { state, metadata, secrets, invoke: invocation.api.clone(), shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token })?;
+        let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { state, metadata, secrets, invoke: invocation.api.clone(), shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token }))?;
         let listen = flags.listen_addresses();
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),

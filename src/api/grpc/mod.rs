@@ -81,7 +81,25 @@ impl Dapr for DaprService {
 
 /// What the gRPC router needs.
 #[derive(Clone)]
-pub struct GrpcState {
+pub struct GrpcState(std::sync::Arc<GrpcShared>);
+
+impl GrpcState {
+    /// Shares `inner` between every request (axum and tonic clone the state per request; one
+    /// `Arc` makes that a reference count instead of a copy of every facade).
+    pub fn new(inner: GrpcShared) -> Self {
+        Self(std::sync::Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for GrpcState {
+    type Target = GrpcShared;
+    fn deref(&self) -> &GrpcShared {
+        &self.0
+    }
+}
+
+/// The facades and limits behind [`GrpcState`].
+pub struct GrpcShared {
     /// State facade.
     pub state: StateApi,
     /// Metadata facade.

@@ -23,7 +23,25 @@ use crate::runtime::shutdown::ShutdownHandle;
 
 /// What HTTP handlers share: the facades and request limits.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(std::sync::Arc<HttpShared>);
+
+impl HttpState {
+    /// Shares `inner` between every request (axum and tonic clone the state per request; one
+    /// `Arc` makes that a reference count instead of a copy of every facade).
+    pub fn new(inner: HttpShared) -> Self {
+        Self(std::sync::Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for HttpState {
+    type Target = HttpShared;
+    fn deref(&self) -> &HttpShared {
+        &self.0
+    }
+}
+
+/// The facades and limits behind [`HttpState`].
+pub struct HttpShared {
     /// State facade.
     pub state: StateApi,
     /// Metadata and health facade.
