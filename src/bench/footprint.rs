@@ -19,6 +19,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     let res = crate::cli::init::ensure_defaults(&home).map_err(|e| format!("writing the default components: {e}"))?;
     let mut startups = Vec::new();
     let mut idle = Vec::new();
+    let mut split = (0, 0, 0);
     for i in 0..5.max(ctx.args.rounds) {
         if i == 0 {
             eprintln!("  footprint: startups and idle RSS");
@@ -28,6 +29,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
         if i == 0 {
             tokio::time::sleep(Duration::from_secs(3)).await;
             idle.push(sc.proc.rss_kib());
+            split = super::procs::memory_split(sc.proc.pid());
         }
     }
     startups.sort_by(f64::total_cmp);
@@ -38,7 +40,13 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
         startups[startups.len() - 1],
         startups.len()
     ));
-    lines.push(format!("idle RSS (rapr sidecar, embedded defaults, 3 s after healthy): {:.1} MB", idle[0] as f64 / 1024.0));
+    lines.push(format!(
+        "idle RSS (rapr sidecar, embedded defaults, 3 s after healthy): {:.1} MB = {:.1} MB private (RssAnon) + {:.1} MB mapped binary and libraries (RssFile, shared by every rapr process); PSS {:.1} MB",
+        idle[0] as f64 / 1024.0,
+        split.0 as f64 / 1024.0,
+        split.1 as f64 / 1024.0,
+        split.2 as f64 / 1024.0
+    ));
     // Both sidecars of an invocation chain, idle and at the flags' rate.
     let (_echo, echo_http, _) = echo_app(ctx).await?;
     let inv = ctx.dir.join("footprint-resources");

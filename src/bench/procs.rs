@@ -115,6 +115,15 @@ pub fn rss_kib(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
+/// (RssAnon, RssFile, Pss) of `pid` in KiB: the process's own memory, the mapped binary and
+/// libraries (shared by every process running them), and its proportional share of both.
+pub fn memory_split(pid: u32) -> (u64, u64, u64) {
+    let field = |text: &str, name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    (field(&status, "RssAnon:"), field(&status, "RssFile:"), field(&rollup, "Pss:"))
+}
+
 /// utime + stime of `pid` (zero if gone).
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

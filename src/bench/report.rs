@@ -37,7 +37,8 @@ impl RoundStats {
             p999: r.p_us(0.999),
             qps: r.achieved_qps(),
             errors: r.errors,
-            cpu_pct: usage.iter().map(|u| u.cpu_pct).sum(),
+            // `+ 0.0`: an empty float sum is -0.0, which would print as "-0%".
+            cpu_pct: usage.iter().map(|u| u.cpu_pct).sum::<f64>() + 0.0,
             rss_kib: usage.iter().map(|u| u.rss_kib).sum(),
         }
     }
@@ -165,7 +166,7 @@ mod tests {
         let mut b = row(&[5.0]);
         b.variant = "base".into();
         assert_eq!(added(&[r.clone(), b], "s", "v", "base"), Some((15.0, 30.0)));
-        assert!(markdown(&[r.clone()]).contains("| s | v | 20 µs |"));
+        assert!(markdown(std::slice::from_ref(&r)).contains("| s | v | 20 µs |"));
         assert!(text(std::slice::from_ref(&r)).contains("20 µs"));
     }
 }

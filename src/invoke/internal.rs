@@ -11,8 +11,6 @@ use http_body_util::BodyExt;
 use rapr_proto::common::v1 as common;
 use rapr_proto::internals::v1 as internals;
 use rapr_proto::internals::v1::service_invocation_server::{ServiceInvocation, ServiceInvocationServer};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::app_channel::{AppChannel, AppProtocol};
@@ -150,30 +148,10 @@ impl InternalService {
             }),
             payload: None,
         };
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            if tx.send(Ok(lead)).await.is_err() {
-                return;
-            }
-            let mut seq = 0u64;
-            let mut data = body.into_data_stream();
-            while let Some(chunk) = data.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("reading the app's response: {e}")))).await;
-                        return;
-                    }
-                };
-                for piece in chunk.chunks(CHUNK) {
-                    let frame = internals::InternalInvokeResponseStream { response: None, payload: Some(common::StreamPayload { data: piece.to_vec(), seq }) };
-                    seq += 1;
-                    if tx.send(Ok(frame)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok((Response::new(Box::pin(ReceiverStream::new(rx))), status))
+        // The answer streams straight from the app's body: no task and no channel per call.
+        let payloads = super::remote::chunk_frames(body, |data, seq| internals::InternalInvokeResponseStream { response: None, payload: Some(common::StreamPayload { data, seq }) })
+            .map(|f| f.map_err(|e| Status::internal(format!("reading the app's response: {e}"))));
+        let frames = futures::stream::once(std::future::ready(Ok(lead))).chain(payloads);
+        Ok((Response::new(Box::pin(frames)), status))
     }
 }

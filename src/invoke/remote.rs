@@ -18,8 +18,6 @@ use http_body_util::BodyExt;
 use rapr_proto::common::v1 as common;
 use rapr_proto::internals::v1 as internals;
 use rapr_proto::internals::v1::service_invocation_client::ServiceInvocationClient;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::message::{header_map, CALLEE, CALLER};
@@ -140,11 +138,7 @@ impl RemoteInvoker {
     async fn call_stream_inner(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
         let ch = self.channel(addr).await?;
         let trace = with_trace_headers(&req.metadata, ());
-        let (tx, rx) = mpsc::channel::<internals::InternalInvokeRequestStream>(8);
-        let first = internals::InternalInvokeRequestStream { request: Some(req), payload: None };
-        tx.send(first).await.map_err(|_| InvokeError::Unreachable("request stream closed".into()))?;
-        tokio::spawn(pump_body(body, tx));
-        let mut call = tonic::Request::new(ReceiverStream::new(rx));
+        let mut call = tonic::Request::new(request_frames(req, body));
         *call.metadata_mut() = trace.into_parts().0;
         let resp = self.client(ch).call_local_stream(call).await.map_err(|s| self.status_error(addr, s))?;
         let mut stream = resp.into_inner();
@@ -185,20 +179,40 @@ fn with_trace_headers<T>(metadata: &HashMap<String, internals::ListStringValue>,
     r
 }
 
-/// Sends `body` as numbered payload frames; stops quietly if the call ended.
-pub async fn pump_body(body: Body, tx: mpsc::Sender<internals::InternalInvokeRequestStream>) {
-    let mut seq = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { return };
-        for piece in chunk.chunks(CHUNK) {
-            let frame = internals::InternalInvokeRequestStream { request: None, payload: Some(common::StreamPayload { data: piece.to_vec(), seq }) };
-            seq += 1;
-            if tx.send(frame).await.is_err() {
-                return;
+/// The lead frame, then `body` as numbered payload frames of at most `CHUNK` bytes. The stream is
+/// read by the call itself as HTTP/2 flow control allows: no task and no channel per call. A body
+/// that fails mid-way ends the frames there, as a client that hangs up does.
+pub fn request_frames(req: internals::InternalInvokeRequest, body: Body) -> impl futures::Stream<Item = internals::InternalInvokeRequestStream> + Send + 'static {
+    let lead = internals::InternalInvokeRequestStream { request: Some(req), payload: None };
+    let payloads = chunk_frames(body, |data, seq| internals::InternalInvokeRequestStream { request: None, payload: Some(common::StreamPayload { data, seq }) }).filter_map(|f| std::future::ready(f.ok()));
+    futures::stream::once(std::future::ready(lead)).chain(payloads)
+}
+
+/// `body` cut into frames of at most `CHUNK` bytes, numbered from 0 by `make`; a body error is
+/// the last item.
+pub fn chunk_frames<F: Send + 'static>(body: Body, make: fn(Vec<u8>, u64) -> F) -> impl futures::Stream<Item = Result<F, axum::Error>> + Send + 'static {
+    body.into_data_stream()
+        .scan((0u64, false), move |(seq, failed), chunk| {
+            if *failed {
+                return std::future::ready(None);
             }
-        }
-    }
+            let items: Vec<Result<F, axum::Error>> = match chunk {
+                Ok(c) => c
+                    .chunks(CHUNK)
+                    .map(|piece| {
+                        let f = make(piece.to_vec(), *seq);
+                        *seq += 1;
+                        Ok(f)
+                    })
+                    .collect(),
+                Err(e) => {
+                    *failed = true;
+                    vec![Err(e)]
+                }
+            };
+            std::future::ready(Some(futures::stream::iter(items)))
+        })
+        .flatten()
 }
 
 /// Drains what is left of an HTTP/2 stream when its reader is dropped early.
