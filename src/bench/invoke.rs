@@ -9,11 +9,10 @@
 use http::Method;
 
 use super::callers::{self, HttpShape};
-use super::loadgen::Connect;
 use super::nginx;
 use super::procs::{free_port, wait_port, Proc};
 use super::report::Row;
-use super::Ctx;
+use super::{Ctx, Variant};
 
 /// The app id of the echo app's sidecar.
 pub const ECHO_ID: &str = "bench-echo";
@@ -48,27 +47,18 @@ pub async fn run(ctx: &Ctx, grpc: bool) -> Result<Vec<Row>, String> {
     let caller = ctx.sidecar("bench-caller", &res, &[]).await?;
     let payload = ctx.payload();
     let shape = |path: &str| HttpShape { method: Method::POST, path: path.into(), body: payload.clone(), content_type: Some("application/json") };
-    let variants: Vec<(&str, Connect, Vec<&Proc>, &str)> = if grpc {
+    let variants = if grpc {
         vec![
-            ("direct", callers::on_invoke(echo_grpc, payload.clone()), vec![&echo], "echo app"),
-            ("nginx x2", callers::on_invoke(n1, payload.clone()), vec![&hop1, &hop2], "2 nginx"),
-            ("rapr x2", callers::invoke_service(caller.grpc, ECHO_ID.into(), payload.clone()), vec![&caller.proc, &target.proc], "2 sidecars"),
+            Variant::new("direct", callers::on_invoke(echo_grpc, payload.clone()), vec![&echo], "echo app"),
+            Variant::new("nginx x2", callers::on_invoke(n1, payload.clone()), vec![&hop1, &hop2], "2 nginx"),
+            Variant::new("rapr x2", callers::invoke_service(caller.grpc, ECHO_ID.into(), payload.clone()), vec![&caller.proc, &target.proc], "2 sidecars"),
         ]
     } else {
         vec![
-            ("direct", callers::http(echo_http, shape("/echo")), vec![&echo], "echo app"),
-            ("nginx x2", callers::http(n1, shape("/echo")), vec![&hop1, &hop2], "2 nginx"),
-            ("rapr x2", callers::http(caller.http, shape(&format!("/v1.0/invoke/{ECHO_ID}/method/echo"))), vec![&caller.proc, &target.proc], "2 sidecars"),
+            Variant::new("direct", callers::http(echo_http, shape("/echo")), vec![&echo], "echo app"),
+            Variant::new("nginx x2", callers::http(n1, shape("/echo")), vec![&hop1, &hop2], "2 nginx"),
+            Variant::new("rapr x2", callers::http(caller.http, shape(&format!("/v1.0/invoke/{ECHO_ID}/method/echo"))), vec![&caller.proc, &target.proc], "2 sidecars"),
         ]
     };
-    let mut rows: Vec<Row> = variants.iter().map(|(v, _, _, m)| Row { scenario: scenario.into(), variant: v.to_string(), measured: m.to_string(), rounds: Vec::new(), first_error: None }).collect();
-    for round in 0..ctx.args.rounds {
-        for (i, (variant, connect, measured, _)) in variants.iter().enumerate() {
-            let what = format!("{scenario} {variant} round {}/{}", round + 1, ctx.args.rounds);
-            let (stats, err) = ctx.measure(&what, connect.clone(), measured).await?;
-            rows[i].rounds.push(stats);
-            rows[i].first_error = rows[i].first_error.take().or(err);
-        }
-    }
-    Ok(rows)
+    ctx.rounds(scenario, &variants).await
 }

@@ -142,6 +142,42 @@ impl Ctx {
     }
 }
 
+/// One measured variant of a scenario.
+pub struct Variant<'a> {
+    /// Its name in the table (`direct`, `nginx x2`, `rapr x2`, ...).
+    pub name: String,
+    /// How its connections are made.
+    pub connect: loadgen::Connect,
+    /// The processes whose CPU and RSS it reports.
+    pub measured: Vec<&'a procs::Proc>,
+    /// What those processes are, for the table.
+    pub covers: &'static str,
+}
+
+impl<'a> Variant<'a> {
+    /// A variant named `name`.
+    pub fn new(name: &str, connect: loadgen::Connect, measured: Vec<&'a procs::Proc>, covers: &'static str) -> Self {
+        Variant { name: name.into(), connect, measured, covers }
+    }
+}
+
+impl Ctx {
+    /// Runs every variant once per round, taking turns within a round (so drift on the machine
+    /// touches all alike); a row per variant.
+    pub async fn rounds(&self, scenario: &str, variants: &[Variant<'_>]) -> Result<Vec<Row>, String> {
+        let mut rows: Vec<Row> = variants.iter().map(|v| Row { scenario: scenario.into(), variant: v.name.clone(), measured: v.covers.into(), rounds: Vec::new(), first_error: None }).collect();
+        for round in 0..self.args.rounds {
+            for (row, v) in rows.iter_mut().zip(variants) {
+                let what = format!("{scenario} {} round {}/{}", v.name, round + 1, self.args.rounds);
+                let (stats, err) = self.measure(&what, v.connect.clone(), &v.measured).await?;
+                row.rounds.push(stats);
+                row.first_error = row.first_error.take().or(err);
+            }
+        }
+        Ok(rows)
+    }
+}
+
 /// `rapr bench`; returns the exit code.
 pub async fn run_bench(args: BenchArgs) -> i32 {
     let pin = Pinning::detect(args.no_pin);

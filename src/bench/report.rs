@@ -92,53 +92,40 @@ fn us(v: f64) -> String {
     }
 }
 
+/// A row's medians as printed: p50, p90, p99, p99.9, QPS, errors, CPU %, RSS MB.
+fn cells(r: &Row) -> [String; 8] {
+    [
+        us(r.median(|s| s.p50)),
+        us(r.median(|s| s.p90)),
+        us(r.median(|s| s.p99)),
+        us(r.median(|s| s.p999)),
+        format!("{:.0}", r.median(|s| s.qps)),
+        r.rounds.iter().map(|s| s.errors).sum::<u64>().to_string(),
+        format!("{:.0}%", r.median(|s| s.cpu_pct)),
+        format!("{:.1} MB", r.median(|s| s.rss_kib as f64) / 1024.0),
+    ]
+}
+
 /// The results as a Markdown table (medians, with the p50/p99 spread over rounds).
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from("| scenario | variant | p50 | p90 | p99 | p99.9 | QPS | errors | CPU | RSS | p50 / p99 spread |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let (l50, h50) = r.spread(|s| s.p50);
         let (l99, h99) = r.spread(|s| s.p99);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0}% | {:.1} MB | {}–{} / {}–{} |",
-            r.scenario,
-            r.variant,
-            us(r.median(|s| s.p50)),
-            us(r.median(|s| s.p90)),
-            us(r.median(|s| s.p99)),
-            us(r.median(|s| s.p999)),
-            r.median(|s| s.qps),
-            r.rounds.iter().map(|s| s.errors).sum::<u64>(),
-            r.median(|s| s.cpu_pct),
-            r.median(|s| s.rss_kib as f64) / 1024.0,
-            us(l50),
-            us(h50),
-            us(l99),
-            us(h99),
-        );
+        let _ = writeln!(out, "| {} | {} | {} | {}–{} / {}–{} |", r.scenario, r.variant, cells(r).join(" | "), us(l50), us(h50), us(l99), us(h99));
     }
     out
 }
 
 /// The results as an aligned text table for the terminal.
 pub fn text(rows: &[Row]) -> String {
-    let mut out = format!("{:<22} {:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>6} {:>9}  {}\n", "scenario", "variant", "p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "RSS", "measured");
+    let head = ["p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "RSS"];
+    let line = |scenario: &str, variant: &str, c: &[String], measured: &str| {
+        format!("{scenario:<22} {variant:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>5} {:>9}  {measured}\n", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    };
+    let mut out = line("scenario", "variant", &head.map(String::from), "measured");
     for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<22} {:<16} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>6} {:>5.0}% {:>6.1} MB  {}",
-            r.scenario,
-            r.variant,
-            us(r.median(|s| s.p50)),
-            us(r.median(|s| s.p90)),
-            us(r.median(|s| s.p99)),
-            us(r.median(|s| s.p999)),
-            r.median(|s| s.qps),
-            r.rounds.iter().map(|s| s.errors).sum::<u64>(),
-            r.median(|s| s.cpu_pct),
-            r.median(|s| s.rss_kib as f64) / 1024.0,
-            r.measured,
-        );
+        out.push_str(&line(&r.scenario, &r.variant, &cells(r), &r.measured));
         if let Some(e) = &r.first_error {
             let _ = writeln!(out, "    first error: {e}");
         }

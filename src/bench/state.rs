@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::callers::{self, HttpShape};
 use super::loadgen::{CallFuture, Caller, Connect};
 use super::report::Row;
-use super::Ctx;
+use super::{Ctx, Variant};
 
 const STORE: &str = "benchstore";
 const KEY: &str = "bench-key";
@@ -46,28 +46,20 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
             return Err(format!("seeding {store}: HTTP {}: {}", seed.status(), seed.text().await.unwrap_or_default()));
         }
         let name = format!("{scenario} {store}");
-        let mut variants: Vec<(String, Connect, Vec<&super::procs::Proc>, &str)> = Vec::new();
+        let mut variants: Vec<Variant<'_>> = Vec::new();
         // Dapr's default key prefix is the app id: the driver reads the row the sidecar wrote.
         let stored_key = format!("bench-state-{store}||{KEY}");
         if let Some(c) = direct(ctx, store, save, payload.clone(), stored_key) {
-            variants.push(("direct".into(), c, vec![], "driver only"));
+            variants.push(Variant::new("direct", c, vec![], "driver only"));
         }
         let shape = if save {
             HttpShape { method: Method::POST, path: format!("/v1.0/state/{STORE}"), body: Bytes::from(format!("[{{\"key\":\"{KEY}\",\"value\":{}}}]", String::from_utf8_lossy(&payload))), content_type: Some("application/json") }
         } else {
             HttpShape { method: Method::GET, path: format!("/v1.0/state/{STORE}/{KEY}"), body: Bytes::new(), content_type: None }
         };
-        variants.push(("rapr http".into(), callers::http(sc.http, shape), vec![&sc.proc], "sidecar"));
-        variants.push(("rapr grpc".into(), grpc(sc.grpc, save, payload.clone()), vec![&sc.proc], "sidecar"));
-        let mut mine: Vec<Row> = variants.iter().map(|(v, _, _, m)| Row { scenario: name.clone(), variant: v.clone(), measured: m.to_string(), rounds: Vec::new(), first_error: None }).collect();
-        for round in 0..ctx.args.rounds {
-            for (i, (variant, connect, measured, _)) in variants.iter().enumerate() {
-                let what = format!("{name} {variant} round {}/{}", round + 1, ctx.args.rounds);
-                let (stats, err) = ctx.measure(&what, connect.clone(), measured).await?;
-                mine[i].rounds.push(stats);
-                mine[i].first_error = mine[i].first_error.take().or(err);
-            }
-        }
+        variants.push(Variant::new("rapr http", callers::http(sc.http, shape), vec![&sc.proc], "sidecar"));
+        variants.push(Variant::new("rapr grpc", grpc(sc.grpc, save, payload.clone()), vec![&sc.proc], "sidecar"));
+        let mut mine = ctx.rounds(&name, &variants).await?;
         rows.append(&mut mine);
     }
     Ok(rows)
