@@ -10,7 +10,7 @@ use http::Method;
 
 use super::callers::{self, HttpShape};
 use super::nginx;
-use super::procs::{free_port, wait_port, Proc};
+use super::procs::{free_ports, retry_in_use, wait_port, Proc};
 use super::report::Row;
 use super::{Ctx, Variant};
 
@@ -19,13 +19,16 @@ pub const ECHO_ID: &str = "bench-echo";
 
 /// The echo app on free ports (HTTP and gRPC).
 pub async fn echo_app(ctx: &Ctx) -> Result<(Proc, u16, u16), String> {
-    let (http, grpc) = (free_port()?, free_port()?);
-    let mut cmd = ctx.pin.command(&ctx.exe);
-    cmd.args(["bench-echo", "--http-port", &http.to_string(), "--grpc-port", &grpc.to_string()]);
-    let mut p = Proc::spawn("echo-app", cmd, &ctx.dir)?;
-    wait_port(&mut p, http, std::time::Duration::from_secs(10)).await?;
-    wait_port(&mut p, grpc, std::time::Duration::from_secs(10)).await?;
-    Ok((p, http, grpc))
+    retry_in_use(|| async {
+        let [http, grpc] = free_ports()?;
+        let mut cmd = ctx.pin.command(&ctx.exe);
+        cmd.args(["bench-echo", "--http-port", &http.to_string(), "--grpc-port", &grpc.to_string()]);
+        let mut p = Proc::spawn("echo-app", cmd, &ctx.dir)?;
+        wait_port(&mut p, http, std::time::Duration::from_secs(10)).await?;
+        wait_port(&mut p, grpc, std::time::Duration::from_secs(10)).await?;
+        Ok((p, http, grpc))
+    })
+    .await
 }
 
 /// Runs the scenario's rounds; returns a row per variant.
@@ -34,12 +37,7 @@ pub async fn run(ctx: &Ctx, grpc: bool) -> Result<Vec<Row>, String> {
     let nginx_bin = nginx::ensure_installed()?;
     let (echo, echo_http, echo_grpc) = echo_app(ctx).await?;
     let app_port = if grpc { echo_grpc } else { echo_http };
-    // nginx: hop 1 -> hop 2 -> app.
-    let (n1, n2) = (free_port()?, free_port()?);
-    let mut hop2 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, &format!("{scenario}-nginx2"), n2, app_port, grpc)?;
-    let mut hop1 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, &format!("{scenario}-nginx1"), n1, n2, grpc)?;
-    wait_port(&mut hop2, n2, std::time::Duration::from_secs(10)).await?;
-    wait_port(&mut hop1, n1, std::time::Duration::from_secs(10)).await?;
+    let (hop1, hop2, n1) = nginx::chain(&nginx_bin, ctx, scenario, app_port, grpc).await?;
     // rapr: caller sidecar -> app's sidecar -> app.
     let res = ctx.dir.join(format!("{scenario}-resources"));
     let protocol = if grpc { "grpc" } else { "http" };

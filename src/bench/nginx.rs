@@ -33,6 +33,19 @@ fn find() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
 }
 
+/// The two-hop chain in front of 127.0.0.1:`app`: (hop 1, hop 2, hop 1's port).
+pub async fn chain(nginx: &Path, ctx: &super::Ctx, name: &str, app: u16, grpc: bool) -> Result<(Proc, Proc, u16), String> {
+    super::procs::retry_in_use(|| async {
+        let [n1, n2] = super::procs::free_ports()?;
+        let mut hop2 = hop(nginx, &ctx.pin, &ctx.dir, &format!("{name}-nginx2"), n2, app, grpc)?;
+        let mut hop1 = hop(nginx, &ctx.pin, &ctx.dir, &format!("{name}-nginx1"), n1, n2, grpc)?;
+        super::procs::wait_port(&mut hop2, n2, std::time::Duration::from_secs(10)).await?;
+        super::procs::wait_port(&mut hop1, n1, std::time::Duration::from_secs(10)).await?;
+        Ok((hop1, hop2, n1))
+    })
+    .await
+}
+
 /// One hop: listens on `listen`, forwards to 127.0.0.1:`upstream`.
 pub fn hop(nginx: &Path, pin: &Pinning, dir: &Path, name: &str, listen: u16, upstream: u16, grpc: bool) -> Result<Proc, String> {
     let prefix = dir.join(name);

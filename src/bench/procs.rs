@@ -135,9 +135,28 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
+/// `N` distinct free TCP ports on loopback (held together while picked, so never the same twice).
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>().map_err(|e| format!("no free port: {e}"))?;
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>().map_err(|e| format!("no free port: {e}"))?;
+    ports.try_into().map_err(|_| "no free port".to_string())
+}
+
+/// Runs `start` again (up to 3 times) when it failed because a port it picked was taken in the
+/// meantime: a port is free when picked, but any outgoing connection may get it before the
+/// process binds it.
+pub async fn retry_in_use<T, F, Fut>(mut start: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut attempt = 0;
+    loop {
+        match start().await {
+            Err(e) if attempt < 2 && e.contains("in use") => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Waits until something accepts on `port`, failing with the process's output if it exits.

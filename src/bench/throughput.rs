@@ -11,18 +11,14 @@ use super::callers::{self, HttpShape};
 use super::invoke::{echo_app, ECHO_ID};
 use super::loadgen::{Connect, Load};
 use super::nginx;
-use super::procs::{free_port, wait_port, Proc};
+use super::procs::Proc;
 use super::Ctx;
 
 /// Runs it; returns result lines.
 pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     let nginx_bin = nginx::ensure_installed()?;
     let (echo, echo_http, _) = echo_app(ctx).await?;
-    let (n1, n2) = (free_port()?, free_port()?);
-    let mut hop2 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, "tp-nginx2", n2, echo_http, false)?;
-    let mut hop1 = nginx::hop(&nginx_bin, &ctx.pin, &ctx.dir, "tp-nginx1", n1, n2, false)?;
-    wait_port(&mut hop2, n2, Duration::from_secs(10)).await?;
-    wait_port(&mut hop1, n1, Duration::from_secs(10)).await?;
+    let (hop1, hop2, n1) = nginx::chain(&nginx_bin, ctx, "tp", echo_http, false).await?;
     let res = ctx.dir.join("tp-resources");
     let target = ctx.sidecar(ECHO_ID, &res, &["--app-port".into(), echo_http.to_string()]).await?;
     let caller = ctx.sidecar("bench-caller-tp", &res, &[]).await?;
