@@ -12,17 +12,14 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::routing::any;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{json, Value};
-use tokio_rustls::TlsAcceptor;
 
+use crate::harness::tls::serve_tls;
 use crate::harness::{Sidecar, SidecarBuilder};
 
 /// Answers the path and headers it received.
@@ -70,21 +67,7 @@ async fn serve_mtls(pki: &Pki) -> u16 {
     let chain = vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap();
     let cfg = ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = TowerToHyperService::new(Router::new().fallback(any(echo)));
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
-            });
-        }
-    });
-    port
+    serve_tls(Router::new().fallback(any(echo)), cfg).await
 }
 
 /// A sidecar with the `vault` file store holding `secrets` (multi-valued) and these endpoints.

@@ -16,9 +16,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rapr_proto::app::app_callback_health_check_server::{AppCallbackHealthCheck, AppCallbackHealthCheckServer};
 use rapr_proto::app::app_callback_client::AppCallbackClient;
 use rapr_proto::app::app_callback_server::{AppCallback, AppCallbackServer};
@@ -31,8 +28,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{json, Value};
-use tokio_rustls::TlsAcceptor;
 
+use crate::harness::tls::serve_tls;
 use crate::harness::{eventually, Sidecar, SidecarBuilder};
 
 /// Health checks every second, one failure is enough (`--app-health-check-path` comes last, so
@@ -113,24 +110,6 @@ fn server_config(leaf: &Leaf, client_ca: Option<&Ca>) -> ServerConfig {
     cfg
 }
 
-/// Serves `router` over TLS on a free loopback port. A failed handshake only drops that connection
-/// (several tests make handshakes fail on purpose).
-async fn serve_tls(router: Router, cfg: ServerConfig) -> u16 {
-    let acceptor = TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let (acceptor, router) = (acceptor.clone(), router.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), TowerToHyperService::new(router)).await;
-            });
-        }
-    });
-    port
-}
 
 /// Answers what it received: path, query, HTTP version, headers and body.
 async fn echo(req: Request) -> impl IntoResponse {
