@@ -49,17 +49,28 @@ pub struct ConfigurationSpec {
     pub unimplemented: Vec<String>,
 }
 
-/// `spec.tracing`.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// daprd's sampling rate when `samplingRate` is absent or not a number (one trace in 10,000;
+/// `pkg/diagnostics/utils` `defaultSamplingRate`).
+pub const DEFAULT_SAMPLING_RATE: f64 = 1e-4;
+
+/// `spec.tracing` (its default, with no `tracing` section, samples at [`DEFAULT_SAMPLING_RATE`]
+/// and exports nowhere, as daprd's).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TracingSpec {
-    /// `samplingRate` (0 to 1; daprd's default, when absent, is 0: nothing is sampled).
+    /// `samplingRate` (0 to 1; absent or not a number: [`DEFAULT_SAMPLING_RATE`]).
     pub sampling_rate: f64,
     /// `stdout: true`: log every sampled span.
     pub stdout: bool,
     /// `otel`: the OTLP exporter.
     pub otel: Option<OtelSpec>,
-    /// `zipkin.endpointAddress`, which rapr does not export to yet.
+    /// `zipkin.endpointAddress`: the Zipkin v2 collector URL spans are POSTed to.
     pub zipkin: Option<String>,
+}
+
+impl Default for TracingSpec {
+    fn default() -> Self {
+        Self { sampling_rate: DEFAULT_SAMPLING_RATE, stdout: false, otel: None, zipkin: None }
+    }
 }
 
 /// `spec.tracing.otel`.
@@ -104,14 +115,11 @@ fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, Strin
 
 fn tracing_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<TracingSpec, String> {
     let Some(t) = spec.get("tracing") else { return Ok(TracingSpec::default()) };
+    // daprd keeps the rate as a string and parses it when building its sampler; what does not
+    // parse (absent, empty, "abc") is its default rate, never an error.
     let sampling_rate = match t.get("samplingRate") {
-        None => 0.0,
-        Some(v) => match (v.as_f64(), v.as_str()) {
-            (Some(f), _) => f,
-            (None, Some("")) => 0.0,
-            (None, Some(s)) => s.trim().parse::<f64>().map_err(|_| format!("spec.tracing.samplingRate must be a number, not {s:?}"))?,
-            _ => return Err("spec.tracing.samplingRate must be a number".into()),
-        },
+        Some(v) => v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse::<f64>().ok())).filter(|f| !f.is_nan()).unwrap_or(DEFAULT_SAMPLING_RATE),
+        None => DEFAULT_SAMPLING_RATE,
     };
     let otel = match t.get("otel") {
         None => None,
@@ -240,6 +248,16 @@ mod tests {
         assert!(c.metric.enabled && c.metric.increased_cardinality);
         assert!(c.unimplemented.is_empty());
         let none = ConfigurationSpec::from_spec("c", &BTreeMap::new()).unwrap();
-        assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (0.0, true, false));
+        assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (DEFAULT_SAMPLING_RATE, true, false));
+    }
+
+    #[test]
+    fn sampling_rate_as_daprd_parses_it() {
+        let rate = |yaml: &str| ConfigurationSpec::from_spec("c", &yaml_serde::from_str(yaml).unwrap()).unwrap().tracing.sampling_rate;
+        assert_eq!(rate("tracing:\n  samplingRate: \"1\"\n"), 1.0);
+        assert_eq!(rate("tracing:\n  samplingRate: 0\n"), 0.0);
+        assert_eq!(rate("tracing:\n  zipkin:\n    endpointAddress: http://z:9411/api/v2/spans\n"), DEFAULT_SAMPLING_RATE, "absent");
+        assert_eq!(rate("tracing:\n  samplingRate: \"\"\n"), DEFAULT_SAMPLING_RATE, "empty");
+        assert_eq!(rate("tracing:\n  samplingRate: \"often\"\n"), DEFAULT_SAMPLING_RATE, "not a number");
     }
 }

@@ -17,6 +17,7 @@ use super::app_channel::{AppChannel, AppProtocol};
 use super::message::{response_headers, CallMeta, CALLER};
 use crate::runtime::metrics::Metrics;
 use super::remote::CHUNK;
+use crate::runtime::span_attrs::{Invocation, SpanDetails};
 
 /// Serves other sidecars' calls to this app.
 #[derive(Clone)]
@@ -100,7 +101,11 @@ impl InternalService {
         let app = self.app.as_ref().ok_or_else(no_app)?;
         app.ensure_healthy().map_err(|e| Status::internal(e.to_string()))?;
         let md = r.metadata().clone();
+        let trace = r.extensions().get::<SpanDetails>().cloned();
         let req = r.into_inner();
+        if let Some(t) = trace {
+            t.invocation(Invocation::Local { method: req.message.as_ref().map(|m| m.method.clone()).unwrap_or_default() });
+        }
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
         let message = req.message.unwrap_or_default();
@@ -127,9 +132,13 @@ impl InternalService {
     async fn local_stream(&self, r: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<(Response<ResponseStream>, i32), Status> {
         let app = Arc::clone(self.app.as_ref().ok_or_else(no_app)?);
         let md = r.metadata().clone();
+        let trace = r.extensions().get::<SpanDetails>().cloned();
         let mut incoming = r.into_inner();
         let lead = incoming.message().await?.ok_or_else(|| Status::invalid_argument("empty invocation stream"))?;
         let req = lead.request.ok_or_else(|| Status::invalid_argument("request does not contain the required fields in the leading chunk"))?;
+        if let Some(t) = trace {
+            t.invocation(Invocation::Local { method: req.message.as_ref().map(|m| m.method.clone()).unwrap_or_default() });
+        }
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
         let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());

@@ -9,7 +9,9 @@ pub mod metrics;
 pub mod restart;
 pub mod root;
 pub mod shutdown;
+pub mod span_attrs;
 pub mod telemetry;
+pub mod zipkin;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,3 +22,4 @@ mod state;
 mod supervision;
 mod telemetry;
 mod tls;
+mod zipkin;

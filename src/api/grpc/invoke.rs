@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::DaprService;
 use crate::api::errors::invoke::invoke_error;
 use crate::api::invoke::GrpcOutcome;
+use crate::runtime::span_attrs::{Invocation, SpanDetails};
 
 /// Metadata keys that are the caller's, not the app's.
 const SKIP: &[&str] = &["dapr-api-token", "content-type", "user-agent", "te", "grpc-accept-encoding", "grpc-timeout"];
@@ -22,8 +23,12 @@ impl DaprService {
             })
             .filter(|(k, _)| !SKIP.contains(&k.as_str()))
             .collect();
+        let trace = r.extensions().get::<SpanDetails>().cloned();
         let r = r.into_inner();
         let message = r.message.unwrap_or_default();
+        if let Some(t) = trace {
+            t.invocation(Invocation::Remote { app_id: r.id.clone(), method: message.method.clone() });
+        }
         match self.invoke.invoke_grpc(&r.id, message, metadata).await.map_err(|e| invoke_error(e).grpc_status())? {
             GrpcOutcome::Ok { response, http_status } => {
                 let mut resp = Response::new(response);

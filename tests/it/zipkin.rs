@@ -1,0 +1,147 @@
+//! Zipkin export of real sidecars, with the Configuration `dapr init` writes (`samplingRate: "1"`,
+//! `zipkin.endpointAddress`): an app invoked through two sidecars, over HTTP and over gRPC, and a
+//! Zipkin v2 receiver run by the test that checks what daprd's exporter would have sent: span
+//! names, kinds, service names, one trace id, and the caller sidecar's span as the parent of the
+//! target sidecar's, itself the parent the app sees.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use axum::Router;
+use rapr_proto::common::v1::{http_extension::Verb, HttpExtension, InvokeRequest};
+use rapr_proto::runtime::v1::InvokeServiceRequest;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::harness::{Sidecar, SidecarBuilder};
+
+/// An app answering every call with the `traceparent` it received.
+async fn traceparent_app() -> u16 {
+    async fn echo(req: Request) -> impl IntoResponse {
+        axum::Json(json!({ "traceparent": req.headers().get("traceparent").and_then(|v| v.to_str().ok()) }))
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, Router::new().fallback(echo)).await.unwrap() });
+    port
+}
+
+/// A Zipkin collector: every `POST /api/v2/spans` JSON array is forwarded span by span; the answer
+/// is Zipkin's 202.
+async fn zipkin_receiver() -> (u16, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    async fn spans(State(tx): State<mpsc::UnboundedSender<Value>>, req: Request) -> impl IntoResponse {
+        let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
+        match serde_json::from_slice::<Vec<Value>>(&body) {
+            Ok(list) if ct == "application/json" => {
+                for s in list {
+                    let _ = tx.send(s);
+                }
+                axum::http::StatusCode::ACCEPTED
+            }
+            _ => axum::http::StatusCode::BAD_REQUEST,
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let app = Router::new().route("/api/v2/spans", axum::routing::post(spans)).with_state(tx);
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, rx)
+}
+
+/// Receives spans into `got` until one of `trace_id` from each of `services` is there.
+async fn spans_of(rx: &mut mpsc::UnboundedReceiver<Value>, got: &mut Vec<Value>, trace_id: &str, services: &[&str], sidecars: &[&Sidecar]) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ours: Vec<Value> = got.iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
+        if services.iter().all(|svc| ours.iter().any(|s| s["localEndpoint"]["serviceName"] == *svc)) {
+            return ours;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => got.push(s),
+            _ => panic!("spans of {services:?} for {trace_id} did not arrive; got {got:#?}\n{}", sidecars.iter().map(|s| s.logs()).collect::<Vec<_>>().join("\n")),
+        }
+    }
+}
+
+fn of<'a>(spans: &'a [Value], service: &str) -> &'a Value {
+    let mine: Vec<&Value> = spans.iter().filter(|s| s["localEndpoint"]["serviceName"] == service).collect();
+    assert_eq!(mine.len(), 1, "one span of {service}: {spans:#?}");
+    mine[0]
+}
+
+#[tokio::test]
+async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
+    let (zipkin, mut rx) = zipkin_receiver().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  tracing:\n    samplingRate: \"1\"\n    zipkin:\n      endpointAddress: http://localhost:{zipkin}/api/v2/spans\n"),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let app = traceparent_app().await;
+    let target = SidecarBuilder::new("zk-target").home(home.path()).args(&["--app-port", &app.to_string(), "--config", cfg]).start().await;
+    let caller = SidecarBuilder::new("zk-caller").home(home.path()).args(&["--config", cfg]).start().await;
+    assert!(!caller.logs().contains("not implemented"), "zipkin counts as implemented:\n{}", caller.logs());
+    let mut got = Vec::new();
+
+    // Over HTTP, inside the app's trace.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = caller.client.get(caller.url("/v1.0/invoke/zk-target/method/orders/7")).header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    let app_parent = seen["traceparent"].as_str().expect("the app sees a traceparent").split('-').nth(2).unwrap().to_string();
+    let ours = spans_of(&mut rx, &mut got, trace_id, &["zk-caller", "zk-target"], &[&caller, &target]).await;
+    let (c, t) = (of(&ours, "zk-caller"), of(&ours, "zk-target"));
+    assert_eq!((&c["name"], &c["kind"]), (&json!("CallLocal/zk-target/orders/7"), &json!("CLIENT")), "{c:#}");
+    assert_eq!((&t["name"], &t["kind"]), (&json!("CallLocal/zk-target/orders/7"), &json!("SERVER")), "{t:#}");
+    assert_eq!(c["parentId"], "00f067aa0ba902b7", "the caller sidecar's span is a child of the app's");
+    assert_eq!(t["parentId"], c["id"], "the target sidecar's span is a child of the caller sidecar's");
+    assert_eq!(app_parent, t["id"].as_str().unwrap(), "the app's parent is the target sidecar's span");
+    assert_eq!(c["remoteEndpoint"]["serviceName"], "zk-target");
+    assert_eq!(c["tags"]["dapr.protocol"], "http");
+    assert_eq!(c["tags"]["dapr.api"], "GET /v1.0/invoke/zk-target/method/orders/7");
+    assert_eq!(c["tags"]["dapr.status_code"], "200");
+    assert_eq!(t["tags"]["dapr.protocol"], "grpc");
+    assert_eq!(t["tags"]["dapr.invoke_method"], "orders/7");
+    assert!(c["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000 && c["duration"].as_u64().is_some(), "microseconds: {c:#}");
+
+    // Over gRPC InvokeService, with a trace started by the caller's sidecar.
+    let mut client = caller.grpc().await;
+    let req = InvokeServiceRequest {
+        id: "zk-target".into(),
+        message: Some(InvokeRequest {
+            method: "grpc-called".into(),
+            data: None,
+            content_type: String::new(),
+            http_extension: Some(HttpExtension { verb: Verb::Get as i32, querystring: String::new() }),
+        }),
+    };
+    let resp = client.invoke_service(req).await.unwrap().into_inner();
+    let seen: Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
+    let tp = seen["traceparent"].as_str().expect("the app sees a traceparent").to_string();
+    let trace_id = tp.split('-').nth(1).unwrap().to_string();
+    let ours = spans_of(&mut rx, &mut got, &trace_id, &["zk-caller", "zk-target"], &[&caller, &target]).await;
+    let (c, t) = (of(&ours, "zk-caller"), of(&ours, "zk-target"));
+    assert_eq!((&c["name"], &c["kind"]), (&json!("CallLocal/zk-target/grpc-called"), &json!("CLIENT")), "{c:#}");
+    assert!(c.get("parentId").is_none(), "a new trace: {c:#}");
+    assert_eq!(c["tags"]["dapr.api"], "/dapr.proto.runtime.v1.Dapr/InvokeService");
+    assert_eq!(t["name"], "CallLocal/zk-target/grpc-called");
+    assert_eq!(t["parentId"], c["id"]);
+
+    // Health probes (the harness polled them) are not traced, as in daprd.
+    assert!(!got.iter().any(|s| s["name"].as_str().unwrap_or_default().contains("healthz")), "{got:#?}");
+}
+
+#[tokio::test]
+async fn a_zipkin_endpoint_that_is_not_a_url_leaves_spans_unexported_and_the_sidecar_up() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(&cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n    zipkin:\n      endpointAddress: localhost:9411\n").unwrap();
+    let sc = SidecarBuilder::new("zk-bad").home(home.path()).args(&["--config", cfg.to_str().unwrap()]).start().await;
+    assert!(sc.logs().contains("is not an http:// or https:// URL"), "{}", sc.logs());
+}
