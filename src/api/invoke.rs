@@ -53,12 +53,16 @@ enum Failure<R> {
     Answer(R),
 }
 
-/// The result of a gRPC `InvokeService`: the answer, or the target's status as daprd maps it.
-pub enum GrpcOutcome {
-    /// The app answered successfully; `http_status` is set for HTTP apps.
-    Ok { response: common::InvokeResponse, http_status: Option<u16> },
-    /// The app answered with an error status (already a gRPC status).
-    AppError(tonic::Status),
+/// The result of a gRPC `InvokeService` as daprd answers it: the app's message or its status as
+/// daprd maps it, and the metadata daprd sets on the call either way.
+pub struct GrpcOutcome {
+    /// The answer, or the target's failure (already a gRPC status, details kept).
+    pub result: Result<common::InvokeResponse, tonic::Status>,
+    /// Response headers: the app's (an HTTP app's permanent headers prefixed `dapr-`), and
+    /// `dapr-http-status` for an HTTP app.
+    pub headers: tonic::metadata::MetadataMap,
+    /// Response trailers: a gRPC app's own (an HTTP app has none).
+    pub trailers: tonic::metadata::MetadataMap,
 }
 
 impl InvokeApi {
@@ -213,25 +217,30 @@ impl InvokeApi {
 }
 
 /// daprd's reading of the target's answer: a code ≥ 100 is an HTTP status (non-2xx is an error
-/// with ErrorInfo), below 100 a gRPC code.
+/// with ErrorInfo), below 100 a gRPC code whose status keeps the app's details.
 fn outcome(resp: internals::InternalInvokeResponse) -> GrpcOutcome {
+    use crate::invoke::grpc_answer::{internal_to_metadata, status_from_internal};
     let status = resp.status.unwrap_or_default();
     let message = resp.message.unwrap_or_default();
     if status.code >= 100 {
+        let mut headers = internal_to_metadata(&resp.headers, true);
+        headers.insert("dapr-http-status", status.code.into());
         let http = http::StatusCode::from_u16(u16::try_from(status.code).unwrap_or(500)).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        if http.is_success() {
-            return GrpcOutcome::Ok { response: message, http_status: Some(http.as_u16()) };
+        let code = crate::api::errors::http_to_grpc(http);
+        if code == tonic::Code::Ok {
+            return GrpcOutcome { result: Ok(message), headers, trailers: Default::default() };
         }
         let body = message.data.map(|d| d.value).unwrap_or_default();
-        let text: String = String::from_utf8_lossy(&body).chars().take(63).collect();
-        let reason = http.canonical_reason().unwrap_or("Unknown").to_string();
+        // ErrorInfo metadata values are limited to 63 bytes (daprd cuts the bytes, not characters).
+        let text = String::from_utf8_lossy(&body[..body.len().min(63)]).into_owned();
+        let reason = http.canonical_reason().unwrap_or_default().to_string();
         let mut d = tonic_types::ErrorDetails::new();
         d.set_error_info(reason.clone(), crate::api::errors::codes::DOMAIN, [("http.code".to_string(), http.as_u16().to_string()), ("http.error_message".to_string(), text)]);
         use tonic_types::StatusExt;
-        return GrpcOutcome::AppError(tonic::Status::with_error_details(crate::api::errors::http_to_grpc(http), reason, d));
+        return GrpcOutcome { result: Err(tonic::Status::with_error_details(code, reason, d)), headers, trailers: Default::default() };
     }
-    if status.code == 0 {
-        return GrpcOutcome::Ok { response: message, http_status: None };
-    }
-    GrpcOutcome::AppError(tonic::Status::new(tonic::Code::from_i32(status.code), status.message))
+    let headers = internal_to_metadata(&resp.headers, false);
+    let trailers = internal_to_metadata(&resp.trailers, false);
+    let result = if status.code == 0 { Ok(message) } else { Err(status_from_internal(&status)) };
+    GrpcOutcome { result, headers, trailers }
 }

@@ -10,15 +10,15 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use rapr_proto::app::app_callback_client::AppCallbackClient;
 use rapr_proto::common::v1 as common;
 use tokio::sync::Semaphore;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use super::app_health::{AppHealthHandle, APP_UNHEALTHY};
+use super::grpc_answer::GrpcAnswer;
 use super::message::{verb_to_proto, CallMeta};
 use super::tls::{Alpn, HttpClient};
 use super::InvokeError;
@@ -82,7 +82,7 @@ pub struct AppChannel {
     /// `scheme://host:port`, the prefix of every HTTP call's URL.
     base: String,
     http: HttpClient,
-    grpc: Option<AppCallbackClient<Channel>>,
+    grpc: Option<Channel>,
     token: Option<HeaderValue>,
     limit: Option<Arc<Semaphore>>,
     health: Option<AppHealthHandle>,
@@ -97,8 +97,7 @@ impl AppChannel {
         let http = transport.http_client().map_err(|e| InvokeError::InvalidRequest(format!("app channel: {e}")))?;
         let base = format!("{}://{authority}", http.scheme());
         let grpc = if protocol == AppProtocol::Grpc {
-            let ch = transport.grpc_channel(&authority).map_err(InvokeError::InvalidRequest)?;
-            Some(AppCallbackClient::new(ch).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+            Some(transport.grpc_channel(&authority).map_err(InvokeError::InvalidRequest)?)
         } else {
             None
         };
@@ -177,35 +176,22 @@ impl AppChannel {
             content_type: meta.content_type.clone().unwrap_or_default(),
             http_extension: Some(common::HttpExtension { verb: verb_to_proto(&meta.verb) as i32, querystring: meta.query.clone() }),
         };
-        match self.call_grpc(req, meta).await {
-            Ok(r) => {
-                let mut resp = Response::new(Body::from(r.data.map(|d| d.value).unwrap_or_default()));
-                if let Ok(ct) = HeaderValue::from_str(&r.content_type) {
-                    if !r.content_type.is_empty() {
-                        resp.headers_mut().insert(http::header::CONTENT_TYPE, ct);
-                    }
-                }
-                Ok(resp)
-            }
-            Err(status) => {
-                let code = crate::api::errors::grpc_to_http(status.code());
-                let json = serde_json::json!({ "code": code.as_u16(), "message": status.message(), "details": [] });
-                let mut resp = Response::new(Body::from(Bytes::from(json.to_string())));
-                *resp.status_mut() = code;
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(resp)
-            }
-        }
+        Ok(self.call_grpc(req, meta).await.into_http())
     }
 
-    /// Calls `AppCallback.OnInvoke` on a gRPC app with the call's headers as metadata.
-    pub async fn call_grpc(&self, req: common::InvokeRequest, meta: &CallMeta) -> Result<common::InvokeResponse, tonic::Status> {
-        let Some(client) = &self.grpc else {
-            return Err(tonic::Status::internal("the app does not speak gRPC"));
+    /// Calls `AppCallback.OnInvoke` on a gRPC app with the call's headers as metadata. The answer
+    /// keeps the app's headers and trailers apart (as grpc-go's `Header`/`Trailer` options do), so
+    /// the call is made as a one-message stream: tonic's unary helper merges the two.
+    pub async fn call_grpc(&self, req: common::InvokeRequest, meta: &CallMeta) -> GrpcAnswer {
+        let failed = |s: tonic::Status| GrpcAnswer { result: Err(s), headers: MetadataMap::new(), trailers: MetadataMap::new() };
+        let Some(channel) = &self.grpc else {
+            return failed(tonic::Status::internal("the app does not speak gRPC"));
         };
-        self.ensure_healthy().map_err(|e| tonic::Status::internal(e.to_string()))?;
+        if let Err(e) = self.ensure_healthy() {
+            return failed(tonic::Status::internal(e.to_string()));
+        }
         let _permit = self.permit().await;
-        let mut request = tonic::Request::new(req);
+        let mut request = tonic::Request::new(futures::stream::once(std::future::ready(req)));
         for (k, v) in &meta.headers {
             if let (Ok(key), Ok(val)) = (tonic::metadata::MetadataKey::from_bytes(super::message::grpc_metadata_key(k).as_bytes()), v.parse()) {
                 request.metadata_mut().append(key, val);
@@ -215,12 +201,45 @@ impl AppChannel {
             request.metadata_mut().insert("dapr-api-token", t);
         }
         let started = std::time::Instant::now();
-        let result = client.clone().on_invoke(request).await.map(|r| r.into_inner());
+        let answer = on_invoke(channel.clone(), request).await;
         if let Some(m) = &self.metrics {
-            m.app_grpc_call(ON_INVOKE, result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started);
+            m.app_grpc_call(ON_INVOKE, answer.result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started);
         }
-        result
+        answer
     }
+}
+
+/// One `OnInvoke` call: headers, the one message, then the trailers.
+async fn on_invoke(channel: Channel, request: tonic::Request<impl futures::Stream<Item = common::InvokeRequest> + Send + 'static>) -> GrpcAnswer {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
+    let failed = |s: tonic::Status| {
+        // A trailers-only answer: its metadata are the app's trailers.
+        let trailers = s.metadata().clone();
+        GrpcAnswer { result: Err(s), headers: MetadataMap::new(), trailers }
+    };
+    if let Err(e) = grpc.ready().await {
+        return failed(tonic::Status::unavailable(format!("error connecting to the app: {e}")));
+    }
+    let codec = tonic_prost::ProstCodec::<common::InvokeRequest, common::InvokeResponse>::default();
+    let resp = match grpc.streaming(request, http::uri::PathAndQuery::from_static(ON_INVOKE), codec).await {
+        Ok(r) => r,
+        Err(s) => return failed(s),
+    };
+    let headers = resp.metadata().clone();
+    let mut stream = resp.into_inner();
+    let result = match stream.message().await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(tonic::Status::internal("the app answered no message")),
+        Err(s) => {
+            let trailers = s.metadata().clone();
+            return GrpcAnswer { result: Err(s), headers, trailers };
+        }
+    };
+    let trailers = match stream.trailers().await {
+        Ok(t) => t.unwrap_or_default(),
+        Err(s) => return GrpcAnswer { result: Err(s), headers, trailers: MetadataMap::new() },
+    };
+    GrpcAnswer { result, headers, trailers }
 }
 
 #[cfg(test)]

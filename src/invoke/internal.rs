@@ -110,10 +110,7 @@ impl InternalService {
         adopt_trace(&md, &mut meta);
         let message = req.message.unwrap_or_default();
         if app.protocol() == AppProtocol::Grpc {
-            return Ok(Response::new(match app.call_grpc(message, &meta).await {
-                Ok(m) => internals::InternalInvokeResponse { status: Some(internals::Status { code: 0, message: String::new(), details: vec![] }), message: Some(m), ..Default::default() },
-                Err(s) => internals::InternalInvokeResponse { status: Some(internals::Status { code: s.code() as i32, message: s.message().to_string(), details: vec![] }), ..Default::default() },
-            }));
+            return Ok(Response::new(app.call_grpc(message, &meta).await.into_internal()));
         }
         let body = Body::from(message.data.map(|d| d.value).unwrap_or_default());
         let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;

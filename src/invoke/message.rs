@@ -3,7 +3,8 @@
 //!
 //! Header rules follow daprd: hop-by-hop headers and the caller's own `dapr-api-token` and
 //! `dapr-app-id` never travel; `dapr-caller-app-id` / `dapr-callee-app-id` are set by the
-//! sidecars (never trusted from the caller); only the first value of a header reaches the app.
+//! sidecars (never trusted from the caller); every value of a repeated header reaches the app, as
+//! daprd adds each (`InternalMetadataToHTTPHeader` with `Header.Add`).
 
 use std::collections::HashMap;
 
@@ -99,7 +100,8 @@ impl CallMeta {
         let ext = msg.http_extension.unwrap_or_default();
         let mut headers: Vec<(String, String)> =
             req.metadata.iter().flat_map(|(k, v)| v.values.iter().map(move |x| (k.to_ascii_lowercase(), x.clone()))).collect();
-        headers.sort();
+        // By name only (a stable sort): a repeated header keeps its values' order.
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
         Self {
             method: msg.method,
             verb: verb_from_proto(ext.verb).unwrap_or(Method::POST),
@@ -109,14 +111,12 @@ impl CallMeta {
         }
     }
 
-    /// Headers for the app: first value of each, plus content type.
+    /// Headers for the app: every value of each, in the caller's order, plus content type.
     pub fn app_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in &self.headers {
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                if !h.contains_key(&name) {
-                    h.insert(name, value);
-                }
+                h.append(name, value);
             }
         }
         if let Some(ct) = self.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
@@ -222,8 +222,8 @@ mod tests {
         h.insert("connection", "keep-alive".parse().unwrap());
         h.insert("dapr-api-token", "secret".parse().unwrap());
         h.insert("x-custom", "1".parse().unwrap());
-        h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
+        h.append("x-multi", "a".parse().unwrap());
         h.insert("content-type", "text/plain".parse().unwrap());
         h.insert(CALLER, "spoofed".parse().unwrap());
         let mut m = CallMeta::from_http("orders/1".into(), Method::PUT, Some("a=1"), &h);
@@ -233,7 +233,8 @@ mod tests {
         assert_eq!(back.verb, Method::PUT);
         assert_eq!(back.path_and_query(), "/orders/1?a=1");
         let app = back.app_headers();
-        assert_eq!(app["x-multi"], "a", "only the first value reaches the app");
+        let multi: Vec<_> = app.get_all("x-multi").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(multi, ["b", "a"], "every value reaches the app, in order");
         assert_eq!(app[CALLER], "me");
         assert_eq!(app[CALLEE], "you");
         assert_eq!(app["content-type"], "text/plain");

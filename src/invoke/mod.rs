@@ -10,6 +10,7 @@
 
 pub mod app_channel;
 pub mod external;
+pub mod grpc_answer;
 pub mod app_health;
 pub mod internal;
 pub mod message;

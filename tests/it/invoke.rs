@@ -20,8 +20,15 @@ async fn echo_app() -> u16 {
     async fn echo(req: Request) -> impl IntoResponse {
         let (parts, body) = req.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        let headers: serde_json::Map<String, Value> =
-            parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").into()))).collect();
+        // A repeated header's values joined with `|`, so a test sees every one in order.
+        let headers: serde_json::Map<String, Value> = parts
+            .headers
+            .keys()
+            .map(|k| {
+                let values: Vec<&str> = parts.headers.get_all(k).iter().map(|v| v.to_str().unwrap_or("")).collect();
+                (k.as_str().to_string(), Value::String(values.join("|")))
+            })
+            .collect();
         let out = json!({
             "method": parts.method.as_str(),
             "path": parts.uri.path(),
@@ -69,6 +76,8 @@ async fn http_invoke_passes_verb_path_query_headers_body_and_status() {
             .client
             .request(verb.clone(), p.caller.url("/v1.0/invoke/inv-target/method/orders/42?x=1&y=two"))
             .header("x-custom", "c1")
+            .header("x-multi", "m2")
+            .header("x-multi", "m1")
             .header("content-type", "text/plain")
             .header("connection", "keep-alive")
             .header("dapr-caller-app-id", "spoofed")
@@ -83,6 +92,7 @@ async fn http_invoke_passes_verb_path_query_headers_body_and_status() {
         assert_eq!(seen["path"], "/orders/42");
         assert_eq!(seen["query"], "x=1&y=two");
         assert_eq!(seen["headers"]["x-custom"], "c1");
+        assert_eq!(seen["headers"]["x-multi"], "m2|m1", "every value of a repeated header, in order (daprd adds each)");
         assert_eq!(seen["headers"]["content-type"], "text/plain");
         assert_eq!(seen["headers"]["dapr-caller-app-id"], "inv-target-caller", "the sidecar sets the caller, never the app");
         assert_eq!(seen["headers"]["dapr-callee-app-id"], "inv-target");
@@ -148,6 +158,8 @@ async fn grpc_invoke_service_to_an_http_app() {
     };
     let resp = c.invoke_service(req("echo", Verb::Put)).await.unwrap();
     assert_eq!(resp.metadata().get("dapr-http-status").unwrap(), "200");
+    assert_eq!(resp.metadata().get("x-app").unwrap(), "echo", "the app's response headers come back");
+    assert_eq!(resp.metadata().get("dapr-content-type").unwrap(), "application/json", "an HTTP app's permanent headers get dapr- (daprd)");
     let resp = resp.into_inner();
     assert_eq!(resp.content_type, "application/json");
     let seen: Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
@@ -158,6 +170,8 @@ async fn grpc_invoke_service_to_an_http_app() {
     for (code, grpc) in [(404, tonic::Code::NotFound), (400, tonic::Code::Internal), (500, tonic::Code::Unknown), (503, tonic::Code::Unavailable)] {
         let st = c.invoke_service(req(&format!("status/{code}"), Verb::Get)).await.unwrap_err();
         assert_eq!(st.code(), grpc, "{code}");
+        assert_eq!(st.metadata().get("dapr-http-status").unwrap(), code.to_string().as_str(), "daprd sets it on failures too");
+        assert_eq!(st.metadata().get("dapr-content-type").unwrap(), "text/plain");
         let info = st.get_details_error_info().unwrap();
         assert_eq!(info.metadata["http.code"], code.to_string());
         assert_eq!(info.metadata["http.error_message"], format!("status {code}"));

@@ -48,6 +48,20 @@ impl AppCallback for App {
         if let Some(code) = req.method.strip_prefix("fail/") {
             return Err(Status::new(Code::from_i32(code.parse().unwrap()), format!("app failed with {code}")));
         }
+        if req.method == "fail-details" {
+            use tonic_types::StatusExt;
+            let mut d = tonic_types::ErrorDetails::new();
+            d.set_error_info("OUT_OF_STOCK", "shop.example", [("sku".to_string(), "42".to_string())]);
+            let mut st = Status::with_error_details(Code::FailedPrecondition, "no stock", d);
+            st.metadata_mut().insert("x-err", "e1".parse().unwrap());
+            return Err(st);
+        }
+        if req.method == "typed" {
+            // An answer of the app's own type, with a response header and (see `grpc_app`) a trailer.
+            let mut resp = Response::new(InvokeResponse { data: Some(prost_types::Any { type_url: CUSTOM.into(), value: b"\x08\x2a".to_vec() }), content_type: String::new() });
+            resp.metadata_mut().insert("x-reply", "h1".parse().unwrap());
+            return Ok(resp);
+        }
         let ext = req.http_extension.unwrap_or_default();
         let data = req.data.map(|d| d.value).unwrap_or_default();
         let echo = json!({
@@ -125,12 +139,32 @@ impl ServiceInvocation for App {
     }
 }
 
+/// The type of the app's own answer message.
+const CUSTOM: &str = "type.googleapis.com/CustomResponse";
+
+/// Adds trailer `x-trail: t1` to every successful answer (tonic's unary handlers cannot).
+async fn with_trailer(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = next.run(req).await.into_parts();
+    let body = body.map_frame(|f| match f.into_trailers() {
+        Ok(mut t) => {
+            if t.get("grpc-status").is_some_and(|v| v == "0") {
+                t.insert("x-trail", "t1".parse().unwrap());
+            }
+            hyper::body::Frame::trailers(t)
+        }
+        Err(f) => f,
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::new(body))
+}
+
 /// Starts the gRPC app on a free port.
 async fn grpc_app() -> u16 {
     let routes = tonic::service::Routes::new(AppCallbackServer::new(App)).add_service(ServiceInvocationServer::new(App).max_decoding_message_size(16 << 20));
+    let routes = routes.into_axum_router().layer(axum::middleware::from_fn(with_trailer));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, routes.into_axum_router()).await.unwrap() });
+    tokio::spawn(async move { axum::serve(l, routes).await.unwrap() });
     port
 }
 
@@ -201,6 +235,64 @@ async fn invoke_grpc_invoke_service_reaches_a_grpc_app_locally_and_remotely() {
         assert_eq!((st.code(), st.message()), (Code::NotFound, "app failed with 5"), "via {caller_id}");
         let st = c.invoke_service(invoke_req("ig-svc", "fail/9")).await.unwrap_err();
         assert_eq!(st.code(), Code::FailedPrecondition);
+    }
+}
+
+/// `InvokeService` as a one-message stream, so the answer's headers and trailers stay apart.
+async fn invoke_split(sidecar: &Sidecar, req: InvokeServiceRequest) -> (MetadataMap, Result<InvokeResponse, Status>, MetadataMap) {
+    let mut grpc = tonic::client::Grpc::new(channel(sidecar.grpc).await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<InvokeServiceRequest, InvokeResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/InvokeService");
+    let resp = match grpc.streaming(Request::new(futures::stream::once(async { req })), path, codec).await {
+        Ok(r) => r,
+        Err(s) => return (MetadataMap::new(), Err(s.clone()), s.metadata().clone()),
+    };
+    let headers = resp.metadata().clone();
+    let mut stream = resp.into_inner();
+    let msg = stream.message().await.map(Option::unwrap);
+    let trailers = stream.trailers().await.unwrap().unwrap_or_default();
+    (headers, msg, trailers)
+}
+
+#[tokio::test]
+async fn invoke_grpc_typed_answers_headers_trailers_and_error_details_pass_through() {
+    use tonic_types::StatusExt;
+    let p = pair("ig-typed").await;
+    for sidecar in [&p.caller, &p.target] {
+        // gRPC caller: the Any keeps its type_url; the app's header and trailer stay apart.
+        let (headers, msg, trailers) = invoke_split(sidecar, invoke_req("ig-typed", "typed")).await;
+        let data = msg.unwrap().data.unwrap();
+        assert_eq!((data.type_url.as_str(), data.value.as_slice()), (CUSTOM, b"\x08\x2a".as_slice()));
+        assert_eq!(headers.get("x-reply").unwrap(), "h1");
+        assert!(headers.get("x-trail").is_none());
+        assert_eq!(trailers.get("x-trail").unwrap(), "t1", "the app's trailer is a trailer");
+        assert!(headers.get("dapr-http-status").is_none(), "only HTTP apps report an HTTP status");
+        // The app's error details come back whole.
+        let mut c = sidecar.grpc().await;
+        let st = c.invoke_service(invoke_req("ig-typed", "fail-details")).await.unwrap_err();
+        assert_eq!((st.code(), st.message()), (Code::FailedPrecondition, "no stock"));
+        let info = st.get_details_error_info().expect("the app's ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str(), info.metadata["sku"].as_str()), ("OUT_OF_STOCK", "shop.example", "42"));
+        assert_eq!(st.metadata().get("x-err").unwrap(), "e1");
+        // HTTP caller: the raw value with daprd's protobuf content type, and the app's header.
+        let r = sidecar.client.post(sidecar.url("/v1.0/invoke/ig-typed/method/typed")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+        assert_eq!(r.headers()["x-reply"], "h1");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x08\x2a");
+        // HTTP caller, failing app: the protojson of the app's status (the gRPC code, details
+        // only when present).
+        let r = sidecar.client.post(sidecar.url("/v1.0/invoke/ig-typed/method/fail-details")).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(
+            b,
+            json!({"code": 9, "message": "no stock", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "OUT_OF_STOCK", "domain": "shop.example", "metadata": {"sku": "42"}}]})
+        );
+        let r = sidecar.client.post(sidecar.url("/v1.0/invoke/ig-typed/method/fail/5")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"code": 5, "message": "app failed with 5"}));
     }
 }
 

@@ -135,6 +135,7 @@ pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Er
         .into_axum_router()
         .fallback(move |req: Request| unknown_method(invoke.clone(), req))
         .layer(axum::middleware::from_fn(daprd_statuses))
+        .layer(axum::middleware::from_fn(invoke::append_trailers))
         .layer(axum::middleware::from_fn_with_state(token, require_token)))
 }
 

@@ -68,6 +68,17 @@ def grpc_app():
     def fail(request: InvokeMethodRequest):
         raise ValueError("the app refuses")
 
+    @app.method(name="typed")
+    def typed(request: InvokeMethodRequest):
+        # A message of the app's own type: the SDK packs it into an Any carrying its type_url.
+        return common_v1.StateItem(key="typed-key", value=request.data)
+
+    @app.method(name="raw")
+    def raw(request: InvokeMethodRequest) -> InvokeMethodResponse:
+        resp = InvokeMethodResponse(b"\x00\x01raw\xff", "application/octet-stream")
+        resp.headers = (("x-reply", "r1"),)
+        return resp
+
     return app
 
 
@@ -168,6 +179,28 @@ def test_invoke_grpc_app(client):
     assert seen["content_type"] == "text/plain"
     assert seen["metadata"]["dapr-caller-app-id"] == CALLER
     assert seen["metadata"]["dapr-callee-app-id"] == GRPC_APP
+
+
+def test_invoke_grpc_app_typed_answer(client):
+    """A gRPC app's typed answer: the Any's type_url (gRPC callers) or daprd's protobuf content
+    type (HTTP callers) reaches the caller, so the SDK can unpack it."""
+    resp = client.invoke_method(GRPC_APP, "typed", data=b"v1", content_type="text/plain", http_verb="POST")
+    item = common_v1.StateItem()
+    resp.unpack(item)
+    assert (item.key, item.value) == ("typed-key", b"v1")
+    if client.protocol == "GRPC":
+        assert resp.proto.type_url == "type.googleapis.com/dapr.proto.common.v1.StateItem"
+    else:
+        assert resp.content_type == "application/x-protobuf"
+
+
+def test_invoke_grpc_app_raw_bytes(client):
+    resp = client.invoke_method(GRPC_APP, "raw", data=b"", http_verb="POST")
+    assert resp.data == b"\x00\x01raw\xff"
+    assert resp.content_type == "application/octet-stream"
+    assert resp.headers.get("x-reply") == ["r1"], "the app's response headers reach the caller"
+    if client.protocol == "GRPC":
+        assert resp.proto.type_url == ""
 
 
 def test_invoke_grpc_app_error(client):
