@@ -37,9 +37,12 @@ pub enum StateApiError {
     /// A key contains `||`.
     #[error("{key}")]
     IllegalKey { store: String, key: IllegalKey },
-    /// A key is empty.
+    /// A key is empty in an HTTP save.
     #[error("\"key\" is a required field")]
     EmptyKey,
+    /// A key is empty in a gRPC save.
+    #[error("state key cannot be empty")]
+    EmptySaveKey,
     /// The store has no transactions.
     #[error("state store {store} doesn't support transactions")]
     TransactionsNotSupported { store: String },
@@ -183,10 +186,9 @@ impl StateApi {
             .collect())
     }
 
+    /// Empty keys pass: each adapter refuses them in saves with its transport's error, and daprd
+    /// hands them to the store in deletes and transactions (as `appid||`).
     fn set_request(store: &str, prefix: &KeyPrefix, item: SaveItem) -> Result<SetRequest, StateApiError> {
-        if item.key.is_empty() {
-            return Err(StateApiError::EmptyKey);
-        }
         Ok(SetRequest {
             key: prefix.apply(&item.key).map_err(|k| illegal(store, k))?,
             value: item.value,
@@ -198,9 +200,6 @@ impl StateApi {
     }
 
     fn delete_request(store: &str, prefix: &KeyPrefix, item: DeleteItem) -> Result<DeleteRequest, StateApiError> {
-        if item.key.is_empty() {
-            return Err(StateApiError::EmptyKey);
-        }
         Ok(DeleteRequest { key: prefix.apply(&item.key).map_err(|k| illegal(store, k))?, etag: item.etag, metadata: item.metadata, options: item.options })
     }
 

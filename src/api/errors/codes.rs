@@ -20,6 +20,8 @@ pub const ERR_STATE_GET: &str = "ERR_STATE_GET";
 pub const ERR_STATE_SAVE: &str = "ERR_STATE_SAVE";
 /// Delete failed.
 pub const ERR_STATE_DELETE: &str = "ERR_STATE_DELETE";
+/// Bulk delete failed (gRPC `DeleteBulkState`).
+pub const ERR_STATE_BULK_DELETE: &str = "ERR_STATE_BULK_DELETE";
 /// Bulk get failed.
 pub const ERR_STATE_BULK_GET: &str = "ERR_STATE_BULK_GET";
 /// Transaction failed.

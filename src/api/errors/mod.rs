@@ -82,6 +82,13 @@ impl ApiError {
         self.with(Detail::ErrorInfo { reason: reason.to_string(), metadata })
     }
 
+    /// Adds the ErrorInfo daprd's `apierrors.Basic` attaches: the error code as reason, no
+    /// metadata.
+    pub fn basic(self) -> Self {
+        let reason = self.error_code;
+        self.with_info(reason, None)
+    }
+
     /// A malformed-request error (HTTP 400, gRPC INVALID_ARGUMENT).
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, codes::ERR_MALFORMED_REQUEST, message)

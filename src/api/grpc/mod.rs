@@ -33,7 +33,6 @@ pub struct DaprService {
     secrets: SecretsApi,
     invoke: InvokeApi,
     shutdown: ShutdownHandle,
-    app_id: Arc<str>,
 }
 
 #[tonic::async_trait]
@@ -120,7 +119,7 @@ pub struct GrpcShared {
 
 /// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
 pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
-    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), invoke: s.invoke.clone(), shutdown: s.shutdown.clone(), app_id: s.app_id.clone() };
+    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), invoke: s.invoke.clone(), shutdown: s.shutdown.clone() };
     let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)

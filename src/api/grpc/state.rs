@@ -6,7 +6,7 @@ use rapr_proto::runtime::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::DaprService;
-use crate::api::errors::state::state_error;
+use crate::api::errors::state::state_error_grpc;
 use crate::api::errors::ApiError;
 use crate::api::state::{DeleteItem, SaveItem, StateApiError, TxOperation};
 use crate::components::state::{Concurrency, Consistency, StateOptions};
@@ -52,13 +52,26 @@ fn save_item(item: common::StateItem) -> Result<SaveItem, ApiError> {
     })
 }
 
+/// A gRPC transaction upsert: daprd hands the value bytes to the store as given, whatever the
+/// item's `contentType` (no JSON round trip), so SQL stores keep them as binary.
+fn tx_upsert_item(item: common::StateItem) -> SaveItem {
+    SaveItem {
+        key: item.key,
+        value: Bytes::from(item.value),
+        is_json: false,
+        etag: item.etag.map(|e| e.value),
+        metadata: item.metadata.into_iter().collect(),
+        options: options(item.options),
+    }
+}
+
 fn delete_item(item: common::StateItem) -> DeleteItem {
     DeleteItem { key: item.key, etag: item.etag.map(|e| e.value), metadata: item.metadata.into_iter().collect(), options: options(item.options) }
 }
 
 impl DaprService {
     fn state_err(&self, e: StateApiError) -> Status {
-        state_error(e, &self.app_id).grpc_status()
+        state_error_grpc(e).grpc_status()
     }
 
     pub(super) async fn get_state_impl(&self, r: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
@@ -92,9 +105,17 @@ impl DaprService {
 
     pub(super) async fn save_state_impl(&self, r: Request<pb::SaveStateRequest>) -> Result<Response<()>, Status> {
         let r = r.into_inner();
-        let items = r.states.into_iter().map(save_item).collect::<Result<Vec<_>, _>>()?;
-        if items.is_empty() {
+        // daprd's order: the store, then an empty request succeeds, then each item's key.
+        self.state.check_store(&r.store_name).map_err(|e| self.state_err(e))?;
+        if r.states.is_empty() {
             return Ok(Response::new(()));
+        }
+        let mut items = Vec::with_capacity(r.states.len());
+        for state in r.states {
+            if state.key.is_empty() {
+                return Err(self.state_err(StateApiError::EmptySaveKey));
+            }
+            items.push(save_item(state)?);
         }
         self.state.save(&r.store_name, items).await.map_err(|e| self.state_err(e))?;
         Ok(Response::new(()))
@@ -121,7 +142,7 @@ impl DaprService {
         for op in r.operations {
             let item = op.request.unwrap_or_default();
             ops.push(match op.operation_type.as_str() {
-                "upsert" => TxOperation::Upsert(save_item(item)?),
+                "upsert" => TxOperation::Upsert(tx_upsert_item(item)),
                 "delete" => TxOperation::Delete(delete_item(item)),
                 other => return Err(self.state_err(StateApiError::UnsupportedOperation(other.to_string()))),
             });

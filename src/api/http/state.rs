@@ -259,20 +259,21 @@ async fn transaction(State(s): State<HttpState>, Path(store): Path<String>, Quer
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    // As daprd: the query string's metadata goes onto the transaction and onto every operation
+    // (overriding the operation's own keys); the body's `metadata` onto the transaction only.
     let query_md = query_metadata(&q);
     let mut metadata: Metadata = req.metadata.unwrap_or_default();
     metadata.extend(query_md.clone());
     let mut ops = Vec::with_capacity(req.operations.len());
     for op in req.operations {
-        let mut item_md = query_md.clone();
-        item_md.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let item_md = &query_md;
         let converted = match op.operation.as_str() {
-            "upsert" => save_item(&store, op.request, &item_md).map(TxOperation::Upsert),
+            "upsert" => save_item(&store, op.request, item_md).map(TxOperation::Upsert),
             "delete" => parse_options(op.request.options.as_ref())
                 .map_err(|source| StateApiError::Transaction { source })
                 .map(|options| {
                     let mut md = op.request.metadata.unwrap_or_default();
-                    md.extend(item_md);
+                    md.extend(item_md.iter().map(|(k, v)| (k.clone(), v.clone())));
                     TxOperation::Delete(DeleteItem { key: op.request.key, etag: op.request.etag, metadata: md, options })
                 }),
             other => Err(StateApiError::UnsupportedOperation(other.to_string())),

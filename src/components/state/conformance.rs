@@ -3,7 +3,9 @@
 //!
 //! Each check belongs to a feature. A feature the store claims always runs (never skipped); a
 //! feature it does not claim is checked to fail cleanly with `NotSupported`. `matrix` prints
-//! which features ran for which store.
+//! which features ran for which store. How a store answers an ETag it did not issue differs per
+//! store exactly as in components-contrib, so each run states its store's `EtagRules` and the
+//! suite asserts the error kind, not merely that the write failed.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -49,6 +51,51 @@ impl Report {
     }
 }
 
+/// The kind of ETag error a store reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtagFault {
+    /// `StoreError::ETagMismatch` (daprd: 409 / ABORTED).
+    Mismatch,
+    /// `StoreError::ETagInvalid` (daprd: 400 / INVALID_ARGUMENT).
+    Invalid,
+}
+
+/// How a store treats ETags, per store as components-contrib v1.18 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtagRules {
+    /// A write with an ETag this store could never have issued (`not-an-etag`).
+    pub malformed_set: EtagFault,
+    /// A delete with such an ETag.
+    pub malformed_delete: EtagFault,
+    /// A write or delete carrying an ETag for a key that does not exist succeeds (contrib's Redis
+    /// Lua scripts) instead of being a mismatch.
+    pub etag_on_missing_key_succeeds: bool,
+}
+
+impl EtagRules {
+    /// Stores that never parse an ETag (in-memory, SQLite, MySQL): anything else is a mismatch.
+    pub const OPAQUE: Self = Self { malformed_set: EtagFault::Mismatch, malformed_delete: EtagFault::Mismatch, etag_on_missing_key_succeeds: false };
+    /// PostgreSQL v1 parses its `xmin` ETag (a uint32) on writes and deletes.
+    pub const POSTGRES_V1: Self = Self { malformed_set: EtagFault::Invalid, malformed_delete: EtagFault::Invalid, etag_on_missing_key_succeeds: false };
+    /// Redis parses the version on a write only; its scripts let an ETag through for a missing key.
+    pub const REDIS: Self = Self { malformed_set: EtagFault::Invalid, malformed_delete: EtagFault::Mismatch, etag_on_missing_key_succeeds: true };
+}
+
+fn fault_of(e: &StoreError) -> Option<EtagFault> {
+    match e {
+        StoreError::ETagMismatch(_) => Some(EtagFault::Mismatch),
+        StoreError::ETagInvalid(_) => Some(EtagFault::Invalid),
+        _ => None,
+    }
+}
+
+fn expect_fault(what: &str, want: EtagFault, got: Result<(), StoreError>) -> CheckResult {
+    match &got {
+        Err(e) if fault_of(e) == Some(want) => Ok(()),
+        _ => Err(format!("{what} must be {want:?}, got {got:?}")),
+    }
+}
+
 type CheckResult = Result<(), String>;
 
 macro_rules! ensure {
@@ -62,6 +109,7 @@ macro_rules! ensure {
 struct Ctx {
     store: Arc<dyn StateStore>,
     prefix: String,
+    rules: EtagRules,
 }
 
 impl Ctx {
@@ -126,9 +174,21 @@ async fn etag(c: &Ctx) -> CheckResult {
         Err(StoreError::ETagMismatch(_)) => {}
         other => return Err(format!("stale etag write must be a mismatch, got {other:?}")),
     }
-    match c.store.set(SetRequest { etag: Some("not-an-etag".into()), ..c.set("e", "4") }).await {
-        Err(StoreError::ETagMismatch(_) | StoreError::ETagInvalid(_)) => {}
-        other => return Err(format!("bogus etag write must fail, got {other:?}")),
+    let bogus = || Some("not-an-etag".to_string());
+    expect_fault("a write with a malformed etag", c.rules.malformed_set, c.store.set(SetRequest { etag: bogus(), ..c.set("e", "4") }).await)?;
+    expect_fault(
+        "a delete with a malformed etag",
+        c.rules.malformed_delete,
+        c.store.delete(DeleteRequest { key: c.key("e"), etag: bogus(), ..Default::default() }).await,
+    )?;
+    // Well-formed for this store but never issued for this key: a number always, a UUID where
+    // the store does not parse ETags.
+    let mut others = vec!["4294967295".to_string()];
+    if c.rules.malformed_set == EtagFault::Mismatch {
+        others.push(uuid::Uuid::new_v4().to_string());
+    }
+    for other in others {
+        expect_fault("a write with another well-formed etag", EtagFault::Mismatch, c.store.set(SetRequest { etag: Some(other.clone()), ..c.set("e", "5") }).await)?;
     }
     match c.store.delete(DeleteRequest { key: c.key("e"), etag: Some(first), ..Default::default() }).await {
         Err(StoreError::ETagMismatch(_)) => {}
@@ -139,6 +199,26 @@ async fn etag(c: &Ctx) -> CheckResult {
         .await
         .map_err(|e| format!("delete with the current etag failed: {e}"))?;
     ensure!(c.get("e").await?.is_none(), "etag delete left the key");
+    etag_on_missing_key(c).await
+}
+
+/// An ETag given for a key that does not exist (never written, or deleted).
+async fn etag_on_missing_key(c: &Ctx) -> CheckResult {
+    let fw = StateOptions { concurrency: Concurrency::FirstWrite, ..Default::default() };
+    let tag = if c.rules.malformed_set == EtagFault::Invalid { "12345".to_string() } else { uuid::Uuid::new_v4().to_string() };
+    for (label, options) in [("last-write", StateOptions::default()), ("first-write", fw)] {
+        let key = format!("absent-{label}");
+        let set = c.store.set(SetRequest { etag: Some(tag.clone()), options, ..c.set(&key, "1") }).await;
+        let del = c.store.delete(DeleteRequest { key: c.key(&format!("gone-{label}")), etag: Some(tag.clone()), options, ..Default::default() }).await;
+        if c.rules.etag_on_missing_key_succeeds {
+            set.map_err(|e| format!("{label} write with an etag on a missing key must succeed here, got {e}"))?;
+            del.map_err(|e| format!("{label} delete with an etag on a missing key must succeed here, got {e}"))?;
+        } else {
+            expect_fault(&format!("a {label} write with an etag on a missing key"), EtagFault::Mismatch, set)?;
+            expect_fault(&format!("a {label} delete with an etag on a missing key"), EtagFault::Mismatch, del)?;
+            ensure!(c.get(&key).await?.is_none(), "a refused write with an etag created {key}");
+        }
+    }
     Ok(())
 }
 
@@ -194,6 +274,12 @@ async fn transactions(c: &Ctx) -> CheckResult {
     ensure!(c.get("tx3").await?.is_none(), "failed transaction applied a write");
     ensure!(c.get("tx1").await?.is_some(), "failed transaction applied a delete");
     ensure!(c.get("tx2").await?.is_some_and(|i| i.data == "2"), "failed transaction changed a value");
+    // Inside a transaction an ETag is judged as outside: a malformed one is this store's fault kind.
+    let ops = vec![TransactionOp::Set(SetRequest { etag: Some("not-an-etag".into()), ..c.set("tx2", "bogus") })];
+    expect_fault("a transaction write with a malformed etag", c.rules.malformed_set, c.store.transact(ops, Metadata::new()).await)?;
+    let ops = vec![TransactionOp::Delete(DeleteRequest { key: c.key("tx2"), etag: Some("not-an-etag".into()), ..Default::default() })];
+    expect_fault("a transaction delete with a malformed etag", c.rules.malformed_delete, c.store.transact(ops, Metadata::new()).await)?;
+    ensure!(c.get("tx2").await?.is_some_and(|i| i.data == "2"), "a refused transaction changed a value");
     Ok(())
 }
 
@@ -223,10 +309,10 @@ fn outcome(r: CheckResult) -> Outcome {
     r.map_or_else(Outcome::Failed, |_| Outcome::Passed)
 }
 
-/// Runs the suite against `store`, labelled `label`.
-pub async fn run(label: &str, store: Arc<dyn StateStore>) -> Report {
+/// Runs the suite against `store`, labelled `label`, whose ETags follow `rules`.
+pub async fn run(label: &str, store: Arc<dyn StateStore>, rules: EtagRules) -> Report {
     let prefix = format!("conformance-{}||", uuid::Uuid::new_v4().simple());
-    let c = Ctx { store: Arc::clone(&store), prefix };
+    let c = Ctx { store: Arc::clone(&store), prefix, rules };
     let has = |f: Feature| store.features().contains(&f);
     let mut results = vec![("crud", outcome(crud(&c).await)), ("bulk get", outcome(bulk(&c).await))];
     if has(Feature::ETag) {

@@ -1,7 +1,8 @@
 //! `state.in-memory`: a process-local store with ETags, TTL and atomic transactions.
 //!
 //! Used for tests and ephemeral apps, as Dapr's namesake. ETags are random UUIDs as Dapr's store
-//! issues them; an ETag that is not a UUID at all is reported invalid, a wrong UUID mismatched.
+//! issues them and, as there, never parsed: any ETag that is not the stored one is a mismatch.
+//! First-write concurrency applies to deletes too (contrib's store checks both alike).
 //! Query is not offered, matching Dapr's in-memory store.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 
 use super::ttl::{self, EXPIRE_KEY};
 use super::{
-    check_uuid_etag, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
+    Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
     StoredItem, TransactionOp,
 };
 
@@ -67,11 +68,8 @@ impl Table {
     fn check(&self, key: &str, etag: Option<&str>, conc: Concurrency, now: i64) -> Result<(), StoreError> {
         let current = self.live(key, now).map(|e| e.etag.as_str());
         match (etag.filter(|e| !e.is_empty()), conc) {
-            (Some(tag), _) => {
-                check_uuid_etag(tag)?;
-                if current != Some(tag) {
-                    return Err(StoreError::ETagMismatch(format!("etag {tag} does not match for key {key}")));
-                }
+            (Some(tag), _) if current != Some(tag) => {
+                return Err(StoreError::ETagMismatch(format!("etag {tag} does not match for key {key}")));
             }
             (None, Concurrency::FirstWrite) if current.is_some() => {
                 return Err(StoreError::ETagMismatch(format!(
@@ -89,13 +87,7 @@ impl Table {
                 r.ttl()?;
                 self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now)
             }
-            TransactionOp::Delete(r) => {
-                if r.etag.as_deref().is_some_and(|e| !e.is_empty()) {
-                    self.check(&r.key, r.etag.as_deref(), Concurrency::LastWrite, now)
-                } else {
-                    Ok(())
-                }
-            }
+            TransactionOp::Delete(r) => self.check(&r.key, r.etag.as_deref(), r.options.concurrency, now),
         }
     }
 

@@ -200,12 +200,6 @@ pub fn bulk_answers<R>(keys: Vec<String>, mut found: HashMap<String, R>, decode:
         .collect()
 }
 
-/// Checks an ETag could have been issued by a store that issues UUIDs (in-memory, SQLite):
-/// a UUID that does not match is a mismatch, anything else is invalid.
-pub fn check_uuid_etag(etag: &str) -> Result<(), StoreError> {
-    uuid::Uuid::parse_str(etag).map(|_| ()).map_err(|_| StoreError::ETagInvalid(etag.to_string()))
-}
-
 /// The contract of a state store implementation.
 ///
 /// Required: `features`, `get`, `set`, `delete`. Bulk operations default to per-key calls; a store

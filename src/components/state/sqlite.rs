@@ -2,8 +2,9 @@
 //!
 //! Dapr's table layout (components-contrib), so a database written by Dapr is readable here and
 //! the reverse: `key, value, is_binary, etag, expiration_time, update_time`, a metadata table
-//! holding the migration level, UUID ETags, expiry compared with `CURRENT_TIMESTAMP`. An ETag
-//! that is not a UUID is reported invalid (rapr's addition: Dapr's store calls it a mismatch). WAL mode,
+//! holding the migration level, UUID ETags, expiry compared with `CURRENT_TIMESTAMP`. As in
+//! contrib's store, an ETag is never parsed: any ETag that is not the stored one, UUID or not, is
+//! a mismatch (daprd's 409 / ABORTED), never invalid. WAL mode,
 //! so readers never block the writer and an acknowledged commit survives a process kill.
 //! Query is a rapr extension (Dapr's SQLite store has none): evaluated by `query.rs` over the
 //! live JSON rows under the caller's key prefix.
@@ -18,7 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use crate::components::sqlite_pool::{db_err, SqlitePool};
 use super::ttl::{self, EXPIRE_KEY};
 use super::{
-    check_uuid_etag, BulkGetItem, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryCandidate,
+    BulkGetItem, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, Query, QueryCandidate,
     QueryPage, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
 use crate::components::metadata::{ComponentMetadata, MetadataError};
@@ -232,7 +233,6 @@ fn do_set(tx: &Transaction<'_>, table: &str, req: &SetRequest) -> Result<(), Sto
             )
         }
         Some(old) => {
-            check_uuid_etag(old)?;
             tx.execute(
             &format!("UPDATE {table} SET value = ?1, etag = ?2, is_binary = ?3, update_time = CURRENT_TIMESTAMP, expiration_time = {expiration} WHERE key = ?4 AND etag = ?5 AND {LIVE}"),
             params![value, etag, is_binary, req.key, old],
@@ -255,7 +255,6 @@ fn do_delete(tx: &Transaction<'_>, table: &str, req: &DeleteRequest) -> Result<(
             tx.execute(&format!("DELETE FROM {table} WHERE key = ?1"), params![req.key]).map_err(db_err)?;
         }
         Some(etag) => {
-            check_uuid_etag(etag)?;
             let rows = tx
                 .execute(&format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2 AND {LIVE}"), params![req.key, etag])
                 .map_err(db_err)?;

@@ -47,9 +47,16 @@ async fn save_get_delete_with_etags_on_both_stores() {
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(body["errorCode"], "ERR_STATE_SAVE");
         assert!(body["message"].as_str().unwrap().starts_with(&format!("failed saving state in state store {store}: possible etag mismatch")), "{body}");
+        // These stores never parse an ETag (contrib's in-memory and SQLite): a non-UUID one is a
+        // mismatch like any other, for a save, a delete and a first-write on a missing key.
         let (status, body) = error_of(post(&sc, &format!("/v1.0/state/{store}"), r#"[{"key":"k1","value":2,"etag":"not-a-version"}]"#).await).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(body["errorCode"], "ERR_STATE_SAVE");
+        assert_eq!((status, body["errorCode"].as_str()), (StatusCode::CONFLICT, Some("ERR_STATE_SAVE")), "{body}");
+        let r = sc.client.delete(sc.url(&format!("/v1.0/state/{store}/k1"))).header("If-Match", "not-a-version").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.json::<Value>().await.unwrap()["errorCode"], "ERR_STATE_DELETE");
+        let fw_missing = r#"[{"key":"absent","value":1,"etag":"not-a-version","options":{"concurrency":"first-write"}}]"#;
+        let (status, body) = error_of(post(&sc, &format!("/v1.0/state/{store}"), fw_missing).await).await;
+        assert_eq!((status, body["errorCode"].as_str()), (StatusCode::CONFLICT, Some("ERR_STATE_SAVE")), "{body}");
 
         // Delete with If-Match.
         let r = sc.client.delete(sc.url(&format!("/v1.0/state/{store}/k1"))).header("If-Match", etag.as_str()).send().await.unwrap();
@@ -317,4 +324,27 @@ async fn metadata_and_health_over_http() {
     assert_eq!(sc.client.get(sc.url("/v1.0/healthz/outbound")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
     let (s, b) = error_of(sc.client.get(sc.url("/v1.0/healthz?appid=other")).send().await.unwrap()).await;
     assert_eq!((s, b["errorCode"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("ERR_HEALTH_APPID_NOT_MATCH")));
+}
+
+/// daprd merges only the query string's `metadata.*` into each operation; the body's `metadata`
+/// belongs to the transaction as a whole (a TTL there is no operation's TTL).
+#[tokio::test]
+async fn transaction_body_metadata_stays_on_the_transaction() {
+    let sc = sidecar().await;
+    for store in ["statestore", "mem"] {
+        let tx = r#"{"operations":[{"operation":"upsert","request":{"key":"body-md","value":1}}],"metadata":{"ttlInSeconds":"100"}}"#;
+        assert_eq!(post(&sc, &format!("/v1.0/state/{store}/transaction"), tx).await.status(), StatusCode::NO_CONTENT);
+        let r = sc.client.get(sc.url(&format!("/v1.0/state/{store}/body-md"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(!r.headers().contains_key("metadata.ttlexpiretime"), "{store}: body metadata reached the operation: {:?}", r.headers());
+
+        let tx = r#"{"operations":[{"operation":"upsert","request":{"key":"query-md","value":1,"metadata":{"ttlInSeconds":"5"}}}]}"#;
+        let r = post(&sc, &format!("/v1.0/state/{store}/transaction?metadata.ttlInSeconds=100"), tx).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = sc.client.get(sc.url(&format!("/v1.0/state/{store}/query-md"))).send().await.unwrap();
+        let expiry = r.headers().get("metadata.ttlexpiretime").unwrap_or_else(|| panic!("{store}: the query string's TTL must reach the operation")).to_str().unwrap().to_string();
+        let at = time::OffsetDateTime::parse(&expiry, &time::format_description::well_known::Rfc3339).unwrap();
+        let secs = (at - time::OffsetDateTime::now_utc()).whole_seconds();
+        assert!(secs > 50, "{store}: the query string overrides the operation's own metadata, expires in {secs}s");
+    }
 }

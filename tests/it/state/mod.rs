@@ -3,6 +3,7 @@
 mod capabilities;
 mod conformance;
 mod grpc;
+mod grpc_daprd;
 mod http;
 mod mysql;
 mod postgres;

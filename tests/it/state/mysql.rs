@@ -8,7 +8,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use rapr::components::registry::{ComponentError, Registry};
-use rapr::components::state::conformance::{matrix, run, Outcome};
+use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{Concurrency, Feature, GetRequest, SetRequest, StateOptions, StateStore, StoreError};
 use rapr::config::{ComponentSpec, MetadataItem};
 use rapr_proto::common::v1 as common;
@@ -83,7 +83,7 @@ async fn mysql_passes_the_state_conformance_suite() {
     let schema = Schema::new();
     let md = [("connectionString", DSN), ("schemaName", schema.0.as_str()), ("cleanupIntervalInSeconds", "1")];
     let store: Arc<dyn StateStore> = Registry::default().build_state(&spec("my", &md)).await.expect("mysql store builds");
-    let report = tokio::time::timeout(Duration::from_secs(90), run("state.mysql", Arc::clone(&store))).await.expect("suite timed out");
+    let report = tokio::time::timeout(Duration::from_secs(90), run("state.mysql", Arc::clone(&store), EtagRules::OPAQUE)).await.expect("suite timed out");
     for (feature, claim) in [("etag", Feature::ETag), ("ttl", Feature::Ttl), ("transactions", Feature::Transactional)] {
         assert!(store.features().contains(&claim), "state.mysql must claim {feature}");
         let outcome = &report.results.iter().find(|(f, _)| *f == feature).unwrap().1;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rapr::components::registry::Registry;
-use rapr::components::state::conformance::{matrix, run, Outcome};
+use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{Feature, StateStore};
 use rapr::config::component::MetadataItem;
 use rapr::config::ComponentSpec;
@@ -73,7 +73,7 @@ async fn postgres_passes_the_state_conformance_suite() {
     // Both type names daprd registers build the same store, on the same tables.
     for type_name in ["state.postgresql", "state.postgres"] {
         let store: Arc<dyn StateStore> = reg.build_state(&spec("pg", type_name, &md)).await.expect("postgres store builds");
-        let report = tokio::time::timeout(Duration::from_secs(60), run(type_name, Arc::clone(&store))).await.expect("suite timed out");
+        let report = tokio::time::timeout(Duration::from_secs(60), run(type_name, Arc::clone(&store), EtagRules::POSTGRES_V1)).await.expect("suite timed out");
         for (feature, claim) in [("etag", Feature::ETag), ("ttl", Feature::Ttl), ("transactions", Feature::Transactional), ("query", Feature::QueryApi)] {
             assert!(store.features().contains(&claim), "{type_name} must claim {feature}");
             let outcome = &report.results.iter().find(|(f, _)| *f == feature).unwrap().1;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rapr::components::registry::Registry;
-use rapr::components::state::conformance::{matrix, run, Outcome};
+use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{
     BulkGetItem, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
@@ -187,7 +187,7 @@ fn spec(name: &str, pairs: &[(&str, &str)]) -> ComponentSpec {
 async fn redis_store_passes_the_state_conformance_suite() {
     let store = Registry::default().build_state(&spec("conformance", &[("redisHost", SHARED)])).await.expect("state.redis builds");
     let rec = Arc::new(Recording { inner: store, keys: Default::default() });
-    let report = tokio::time::timeout(Duration::from_secs(60), run("state.redis", rec.clone() as Arc<dyn StateStore>)).await.expect("suite timed out");
+    let report = tokio::time::timeout(Duration::from_secs(60), run("state.redis", rec.clone() as Arc<dyn StateStore>, EtagRules::REDIS)).await.expect("suite timed out");
     let keys: Vec<String> = rec.keys.lock().unwrap().iter().cloned().collect();
     let mut conn = redis_conn(SHARED).await;
     for k in &keys {

@@ -3,8 +3,8 @@
 //! Dapr's table layout (components-contrib), so data written by Dapr is readable here and the
 //! reverse: `id, value (JSON), isbinary, insertDate, updateDate, eTag, expiredate`. JSON values
 //! are stored as JSON; anything else as a JSON string of base64 with `isbinary` set. The ETag is
-//! a UUID regenerated on every write; an ETag that is not a UUID is reported invalid (rapr's
-//! in-house rule, Dapr calls it a mismatch). Expired rows are invisible to reads and swept
+//! a UUID regenerated on every write; as in contrib's store it is never parsed, so any ETag that
+//! is not the stored one is a mismatch (daprd's 409 / ABORTED), never invalid. Expired rows are invisible to reads and swept
 //! periodically. Features as Dapr reports them: ETAG, TRANSACTIONAL, TTL (no query API).
 //!
 //! ```text
@@ -33,7 +33,7 @@ pub use config::MysqlConfig;
 
 use super::ttl::{self, EXPIRE_KEY};
 use super::{
-    check_uuid_etag, BulkGetItem, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
+    BulkGetItem, Concurrency, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError,
     StoredItem, TransactionOp,
 };
 use crate::components::registry::{ComponentError, Registry};
@@ -205,7 +205,6 @@ async fn do_set<Q: Queryable>(q: &mut Q, sql: &Sql, req: &SetRequest) -> Result<
     let key = req.key.clone();
     match req.etag.as_deref().filter(|e| !e.is_empty()) {
         Some(old) => {
-            check_uuid_etag(old)?;
             let n = exec_count(q, &sql.update, Params::from((value, etag, is_binary, ttl, key, old.to_string()))).await.map_err(db_err)?;
             if n == 0 {
                 return Err(mismatch(&req.key));
@@ -236,7 +235,6 @@ async fn do_delete<Q: Queryable>(q: &mut Q, sql: &Sql, req: &DeleteRequest) -> R
             exec_count(q, &sql.delete, Params::from((req.key.clone(),))).await.map_err(db_err)?;
         }
         Some(etag) => {
-            check_uuid_etag(etag)?;
             let n = exec_count(q, &sql.delete_etag, Params::from((req.key.clone(), etag.to_string()))).await.map_err(db_err)?;
             if n == 0 {
                 return Err(mismatch(&req.key));

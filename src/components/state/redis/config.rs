@@ -2,7 +2,11 @@
 //! settings), decoded once at init so a bad value fails the component with the key named.
 //!
 //! Durations follow Dapr's Redis rule, which differs from other components: a plain integer is
-//! milliseconds and a negative one disables the timeout. Features rapr's Redis client does not
+//! milliseconds. Zero means go-redis's own default and a negative value disables the setting, as
+//! contrib hands both to go-redis unchanged (`readTimeout: 0` is 3 s, `redisMaxRetries: 0` is 3
+//! retries, `-1` none). Contrib's state defaults: 3 retries, a 2 s minimum retry interval (or the
+//! legacy `maxRetryBackoff`, integer nanoseconds, when `redisMinRetryInterval` is absent) and
+//! go-redis's 512 ms maximum; a minimum above the maximum waits the maximum, as go-redis does. Features rapr's Redis client does not
 //! offer here (TLS, Sentinel failover, cluster, Entra ID) fail init naming the key, rather than
 //! silently connecting in a way the operator did not ask for.
 
@@ -25,7 +29,8 @@ pub struct RedisConfig {
     pub db: i64,
     /// Reconnection attempts per request before it fails.
     pub max_retries: usize,
-    /// Smallest delay between reconnection attempts.
+    /// Smallest delay between reconnection attempts, as configured (it may exceed the largest:
+    /// `retry_delays` settles that).
     pub min_retry_backoff: Duration,
     /// Largest delay between reconnection attempts.
     pub max_retry_backoff: Duration,
@@ -58,21 +63,73 @@ const ACCEPTED: &[&str] = &[
     "redeliverInterval",
     "processingTimeout",
     "consumerID",
+    // Legacy; read only when `redisMinRetryInterval` is absent (contrib ignores it otherwise).
+    "maxRetryBackoff",
 ];
 
 fn err(key: &str, reason: impl Into<String>) -> MetadataError {
     MetadataError { component: String::new(), key: key.to_string(), reason: reason.into() }
 }
 
-/// A Redis-style duration: plain integer milliseconds (negative: disabled), or Go syntax.
-fn redis_duration(md: &mut ComponentMetadata, names: &[&str], default: Option<Duration>) -> Result<Option<Duration>, MetadataError> {
-    let Some(raw) = md.string(names) else { return Ok(default) };
-    let v = raw.trim();
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok((ms > 0).then(|| Duration::from_millis(ms.unsigned_abs())));
+/// go-redis's defaults for a zero setting.
+const GO_REDIS_RETRIES: usize = 3;
+const GO_REDIS_MIN_BACKOFF: Duration = Duration::from_millis(8);
+const GO_REDIS_MAX_BACKOFF: Duration = Duration::from_millis(512);
+const GO_REDIS_DIAL: Duration = Duration::from_secs(5);
+const GO_REDIS_READ: Duration = Duration::from_secs(3);
+/// contrib's state default for `redisMinRetryInterval`.
+const CONTRIB_MIN_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A setting as go-redis reads it: zero takes its default, negative disables it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GoRedis {
+    Default,
+    Disabled,
+    Set(Duration),
+}
+
+impl GoRedis {
+    /// The value with go-redis's `default` for zero; `None` when disabled.
+    fn or(self, default: Duration) -> Option<Duration> {
+        match self {
+            GoRedis::Default => Some(default),
+            GoRedis::Disabled => None,
+            GoRedis::Set(d) => Some(d),
+        }
     }
-    let d = parse_duration(v).ok_or_else(|| err(names[0], format!("{raw:?} is not a duration")))?;
-    Ok((!d.is_zero()).then_some(d))
+}
+
+/// A Redis-style duration (contrib's `Duration.DecodeString`): plain integer milliseconds, or Go
+/// syntax; `None` when the key is absent.
+fn redis_duration(md: &mut ComponentMetadata, names: &[&str]) -> Result<Option<GoRedis>, MetadataError> {
+    let Some(raw) = md.string(names) else { return Ok(None) };
+    let v = raw.trim();
+    let d = if let Ok(ms) = v.parse::<i64>() {
+        match ms {
+            0 => GoRedis::Default,
+            n if n < 0 => GoRedis::Disabled,
+            n => GoRedis::Set(Duration::from_millis(n.unsigned_abs())),
+        }
+    } else if let Some(neg) = v.strip_prefix('-') {
+        parse_duration(neg).ok_or_else(|| err(names[0], format!("{raw:?} is not a duration")))?;
+        GoRedis::Disabled
+    } else {
+        let d = parse_duration(v).ok_or_else(|| err(names[0], format!("{raw:?} is not a duration")))?;
+        if d.is_zero() { GoRedis::Default } else { GoRedis::Set(d) }
+    };
+    Ok(Some(d))
+}
+
+/// contrib's legacy `maxRetryBackoff`: read only when `redisMinRetryInterval` is absent, an
+/// integer of nanoseconds (contrib converts it with `time.Duration(n)`), into the minimum.
+fn legacy_min_retry(md: &mut ComponentMetadata) -> Result<GoRedis, MetadataError> {
+    let Some(raw) = md.string(&["maxRetryBackoff"]).filter(|v| !v.is_empty()) else { return Ok(GoRedis::Set(CONTRIB_MIN_RETRY_INTERVAL)) };
+    let n: i64 = raw.parse().map_err(|e| err("maxRetryBackoff", format!("redis store error: can't parse maxRetryBackoff field: {e}")))?;
+    Ok(match n {
+        0 => GoRedis::Default,
+        n if n < 0 => GoRedis::Disabled,
+        n => GoRedis::Set(Duration::from_nanos(n.unsigned_abs())),
+    })
 }
 
 fn integer(md: &mut ComponentMetadata, names: &[&str]) -> Result<Option<i64>, MetadataError> {
@@ -145,14 +202,26 @@ impl RedisConfig {
         if db < 0 {
             return Err(err("redisDB", format!("{db} is not a database number")));
         }
-        // Dapr: -1 disables retries, default 3.
-        let max_retries = integer(md, &["redisMaxRetries", "maxRetries"])?.map_or(3, |n| n.max(0) as usize);
-        let min_retry_backoff = redis_duration(md, &["redisMinRetryInterval"], Some(Duration::from_millis(8)))?.unwrap_or(Duration::from_millis(1));
-        let max_retry_backoff =
-            redis_duration(md, &["redisMaxRetryInterval", "maxRetryBackoff"], Some(Duration::from_millis(512)))?.unwrap_or(min_retry_backoff);
-        let dial_timeout = redis_duration(md, &["dialTimeout"], Some(Duration::from_secs(5)))?.unwrap_or(Duration::from_secs(5));
-        let read_timeout = redis_duration(md, &["readTimeout"], Some(Duration::from_secs(3)))?;
-        let write_timeout = redis_duration(md, &["writeTimeout"], read_timeout)?;
+        // contrib's default is 3; go-redis reads 0 as its default (3) and -1 as no retries.
+        let max_retries = match integer(md, &["redisMaxRetries", "maxRetries"])? {
+            None | Some(0) => GO_REDIS_RETRIES,
+            Some(n) if n < 0 => 0,
+            Some(n) => n as usize,
+        };
+        let min_retry = match redis_duration(md, &["redisMinRetryInterval"])? {
+            Some(d) => d,
+            None => legacy_min_retry(md)?,
+        };
+        // Disabled backoff (-1) retries at once.
+        let min_retry_backoff = min_retry.or(GO_REDIS_MIN_BACKOFF).unwrap_or(Duration::ZERO);
+        let max_retry_backoff = redis_duration(md, &["redisMaxRetryInterval"])?.unwrap_or(GoRedis::Default).or(GO_REDIS_MAX_BACKOFF).unwrap_or(Duration::ZERO);
+        let dial_timeout = redis_duration(md, &["dialTimeout"])?.unwrap_or(GoRedis::Default).or(GO_REDIS_DIAL).unwrap_or(GO_REDIS_DIAL);
+        let read_timeout = redis_duration(md, &["readTimeout"])?.unwrap_or(GoRedis::Default).or(GO_REDIS_READ);
+        // go-redis: a zero write timeout is the read timeout.
+        let write_timeout = match redis_duration(md, &["writeTimeout"])?.unwrap_or(GoRedis::Default) {
+            GoRedis::Default => read_timeout,
+            other => other.or(GO_REDIS_READ),
+        };
         let default_ttl = integer(md, &["ttlInSeconds"])?.filter(|t| *t > 0);
         for key in ACCEPTED {
             md.string(&[key]);
@@ -165,12 +234,18 @@ impl RedisConfig {
             db,
             max_retries,
             min_retry_backoff,
-            max_retry_backoff: max_retry_backoff.max(min_retry_backoff),
+            max_retry_backoff,
             dial_timeout,
             read_timeout,
             write_timeout,
             default_ttl,
         })
+    }
+
+    /// The (min, max) reconnection delays to use: go-redis waits the maximum whenever the
+    /// minimum exceeds it, so contrib's 2 s minimum under the 512 ms default maximum waits 512 ms.
+    pub fn retry_delays(&self) -> (Duration, Duration) {
+        (self.min_retry_backoff.min(self.max_retry_backoff), self.max_retry_backoff)
     }
 
     /// Deadline of one store call: long enough for a reconnect attempt and an answer.
@@ -202,6 +277,9 @@ mod tests {
     fn defaults_follow_dapr() {
         let c = cfg(&[("redisHost", "localhost:6380")]).unwrap();
         assert_eq!((c.host.as_str(), c.port, c.db, c.max_retries), ("localhost", 6380, 0, 3));
+        assert_eq!(c.min_retry_backoff, Duration::from_secs(2), "contrib's state default");
+        assert_eq!(c.max_retry_backoff, Duration::from_millis(512), "go-redis's default");
+        assert_eq!(c.retry_delays(), (Duration::from_millis(512), Duration::from_millis(512)));
         assert_eq!(c.read_timeout, Some(Duration::from_secs(3)));
         assert_eq!(c.write_timeout, c.read_timeout);
         assert_eq!(c.call_timeout(), Duration::from_secs(5));
@@ -215,6 +293,29 @@ mod tests {
         assert_eq!(c.dial_timeout, Duration::from_millis(250));
         assert_eq!(c.read_timeout, None);
         assert_eq!(c.write_timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn zero_means_go_redis_defaults() {
+        let c = cfg(&[("redisHost", "h:1"), ("readTimeout", "0"), ("redisMaxRetries", "0"), ("dialTimeout", "0s"), ("redisMaxRetryInterval", "0")]).unwrap();
+        assert_eq!(c.read_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.write_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.dial_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_retry_backoff, Duration::from_millis(512));
+        assert_eq!(cfg(&[("redisHost", "h:1"), ("redisMaxRetries", "-1")]).unwrap().max_retries, 0);
+        assert_eq!(cfg(&[("redisHost", "h:1"), ("maxRetries", "7")]).unwrap().max_retries, 7);
+        assert_eq!(cfg(&[("redisHost", "h:1"), ("redisMinRetryInterval", "0")]).unwrap().min_retry_backoff, Duration::from_millis(8));
+    }
+
+    #[test]
+    fn legacy_max_retry_backoff_is_the_minimum_in_nanoseconds() {
+        let c = cfg(&[("redisHost", "h:1"), ("maxRetryBackoff", "100000000")]).unwrap();
+        assert_eq!(c.min_retry_backoff, Duration::from_millis(100));
+        assert_eq!(c.max_retry_backoff, Duration::from_millis(512), "the legacy key never sets the maximum");
+        let c = cfg(&[("redisHost", "h:1"), ("maxRetryBackoff", "100000000"), ("redisMinRetryInterval", "50")]).unwrap();
+        assert_eq!(c.min_retry_backoff, Duration::from_millis(50), "the new key wins");
+        assert_eq!(cfg(&[("redisHost", "h:1"), ("maxRetryBackoff", "1s")]).unwrap_err().key, "maxRetryBackoff");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `state.redis`: Dapr's Redis state store, data-compatible with components-contrib's.
 //!
-//! Each key is a hash `{data, version}`; the ETag is the decimal version (a non-numeric ETag is
-//! invalid, a wrong number a mismatch). Writes, deletes and transactions go through one Lua
+//! Each key is a hash `{data, version}`; the ETag is the decimal version. As contrib's store: a
+//! write's non-numeric ETag is invalid, a delete's ETag is never parsed (any failure is a
+//! mismatch), and an ETag for a key that does not exist lets the write or delete through. Writes, deletes and transactions go through one Lua
 //! script (`scripts.rs`) that checks every ETag before applying anything, so transactions are
 //! all-or-nothing. TTL is Redis's own `EXPIRE`; `ttlExpireTime` comes from the key's TTL.
 //! Features: ETAG, TRANSACTIONAL, TTL (Dapr's RediSearch-based query is not offered).
@@ -87,10 +88,11 @@ impl RedisStore {
             .map_err(|e| unreachable(e.to_string()))?
             .set_redis_settings(settings);
         let client = ::redis::Client::open(info).map_err(|e| unreachable(e.to_string()))?;
+        let (min_delay, max_delay) = cfg.retry_delays();
         let manager_cfg = ConnectionManagerConfig::new()
             .set_number_of_retries(cfg.max_retries)
-            .set_min_delay(cfg.min_retry_backoff)
-            .set_max_delay(cfg.max_retry_backoff)
+            .set_min_delay(min_delay)
+            .set_max_delay(max_delay)
             .set_connection_timeout(Some(cfg.dial_timeout))
             .set_response_timeout(cfg.read_timeout.max(cfg.write_timeout));
         let timeout = cfg.call_timeout();

@@ -3,7 +3,11 @@
 //! Layout (Dapr's): each key is a hash with `data` (the value bytes as given) and `version` (an
 //! integer bumped by `HINCRBY` on every write; the ETag is its decimal form). One write script
 //! serves single writes, deletes and transactions alike: it checks every ETag first and only then
-//! applies every operation, so a transaction with one stale ETag changes nothing. Redis runs a
+//! applies every operation, so a transaction with one stale ETag changes nothing. As contrib's
+//! scripts, an ETag is compared only with a version that exists: an ETag for a missing key (or a
+//! hash without `version`) lets the write or delete through. A write's ETag is parsed as an
+//! integer first (contrib's `strconv.Atoi`: not one is invalid); a delete's never is, it is
+//! compared as given, and `0` means "no ETag" for both as in contrib. Redis runs a
 //! script atomically, which is what makes both phases one step. One read script answers one or
 //! many keys in a round trip with each key's TTL, and reads a plain string key (pre-hash Dapr
 //! data) as a value without an ETag, as Dapr's store falls back to `GET`.
@@ -45,7 +49,7 @@ for i = 1, n do
   if etag ~= "" then
     local current = false
     if t == "hash" then current = redis.call("HGET", key, "version") end
-    if current ~= etag then return redis.error_reply("ETAG_MISMATCH " .. i) end
+    if current and current ~= "" and current ~= etag then return redis.error_reply("ETAG_MISMATCH " .. i) end
   elseif kind == "F" and t ~= "none" then
     return redis.error_reply("ETAG_MISMATCH " .. i)
   end
@@ -95,12 +99,22 @@ pub struct WriteOp {
     pub data: Bytes,
 }
 
-/// Parses an ETag this store could have issued: a decimal version.
-fn etag(raw: Option<&str>) -> Result<String, StoreError> {
+/// A write's ETag as contrib's `parseETag` reads it: a decimal integer (sign allowed, as Go's
+/// `strconv.Atoi`), `0` meaning none; anything else is invalid.
+fn set_etag(raw: Option<&str>) -> Result<String, StoreError> {
     match raw.filter(|e| !e.is_empty()) {
         None => Ok(String::new()),
-        Some(e) => e.trim().parse::<u64>().map(|v| v.to_string()).map_err(|_| StoreError::ETagInvalid(e.to_string())),
+        Some(e) => match e.parse::<i64>() {
+            Ok(0) => Ok(String::new()),
+            Ok(v) => Ok(v.to_string()),
+            Err(_) => Err(StoreError::ETagInvalid(e.to_string())),
+        },
     }
+}
+
+/// A delete's ETag, never parsed (contrib passes it to the script as given); `0` means none.
+fn delete_etag(raw: Option<&str>) -> String {
+    raw.filter(|e| *e != "0").unwrap_or_default().to_string()
 }
 
 fn require_key(key: &str, what: &str) -> Result<(), StoreError> {
@@ -115,13 +129,13 @@ pub fn set_op(req: SetRequest, default_ttl: Option<i64>) -> Result<WriteOp, Stor
     require_key(&req.key, "set")?;
     let ttl = if req.metadata.get(super::super::ttl::TTL_KEY).is_some_and(|v| !v.is_empty()) { req.ttl()? } else { default_ttl };
     let kind = if req.options.concurrency == Concurrency::FirstWrite { "F" } else { "S" };
-    Ok(WriteOp { etag: etag(req.etag.as_deref())?, key: req.key, kind, ttl: ttl.unwrap_or(0), data: req.value })
+    Ok(WriteOp { etag: set_etag(req.etag.as_deref())?, key: req.key, kind, ttl: ttl.unwrap_or(0), data: req.value })
 }
 
 /// Encodes a delete.
 pub fn delete_op(req: DeleteRequest) -> Result<WriteOp, StoreError> {
     require_key(&req.key, "delete")?;
-    Ok(WriteOp { etag: etag(req.etag.as_deref())?, key: req.key, kind: "D", ttl: 0, data: Bytes::new() })
+    Ok(WriteOp { etag: delete_etag(req.etag.as_deref()), key: req.key, kind: "D", ttl: 0, data: Bytes::new() })
 }
 
 /// One key as the read script answers it: `(kind, data, version, ttl)`.
@@ -145,12 +159,18 @@ mod tests {
     use crate::components::state::{Metadata, StateOptions};
 
     #[test]
-    fn etags_are_decimal_versions() {
-        assert_eq!(etag(None).unwrap(), "");
-        assert_eq!(etag(Some("")).unwrap(), "");
-        assert_eq!(etag(Some("007")).unwrap(), "7");
-        assert!(matches!(etag(Some("abc")), Err(StoreError::ETagInvalid(_))));
-        assert!(matches!(etag(Some("-1")), Err(StoreError::ETagInvalid(_))));
+    fn write_etags_are_integers_and_delete_etags_are_never_parsed() {
+        assert_eq!(set_etag(None).unwrap(), "");
+        assert_eq!(set_etag(Some("")).unwrap(), "");
+        assert_eq!(set_etag(Some("0")).unwrap(), "");
+        assert_eq!(set_etag(Some("007")).unwrap(), "7");
+        assert_eq!(set_etag(Some("-1")).unwrap(), "-1");
+        assert!(matches!(set_etag(Some("abc")), Err(StoreError::ETagInvalid(_))));
+        assert!(matches!(set_etag(Some(" 7")), Err(StoreError::ETagInvalid(_))));
+        let del = |e: &str| delete_op(DeleteRequest { key: "k".into(), etag: Some(e.into()), ..Default::default() }).unwrap().etag;
+        assert_eq!(del("abc"), "abc");
+        assert_eq!(del("007"), "007");
+        assert_eq!(del("0"), "");
     }
 
     #[test]
