@@ -5,7 +5,7 @@
 //! keys/*     KeyPrefix::apply (`appid||key`, every request) and strip (query answers)
 //! store/*    MemoryStore get / set / bulk_get called directly
 //! answers/*  bulk_answers: the ordered bulk-get answer the SQL stores build from their rows
-//! host/*     StateClient -> StateStoreHost mailbox -> the store, and the reply back
+//! client/*   StateClient (deadline, crash points, drain token) -> the store
 //! facade/*   StateApi (directory snapshot, key prefix, resiliency policy, component metrics)
 //!            over a host started by the ComponentSupervisor, as the sidecar runs it
 //! http/*     the HTTP API router over that facade: routing, extractors, the JSON body decoded
@@ -38,7 +38,6 @@ use rapr::api::state::{SaveItem, StateApi};
 use rapr::api::state_keys::KeyPrefix;
 use rapr::components::directory::DirectoryHandle;
 use rapr::components::registry::Registry;
-use rapr::components::state::host::{StateStoreHost, StateStoreHostArgs};
 use rapr::components::state::memory::MemoryStore;
 use rapr::components::state::{bulk_answers, Consistency, GetRequest, Metadata, SetRequest, StateClient, StateStore, StoreError, StoredItem};
 use rapr::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
@@ -141,19 +140,15 @@ fn answers(c: &mut Criterion) {
     g.finish();
 }
 
-fn host(c: &mut Criterion) {
+fn client(c: &mut Criterion) {
     let rt = runtime();
     let value = value();
-    let client = rt.block_on(async {
-        let args = StateStoreHostArgs { spec: spec(), registry: Arc::new(Registry::default()) };
-        let (host, _) = Actor::spawn(None, StateStoreHost, args).await.expect("the host starts");
-        StateClient::connect(host, Duration::from_secs(5)).await.expect("the host describes its store")
-    });
+    let client = StateClient::new(Arc::new(MemoryStore::new()), Duration::from_secs(5), tokio_util::task::TaskTracker::new());
     rt.block_on(fill(&value, |i, v| {
         let client = &client;
         async move { client.set(set(stored_key(i), &v)).await.expect("an unconditional write") }
     }));
-    let mut g = c.benchmark_group("host");
+    let mut g = c.benchmark_group("client");
     g.bench_function("get", |b| b.to_async(&rt).iter(|| client.get(get(stored_key(black_box(500))))));
     g.bench_function("set", |b| b.to_async(&rt).iter(|| client.set(set(stored_key(black_box(500)), &value))));
     g.finish();
@@ -175,6 +170,7 @@ fn served(c: &mut Criterion) {
             directory: directory.clone(),
             policy: RestartPolicy::default(),
             call_timeout: Duration::from_secs(5),
+            probe: rapr::components::host::HealthProbe::default(),
             metrics: Metrics::new(APP, true, false),
         };
         let (sup, _) = Actor::spawn(Some("bench/components".into()), ComponentSupervisor, args).await.expect("the supervisor starts");
@@ -236,5 +232,5 @@ async fn expect_status(router: &Router, req: Request<Body>, status: u16) -> Byte
     resp.into_body().collect().await.map(|c| c.to_bytes()).expect("the answer reads")
 }
 
-criterion_group!(benches, keys, store, answers, host, served);
+criterion_group!(benches, keys, store, answers, client, served);
 criterion_main!(benches);

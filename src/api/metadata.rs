@@ -143,14 +143,15 @@ impl MetadataApi {
         let mut extended = BTreeMap::from([("daprRuntimeVersion".to_string(), RUNTIME_VERSION.to_string())]);
         let mut components = Vec::new();
         for c in &dir.components {
-            if c.state == ComponentState::Ready {
+            if c.state.registered() {
                 components.push(RegisteredComponent {
                     name: c.name.clone(),
                     type_name: c.type_name.clone(),
                     version: c.version.clone(),
                     capabilities: c.capabilities.iter().map(|s| s.to_string()).collect(),
                 });
-            } else {
+            }
+            if c.state != ComponentState::Ready {
                 let detail = c.error.clone().unwrap_or_default();
                 extended.insert(format!("rapr.component.{}", c.name), format!("{}: {detail}", c.state.as_str()));
             }

@@ -22,6 +22,9 @@ pub enum ComponentState {
     Ready,
     /// Init failed or the host died; retried with backoff unless the error is permanent.
     Failed,
+    /// Was ready; its backend fails the health probe. Still registered and serving (calls
+    /// report the backend's errors) while its host reconnects in place; health is unchanged.
+    Failing,
     /// A building block rapr does not implement yet; loaded nowhere, never affects health.
     Unsupported,
 }
@@ -33,8 +36,16 @@ impl ComponentState {
             ComponentState::Starting => "starting",
             ComponentState::Ready => "ready",
             ComponentState::Failed => "failed",
+            ComponentState::Failing => "failing",
             ComponentState::Unsupported => "unsupported",
         }
+    }
+}
+
+impl ComponentState {
+    /// Whether `/v1.0/metadata` lists it among the registered components (it was initialised).
+    pub fn registered(self) -> bool {
+        matches!(self, ComponentState::Ready | ComponentState::Failing)
     }
 }
 
@@ -66,7 +77,8 @@ pub struct StateEntry {
     pub prefix: KeyPrefix,
 }
 
-/// One published snapshot.
+/// One published snapshot: per-category typed maps of ready components (the supervisor fills
+/// them from each host's `Instance` in one `match`), plus every component's status.
 #[derive(Clone, Default)]
 pub struct Directory {
     /// Ready state stores by name.
@@ -87,6 +99,8 @@ pub struct Directory {
 
 impl Directory {
     /// Components that keep the sidecar unhealthy: failed or starting, without `ignoreErrors`.
+    /// A `Failing` component (ready once, backend down since) does not: daprd's health only
+    /// waits for init.
     pub fn unhealthy(&self) -> Vec<String> {
         self.components
             .iter()

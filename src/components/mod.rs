@@ -1,10 +1,14 @@
-//! Components: the registry of implementations, typed metadata, the supervisor that runs one
-//! host process per component instance, the directory snapshot the APIs read, and one folder per
-//! building-block category.
+//! Components: the categories and the registry of implementations, typed metadata, the generic
+//! host process per component instance and the supervisor that runs them, the directory snapshot
+//! the APIs read, the one `secretKeyRef` resolver, and one folder per building-block category
+//! (docs/architecture.md).
 
+pub mod category;
 pub mod directory;
+pub mod host;
 pub mod metadata;
 pub mod registry;
+pub mod secret_refs;
 pub mod secretstores;
 pub mod sqlite_pool;
 pub mod starter;

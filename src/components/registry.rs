@@ -1,7 +1,10 @@
-//! The component registry: which implementation serves which Dapr type and version.
+//! The component registry: which implementation serves which (category, type, version).
 //!
-//! Data, not code paths: `add(&["state.sqlite"], "v1", factory)`. An unknown type lists what
-//! exists, and never crashes the sidecar (the supervisor marks the component failed).
+//! Data, not code paths: one map keyed by (category, type, version) whose factories build an
+//! `Instance`. Each category folder registers its implementations (`state::redis::register`),
+//! so adding an implementation never edits this file; adding a category adds one `register`
+//! line in `Default`. An unknown type lists what exists, and never crashes the sidecar (the
+//! supervisor marks the component failed).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,9 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::components::category::{Category, Instance};
 use crate::components::metadata::{ComponentMetadata, MetadataError};
-use crate::components::secretstores::local_env::EnvSecretStore;
-use crate::components::secretstores::local_file::{FileSecretStore, FileStoreError};
 use crate::components::secretstores::SecretStore;
 use crate::components::state::{memory::MemoryStore, sqlite, StateStore};
 use crate::config::ComponentSpec;
@@ -56,32 +58,37 @@ impl ComponentError {
     }
 }
 
-type StateFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn StateStore>, ComponentError>> + Send>>;
-type StateFactory = fn(String, ComponentMetadata) -> StateFuture;
-type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, ComponentError>> + Send>>;
+/// A state store factory: name and metadata to an initialised store.
+pub type StateFactory = fn(String, ComponentMetadata) -> BoxFuture<Arc<dyn StateStore>>;
+/// A secret store factory (the local stores initialise synchronously).
+pub type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
 
-/// Every implementation rapr ships, by category.
+/// How one implementation is built: a category's factory, kept typed so no `Any` is needed.
+#[derive(Clone, Copy)]
+enum Factory {
+    State(StateFactory),
+    Secret(SecretFactory),
+}
+
+impl Factory {
+    async fn build(self, name: String, md: ComponentMetadata) -> Result<Instance, ComponentError> {
+        match self {
+            Factory::State(f) => f(name, md).await.map(Instance::State),
+            Factory::Secret(f) => f(name, md).map(Instance::Secret),
+        }
+    }
+}
+
+/// Every implementation rapr ships, keyed by (category, type, version).
 pub struct Registry {
-    state: BTreeMap<(String, String), StateFactory>,
-    secret: BTreeMap<(String, String), SecretFactory>,
+    factories: BTreeMap<(Category, String, String), Factory>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        let mut reg = Self { state: BTreeMap::new(), secret: BTreeMap::new() };
-        reg.add_secret(&["secretstores.local.file"], "v1", |name, mut md| {
-            let store = FileSecretStore::from_metadata(&mut md).map_err(|e| match e {
-                FileStoreError::Metadata(m) => ComponentError::Metadata(m),
-                FileStoreError::File { .. } => ComponentError::Init { name: name.clone(), reason: e.to_string() },
-            })?;
-            warn_unread(&name, &md);
-            Ok(Arc::new(store) as Arc<dyn SecretStore>)
-        });
-        reg.add_secret(&["secretstores.local.env"], "v1", |name, mut md| {
-            let store = EnvSecretStore::from_metadata(&mut md)?;
-            warn_unread(&name, &md);
-            Ok(Arc::new(store) as Arc<dyn SecretStore>)
-        });
+        let mut reg = Self { factories: BTreeMap::new() };
+        crate::components::secretstores::register(&mut reg);
         reg.add_state(&["state.in-memory"], "v1", |_name, _md| Box::pin(async { Ok(Arc::new(MemoryStore::new()) as Arc<dyn StateStore>) }));
         reg.add_state(&["state.sqlite", "state.sqlite3"], "v1", |name, mut md| {
             Box::pin(async move {
@@ -112,55 +119,79 @@ pub fn warn_unread(name: &str, md: &ComponentMetadata) {
 }
 
 impl Registry {
+    fn add(&mut self, category: Category, types: &[&str], version: &str, factory: Factory) {
+        for t in types {
+            self.factories.insert((category, t.to_string(), version.to_string()), factory);
+        }
+    }
+
     /// Registers a state store factory under type names and a version.
     pub fn add_state(&mut self, types: &[&str], version: &str, factory: StateFactory) {
-        for t in types {
-            self.state.insert((t.to_string(), version.to_string()), factory);
-        }
+        self.add(Category::State, types, version, Factory::State(factory));
     }
 
     /// Registers a secret store factory under type names and a version.
     pub fn add_secret(&mut self, types: &[&str], version: &str, factory: SecretFactory) {
-        for t in types {
-            self.secret.insert((t.to_string(), version.to_string()), factory);
+        self.add(Category::SecretStores, types, version, Factory::Secret(factory));
+    }
+
+    /// Builds and initialises the component of `spec` (its `secretKeyRef`s already resolved).
+    pub async fn build(&self, spec: &ComponentSpec) -> Result<Instance, ComponentError> {
+        let category = Category::of(&spec.type_name);
+        let found = category.and_then(|c| self.factories.get(&(c, spec.type_name.clone(), spec.version.clone())).copied());
+        let Some(factory) = found else {
+            let known: Vec<String> =
+                self.factories.keys().filter(|(c, _, _)| Some(*c) == category).map(|(_, t, v)| format!("{t}/{v}")).collect();
+            return Err(ComponentError::UnknownType {
+                name: spec.name.clone(),
+                type_name: spec.type_name.clone(),
+                version: spec.version.clone(),
+                category: spec.category().to_string(),
+                known: known.join(", "),
+            });
+        };
+        let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
+        factory.build(spec.name.clone(), md).await
+    }
+
+    /// Builds a state store (conformance suites and tools that want the trait object itself).
+    pub async fn build_state(&self, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, ComponentError> {
+        match self.build(spec).await? {
+            Instance::State(s) => Ok(s),
+            other => Err(ComponentError::Init { name: spec.name.clone(), reason: format!("a {} component, not a state store", other.category().as_str()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(type_name: &str) -> ComponentSpec {
+        ComponentSpec {
+            name: "c".into(),
+            namespace: None,
+            type_name: type_name.into(),
+            version: "v1".into(),
+            metadata: vec![],
+            scopes: vec![],
+            init_timeout: Duration::from_secs(5),
+            ignore_errors: false,
+            secret_store: None,
+            source: "c.yaml".into(),
         }
     }
 
-    /// Categories rapr implements; components of other categories are reported as unsupported.
-    pub fn implements_category(&self, category: &str) -> bool {
-        matches!(category, "state" | "secretstores")
-    }
-
-    /// Builds the secret store of `spec`.
-    pub async fn build_secret(&self, spec: &ComponentSpec) -> Result<Arc<dyn SecretStore>, ComponentError> {
-        let key = (spec.type_name.clone(), spec.version.clone());
-        let Some(factory) = self.secret.get(&key) else {
-            return Err(unknown(spec, self.secret.keys()));
-        };
-        let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
-        let store = factory(spec.name.clone(), md)?;
-        Ok(store)
-    }
-
-    /// Builds and initialises the state store of `spec`.
-    pub async fn build_state(&self, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, ComponentError> {
-        let key = (spec.type_name.clone(), spec.version.clone());
-        let Some(factory) = self.state.get(&key) else {
-            return Err(unknown(spec, self.state.keys()));
-        };
-        let md = ComponentMetadata::new(&spec.name, &spec.literal_metadata());
-        factory(spec.name.clone(), md).await
-    }
-
-}
-
-fn unknown<'a>(spec: &ComponentSpec, known: impl Iterator<Item = &'a (String, String)>) -> ComponentError {
-    let known: Vec<String> = known.map(|(t, v)| format!("{t}/{v}")).collect();
-    ComponentError::UnknownType {
-        name: spec.name.clone(),
-        type_name: spec.type_name.clone(),
-        version: spec.version.clone(),
-        category: spec.category().to_string(),
-        known: known.join(", "),
+    #[tokio::test]
+    async fn builds_by_category_and_lists_only_that_category_when_unknown() {
+        let reg = Registry::default();
+        assert_eq!(reg.build(&spec("state.in-memory")).await.unwrap().category(), Category::State);
+        assert_eq!(reg.build(&spec("secretstores.local.env")).await.unwrap().category(), Category::SecretStores);
+        let Err(err) = reg.build(&spec("state.nosuch")).await else { panic!("an unknown type must fail") };
+        let text = err.to_string();
+        assert!(err.is_permanent());
+        assert!(text.contains("state.sqlite/v1") && !text.contains("secretstores"), "{text}");
+        let Err(err) = reg.build(&spec("secretstores.nosuch")).await else { panic!("an unknown type must fail") };
+        assert!(err.to_string().contains("secretstores.local.file/v1") && !err.to_string().contains("state."), "{err}");
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! ComponentSupervisor              restart policy: per child, RestartPolicy backoff; never escalates
-//! ├── SecretStoreHost (name)*      started first: other components resolve secretKeyRefs through them
-//! └── StateStoreHost (name)*       one per state component; init in pre_start
+//! └── ComponentHost (category/name)*  one per component instance, any category; secret stores
+//!                                  first (the others resolve secretKeyRefs through them)
 //! ```
+//! Hosts report health changes and in-place replacements (`HostEvents`); the supervisor turns
+//! every change into a new directory snapshot, filling each category's typed map from the
+//! host's `Instance` (the one `match` a new category adds an arm to).
 //! A failed init or a dead host marks the component failed in the directory and schedules a
 //! retry (unless the error is permanent: unknown type, bad metadata). The sidecar never exits
 //! because a component failed (DESIGN.md §5). Starts run on their own tasks (`starter.rs`), so a
@@ -16,11 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use super::category::{Category, Instance};
 use super::directory::{ComponentState, ComponentStatus, Directory, DirectoryHandle, StateEntry};
+use super::host::{ComponentHostArgs, HealthProbe, Live};
 use super::registry::Registry;
+use super::secretstores::SecretClient;
 use super::starter::{self, Running, StartFailure};
+use super::state::StateClient;
 use crate::api::state_keys::KeyPrefix;
 use crate::config::{ComponentSpec, ResourceError};
 use crate::runtime::restart::RestartPolicy;
@@ -38,6 +45,28 @@ pub enum ComponentSupervisorMsg {
     /// A resource that failed after loading (an `HTTPEndpoint` whose secrets did not resolve):
     /// shown as failed like the load errors; replies once published.
     ResourceFailed(ResourceError, RpcReplyPort<()>),
+    /// A host's health probe changed its verdict: `Some(error)` failing, `None` healthy again.
+    Health { host: ActorId, failing: Option<String> },
+    /// A host replaced its instance in place; replies once the new one is published.
+    Replaced { host: ActorId, live: Live, reply: RpcReplyPort<()> },
+}
+
+/// How a host reports to its supervisor (built by the supervisor, handed to each host).
+#[derive(Clone)]
+pub struct HostEvents {
+    sup: ActorRef<ComponentSupervisorMsg>,
+}
+
+impl HostEvents {
+    /// The host `host` is failing (`Some`) or healthy again (`None`).
+    pub fn health(&self, host: ActorId, failing: Option<String>) {
+        let _ = self.sup.send_message(ComponentSupervisorMsg::Health { host, failing });
+    }
+
+    /// The host `host` now serves `live`; returns once it is published (or the supervisor is gone).
+    pub async fn replaced(&self, host: ActorId, live: Live) {
+        let _ = self.sup.call(|reply| ComponentSupervisorMsg::Replaced { host, live, reply }, Some(Duration::from_secs(10))).await;
+    }
 }
 
 /// Arguments of the supervisor.
@@ -58,6 +87,8 @@ pub struct ComponentSupervisorArgs {
     pub policy: RestartPolicy,
     /// Deadline of every call into a component.
     pub call_timeout: Duration,
+    /// How hosts probe their components after start.
+    pub probe: HealthProbe,
     /// Where init outcomes are counted (`dapr_runtime_component_*`).
     pub metrics: crate::runtime::metrics::Metrics,
 }
@@ -96,24 +127,37 @@ impl ComponentSupervisorState {
             if c.status.state == ComponentState::Unsupported {
                 continue;
             }
-            match (&c.running, c.spec.category()) {
-                (Some(Running::State { client, .. }), _) => {
-                    d.state.insert(name.clone(), StateEntry { client: client.clone(), prefix: c.prefix.clone() });
-                }
-                (Some(Running::Secret { client, .. }), _) => {
-                    d.secrets.insert(name.clone(), client.clone());
-                }
+            let timeout = self.args.call_timeout;
+            match (&c.running, Category::of(&c.spec.type_name)) {
+                (Some(Running { live, .. }), _) => match &live.instance {
+                    Instance::State(s) => {
+                        let client = StateClient::new(Arc::clone(s), timeout, live.in_flight.clone());
+                        d.state.insert(name.clone(), StateEntry { client, prefix: c.prefix.clone() });
+                    }
+                    Instance::Secret(s) => {
+                        d.secrets.insert(name.clone(), SecretClient::new(Arc::clone(s), timeout, live.in_flight.clone()));
+                    }
+                },
                 (None, category) => {
                     let why = c.status.error.clone().unwrap_or_else(|| "starting".into());
                     match category {
-                        "secretstores" => d.secrets_unavailable.insert(name.clone(), why),
-                        _ => d.state_unavailable.insert(name.clone(), why),
+                        Some(Category::SecretStores) => d.secrets_unavailable.insert(name.clone(), why),
+                        Some(Category::State) => d.state_unavailable.insert(name.clone(), why),
+                        None => None,
                     };
                 }
             }
         }
         d.components.extend(self.failed_resources.iter().cloned());
         self.args.directory.publish(d);
+    }
+
+    /// The child whose running host is `host` (none once it stopped or was replaced).
+    fn child_of(&mut self, host: ActorId) -> Option<&mut Child> {
+        if self.stopping {
+            return None;
+        }
+        self.children.values_mut().find(|c| c.running.as_ref().is_some_and(|r| r.id() == host))
     }
 
     fn wake_initial_waiters(&mut self) {
@@ -143,34 +187,25 @@ impl ComponentSupervisorState {
             return;
         }
         let needs_secrets = c.spec.metadata.iter().any(|m| m.value.is_none() && m.secret_key_ref.is_some());
-        let store_name = c.spec.secret_store.clone();
-        let mut store_client = None;
-        if let (true, Some(store)) = (needs_secrets, store_name.as_deref()) {
-            match self.children.get(store) {
-                Some(s) if !s.first_done => {
-                    self.waiting_on_secrets.entry(store.to_string()).or_default().push(name);
-                    return;
-                }
-                Some(Child { running: Some(Running::Secret { client, .. }), .. }) => store_client = Some(client.clone()),
-                Some(_) => {}
-                None => {
-                    let failure = StartFailure { message: format!("component {name}: secret store {store} is not configured"), permanent: true };
-                    let _ = me.send_message(ComponentSupervisorMsg::Started { name, result: Err(failure) });
-                    return;
-                }
+        if let (true, Some(store)) = (needs_secrets, c.spec.secret_store.as_deref()) {
+            if self.children.get(store).is_some_and(|s| !s.first_done) {
+                self.waiting_on_secrets.entry(store.to_string()).or_default().push(name);
+                return;
             }
         }
         let Some(c) = self.children.get_mut(&name) else { return };
         c.starting = true;
         let spec = c.spec.clone();
-        let registry = Arc::clone(&self.args.registry);
         let child_name = format!("{}/{}/{}", self.args.runtime_id, spec.category(), spec.name);
         let cell = me.get_cell();
         let me = me.clone();
-        let timeout = self.args.call_timeout;
+        let (registry, probe, call_timeout) = (Arc::clone(&self.args.registry), self.args.probe, self.args.call_timeout);
+        let events = HostEvents { sup: me.clone() };
+        // The snapshot already holds every secret store whose first attempt finished.
+        let directory = self.args.directory.load();
         tokio::spawn(async move {
-            let result = match starter::resolve_secrets(&spec, store_client.as_ref()).await {
-                Ok(resolved) => starter::start(resolved, registry, child_name, cell, timeout).await,
+            let result = match starter::resolve_secrets(&spec, &directory).await {
+                Ok(spec) => starter::start(ComponentHostArgs { spec, registry, probe, call_timeout, events }, child_name, cell).await,
                 Err(f) => Err(f),
             };
             let _ = me.send_message(ComponentSupervisorMsg::Started { name, result });
@@ -188,7 +223,7 @@ impl ComponentSupervisorState {
                 self.args.metrics.component_init(&c.spec.type_name, &name, None);
                 c.status.state = ComponentState::Ready;
                 c.status.error = None;
-                c.status.capabilities = running.capabilities();
+                c.status.capabilities = running.live.instance.capabilities();
                 c.attempts = 0;
                 c.running = Some(running);
             }
@@ -203,7 +238,12 @@ impl ComponentSupervisorState {
                 }
             }
         }
-        for waiter in self.waiting_on_secrets.remove(&name).unwrap_or_default() {
+        let waiters = self.waiting_on_secrets.remove(&name).unwrap_or_default();
+        if !waiters.is_empty() {
+            // They read this store from the snapshot: publish it first.
+            self.publish();
+        }
+        for waiter in waiters {
             self.start(me, waiter);
         }
     }
@@ -219,7 +259,7 @@ impl Actor for ComponentSupervisor {
         let mut order = Vec::new();
         let mut failed_resources: Vec<ComponentStatus> = args.load_errors.iter().map(failed_resource).collect();
         for spec in &args.specs {
-            let supported = args.registry.implements_category(spec.category());
+            let supported = Category::of(&spec.type_name).is_some();
             let mut status = ComponentStatus {
                 name: spec.name.clone(),
                 type_name: spec.type_name.clone(),
@@ -277,6 +317,33 @@ impl Actor for ComponentSupervisor {
                 st.initial_waiters.push(reply);
                 st.wake_initial_waiters();
             }
+            ComponentSupervisorMsg::Health { host, failing } => {
+                if let Some(c) = st.child_of(host) {
+                    match failing {
+                        Some(e) => {
+                            c.status.state = ComponentState::Failing;
+                            c.status.error = Some(e);
+                        }
+                        None => {
+                            c.status.state = ComponentState::Ready;
+                            c.status.error = None;
+                        }
+                    }
+                    st.publish();
+                }
+            }
+            ComponentSupervisorMsg::Replaced { host, live, reply } => {
+                if let Some(c) = st.child_of(host) {
+                    c.status.state = ComponentState::Ready;
+                    c.status.error = None;
+                    c.status.capabilities = live.instance.capabilities();
+                    if let Some(r) = c.running.as_mut() {
+                        r.live = live;
+                    }
+                    st.publish();
+                }
+                let _ = reply.send(());
+            }
             ComponentSupervisorMsg::ResourceFailed(e, reply) => {
                 st.failed_resources.push(failed_resource(&e));
                 st.publish();
@@ -285,8 +352,11 @@ impl Actor for ComponentSupervisor {
             ComponentSupervisorMsg::StopAll(reply) => {
                 st.stopping = true;
                 // State stores first (they may hold app writes in flight), secret stores last.
-                let mut running: Vec<(bool, Running)> =
-                    st.children.values_mut().filter_map(|c| c.running.take().map(|r| (matches!(r, Running::Secret { .. }), r))).collect();
+                let mut running: Vec<(bool, Running)> = st
+                    .children
+                    .values_mut()
+                    .filter_map(|c| c.running.take().map(|r| (r.live.instance.category() == Category::SecretStores, r)))
+                    .collect();
                 running.sort_by_key(|(secret, _)| *secret);
                 for (_, r) in running {
                     // Drains the host's in-flight work before its store closes.

@@ -120,6 +120,15 @@ pub struct SidecarArgs {
     /// backend answers with an error instead of holding requests forever.
     #[arg(long = "component-call-timeout", default_value = "30s")]
     pub component_call_timeout: String,
+    /// rapr extension (daprd never probes components after init): time between health probes
+    /// of each ready component (`5s`; `0s` turns probing off). Named after daprd's
+    /// `--app-health-probe-interval`.
+    #[arg(long = "component-health-probe-interval", default_value = "5s")]
+    pub component_health_probe_interval: String,
+    /// rapr extension: consecutive failed probes before a component shows as failing in
+    /// `/v1.0/metadata` and reconnects in place. Named after daprd's `--app-health-threshold`.
+    #[arg(long = "component-health-threshold", default_value_t = 3)]
+    pub component_health_threshold: u32,
     /// Unix domain socket directory for the APIs.
     #[arg(long = "unix-domain-socket")]
     pub unix_domain_socket: Option<PathBuf>,
@@ -161,6 +170,16 @@ impl SidecarArgs {
         crate::components::metadata::parse_duration(&self.component_call_timeout)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| FlagError::Size { flag: "component-call-timeout", value: self.component_call_timeout.clone(), reason: "not a positive duration".into() })
+    }
+
+    /// How component hosts probe their components after start.
+    pub fn component_health_probe(&self) -> Result<crate::components::host::HealthProbe, FlagError> {
+        let interval = crate::components::metadata::parse_duration(&self.component_health_probe_interval).ok_or_else(|| FlagError::Size {
+            flag: "component-health-probe-interval",
+            value: self.component_health_probe_interval.clone(),
+            reason: "not a duration".into(),
+        })?;
+        Ok(crate::components::host::HealthProbe { interval, threshold: self.component_health_threshold.max(1) })
     }
 
     /// Drain deadline on shutdown.

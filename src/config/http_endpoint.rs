@@ -11,7 +11,6 @@
 //! either step makes the endpoint a failed resource naming the field, rather than a call that
 //! fails or goes out without its credentials later.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use super::component::SecretKeyRef;
 use super::resources::ResourceError;
 use crate::components::directory::Directory;
-use crate::components::secretstores::{Secret, SecretClient};
+use crate::components::secret_refs::{RefError, SecretRefs};
 
 /// A loaded endpoint, its secrets resolved; never changes afterwards.
 #[derive(Clone, PartialEq, Eq)]
@@ -238,59 +237,30 @@ impl PendingHttpEndpoint {
         headers.chain(tls)
     }
 
-    /// The secret names referenced, each once, in the order they are written.
-    fn secret_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for (_, v) in self.values() {
-            if let EndpointValue::Secret(r) = v {
-                if !names.contains(&r.name) {
-                    names.push(r.name.clone());
-                }
-            }
-        }
-        names
-    }
-
-    /// The client of `auth.secretStore` as the component supervisor last published it.
-    fn store<'d>(&self, directory: &'d Directory) -> Result<&'d SecretClient, String> {
-        let Some(store) = self.secret_store.as_deref() else {
-            let field = self.values().find(|(_, v)| matches!(v, EndpointValue::Secret(_))).map(|(f, _)| f).unwrap_or_default();
-            return Err(format!("{field} uses secretKeyRef but auth.secretStore is not set (there is no default secret store in self-hosted mode)"));
-        };
-        match (directory.secrets.get(store), directory.secrets_unavailable.get(store)) {
-            (Some(client), _) => Ok(client),
-            (None, Some(why)) => Err(format!("secret store {store} is not ready: {why}")),
-            (None, None) => Err(format!("secret store {store} is not configured")),
-        }
-    }
-
-    /// Reads the referenced secrets from the endpoint's secret store (one read per secret name)
-    /// and gives the endpoint as the invoke facade uses it.
+    /// Reads the referenced secrets from the endpoint's secret store (one read per secret name,
+    /// through the resolver components use too) and gives the endpoint as the invoke facade uses it.
     pub async fn resolve(self, directory: &Directory) -> Result<HttpEndpointSpec, ResourceError> {
-        let names = self.secret_names();
-        let mut fetched = BTreeMap::new();
-        if !names.is_empty() {
-            let client = self.store(directory).map_err(|reason| self.error(reason))?;
-            for name in names {
-                let secret = client.get(name.clone(), Default::default()).await.map_err(|e| e.to_string());
-                fetched.insert(name, secret);
+        let refs: Vec<SecretKeyRef> = self.values().filter_map(|(_, v)| match v {
+            EndpointValue::Secret(r) => Some(r.clone()),
+            EndpointValue::Literal(_) => None,
+        }).collect();
+        let secrets = match SecretRefs::fetch(directory, self.secret_store.as_deref(), &refs).await {
+            Ok(s) => s,
+            Err(e @ RefError::NoStoreSet) => {
+                let field = self.values().find(|(_, v)| matches!(v, EndpointValue::Secret(_))).map(|(f, _)| f).unwrap_or_default();
+                return Err(self.error(format!("{field} {e}")));
             }
-        }
-        self.fill(&fetched)
+            Err(e) => return Err(self.error(e.to_string())),
+        };
+        self.fill(&secrets)
     }
 
-    /// Replaces every reference by its value in `fetched` and checks the TLS documents.
-    fn fill(self, fetched: &BTreeMap<String, Result<Secret, String>>) -> Result<HttpEndpointSpec, ResourceError> {
-        let store = self.secret_store.as_deref().unwrap_or_default();
+    /// Replaces every reference by its value and checks the TLS documents.
+    fn fill(self, secrets: &SecretRefs) -> Result<HttpEndpointSpec, ResourceError> {
         let value = |field: &str, v: &EndpointValue| -> Result<String, String> {
-            let r = match v {
-                EndpointValue::Literal(s) => return Ok(s.clone()),
-                EndpointValue::Secret(r) => r,
-            };
-            match fetched.get(&r.name) {
-                Some(Ok(secret)) => secret.get(&r.key).cloned().ok_or_else(|| format!("{field}: secret {} in secret store {store} has no key {}", r.name, r.key)),
-                Some(Err(e)) => Err(format!("{field}: secret {} from secret store {store}: {e}", r.name)),
-                None => Err(format!("{field}: secret {} was not read", r.name)),
+            match v {
+                EndpointValue::Literal(s) => Ok(s.clone()),
+                EndpointValue::Secret(r) => secrets.value(r).map_err(|e| format!("{field}: {e}")),
             }
         };
         let mut headers = Vec::new();
@@ -336,9 +306,9 @@ mod tests {
     fn load_with(yaml: &str, secrets: &[Answer<'_>]) -> Result<HttpEndpointSpec, ResourceError> {
         let fetched = secrets
             .iter()
-            .map(|(name, s)| (name.to_string(), s.map(|kv| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Secret>()).map_err(str::to_string)))
+            .map(|(name, s)| (name.to_string(), s.map(|kv| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).map_err(str::to_string)))
             .collect();
-        parse_str(yaml)?.unwrap().fill(&fetched)
+        parse_str(yaml)?.unwrap().fill(&SecretRefs::answered("vault", fetched))
     }
 
     fn load(yaml: &str) -> Result<HttpEndpointSpec, ResourceError> {
@@ -372,8 +342,6 @@ mod tests {
         let headers: Vec<(&str, &str)> = ep.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(headers, [("x-api-key", "t0k"), ("x-plain", "v"), ("x-both", "whole")], "the key defaults to the secret's name");
         assert!(!format!("{ep:?}").contains("t0k"), "header values are not printed");
-        let pending = parse_str(SECRET_HEADER).unwrap().unwrap();
-        assert_eq!(pending.secret_names(), ["api"], "one read per secret");
     }
 
     #[test]
@@ -397,16 +365,17 @@ mod tests {
         assert_eq!(e.reason, "spec.clientTLS.rootCA: secret tls in secret store vault has no key ca");
     }
 
-    #[test]
-    fn the_secret_store_must_be_named_configured_and_ready() {
+    #[tokio::test]
+    async fn the_secret_store_must_be_named_configured_and_ready() {
         let mut d = Directory::default();
         let no_store = SECRET_HEADER.replace("auth:\n  secretStore: vault\n", "");
-        let e = parse_str(&no_store).unwrap().unwrap().store(&d).err().unwrap();
-        assert!(e.starts_with("spec.headers x-api-key uses secretKeyRef but auth.secretStore is not set"), "{e}");
-        let pending = parse_str(SECRET_HEADER).unwrap().unwrap();
-        assert_eq!(pending.store(&d).err().unwrap(), "secret store vault is not configured");
+        let e = parse_str(&no_store).unwrap().unwrap().resolve(&d).await.unwrap_err();
+        assert!(e.reason.starts_with("spec.headers x-api-key uses secretKeyRef but auth.secretStore is not set"), "{e}");
+        let e = parse_str(SECRET_HEADER).unwrap().unwrap().resolve(&d).await.unwrap_err();
+        assert_eq!(e.reason, "secret store vault is not configured");
         d.secrets_unavailable.insert("vault".into(), "file missing".into());
-        assert_eq!(pending.store(&d).err().unwrap(), "secret store vault is not ready: file missing");
+        let e = parse_str(SECRET_HEADER).unwrap().unwrap().resolve(&d).await.unwrap_err();
+        assert_eq!(e.reason, "secret store vault is not ready: file missing");
     }
 
     #[test]

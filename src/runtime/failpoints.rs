@@ -4,7 +4,7 @@
 //! `FAILPOINTS="state:transact:after=return"` makes that point abort the process exactly there
 //! (`return` runs the crash; the `fail` crate's `panic`, `sleep(ms)`, `off`... work too).
 //!
-//! Points: `state:{set,delete,transact}:{before,after}` in `StateStoreHost` (before: the store
+//! Points: `state:{set,delete,transact}:{before,after}` in `StateClient` (before: the store
 //! has not been called; after: the store committed, the caller is not answered yet),
 //! `state:{sqlite,postgres,mysql}:transact:mid` (first operation applied inside the open
 //! transaction), `state:{sqlite,postgres,mysql}:commit:before` (every operation applied, commit

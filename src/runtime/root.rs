@@ -3,7 +3,7 @@
 //! ```text
 //! RuntimeRoot                      one per sidecar; escalation ends here (the sidecar exits)
 //! ├── ComponentSupervisor          restarts failed components with backoff; never escalates
-//! │   └── StateStoreHost (name)*   one per state component instance
+//! │   └── ComponentHost (category/name)*  one per component instance, lifecycle only
 //! └── ApiGateway                   HTTP, gRPC, internal and metrics listeners, graceful drain; escalates
 //! ```
 //! Start order: resources are loaded, components get their first init attempt, `HTTPEndpoint`s
@@ -136,6 +136,7 @@ impl Actor for RuntimeRoot {
                 directory: directory.clone(),
                 policy: RestartPolicy::default(),
                 call_timeout: flags.component_call_timeout()?,
+                probe: flags.component_health_probe()?,
                 metrics: metrics.clone(),
             },
             me.get_cell(),

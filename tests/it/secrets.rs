@@ -119,6 +119,7 @@ async fn secret_key_refs_resolve_component_metadata() {
         .file("a-state.yaml", &with_ref("viasecret", "dbpath", "dbpath", Some("local")))
         .file("b-missing.yaml", &with_ref("missingsecret", "nosuch", "nosuch", Some("local")))
         .file("c-noauth.yaml", &with_ref("noauth", "dbpath", "dbpath", None))
+        .file("d-optional.yaml", &with_ref("optional", "nosuch", "nosuch", Some("local")).replace("state.sqlite", "state.in-memory"))
         .file("z-local.yaml", &file_store("local", &dir.join("secrets.json"), ""))
         .file("notjson.yaml", &file_store("broken", &dir.join("missing.json"), ""))
         .allow_unhealthy()
@@ -130,8 +131,16 @@ async fn secret_key_refs_resolve_component_metadata() {
     assert!(dir.join("fromsecret.db").exists(), "the connection string came from the secret");
     let m: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
     let ext = &m["extended"];
+    // As daprd (pkg/runtime/processor/secret): a secret that cannot be read is logged and the
+    // component starts without the value; here SQLite then misses its connection string.
     let missing = ext["rapr.component.missingsecret"].as_str().unwrap();
-    assert!(missing.contains("secret nosuch") && missing.contains("missingsecret"), "{missing}");
+    assert!(missing.contains("connectionString") && missing.contains("missingsecret"), "{missing}");
+    let logs = sc.logs();
+    assert!(logs.contains("secretKeyRef not resolved") && logs.contains("secret nosuch"), "{logs}");
+    // A component that does not need the value starts and serves.
+    assert!(ext.get("rapr.component.optional").is_none(), "{m}");
+    let r = sc.client.post(sc.url("/v1.0/state/optional")).body(r#"[{"key":"k","value":1}]"#).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let noauth = ext["rapr.component.noauth"].as_str().unwrap();
     assert!(noauth.contains("auth.secretStore"), "{noauth}");
     let broken = ext["rapr.component.broken"].as_str().unwrap();

@@ -1,15 +1,37 @@
 //! The secret store contract (`SecretStore`) and its implementations: `secretstores.local.file`
 //! and `secretstores.local.env`. Secrets are name → key/value maps, as Dapr returns them.
 
-pub mod host;
+pub mod client;
 pub mod local_env;
 pub mod local_file;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use host::{SecretClient, SecretStoreHost};
+pub use client::SecretClient;
+
+use crate::components::registry::{warn_unread, ComponentError, Registry};
+use local_env::EnvSecretStore;
+use local_file::{FileSecretStore, FileStoreError};
+
+/// Registers the secret stores rapr ships.
+pub fn register(reg: &mut Registry) {
+    reg.add_secret(&["secretstores.local.file"], "v1", |name, mut md| {
+        let store = FileSecretStore::from_metadata(&mut md).map_err(|e| match e {
+            FileStoreError::Metadata(m) => ComponentError::Metadata(m),
+            FileStoreError::File { .. } => ComponentError::Init { name: name.clone(), reason: e.to_string() },
+        })?;
+        warn_unread(&name, &md);
+        Ok(Arc::new(store) as Arc<dyn SecretStore>)
+    });
+    reg.add_secret(&["secretstores.local.env"], "v1", |name, mut md| {
+        let store = EnvSecretStore::from_metadata(&mut md)?;
+        warn_unread(&name, &md);
+        Ok(Arc::new(store) as Arc<dyn SecretStore>)
+    });
+}
 
 /// One secret: its key/value pairs (one pair unless the store is multi-valued).
 pub type Secret = BTreeMap<String, String>;
@@ -45,4 +67,10 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Every secret, by name.
     async fn bulk_get(&self, metadata: &Metadata) -> Result<BTreeMap<String, Secret>, SecretError>;
+
+    /// Checks the backend answers (the host's health probe); the local stores have nothing to
+    /// reach, so the default is healthy.
+    async fn ping(&self) -> Result<(), SecretError> {
+        Ok(())
+    }
 }

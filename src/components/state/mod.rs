@@ -5,7 +5,7 @@
 //! stores never see or strip prefixes. Values are opaque bytes: JSON encoding is the facade's job.
 
 pub mod conformance;
-pub mod host;
+pub mod client;
 pub mod memory;
 pub mod mysql;
 pub mod postgres;
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use host::{StateClient, StateStoreHost};
+pub use client::StateClient;
 pub use query::{Query, QueryCandidate, QueryError, QueryPage};
 
 /// Per-request metadata as Dapr passes it (`metadata.ttlInSeconds`, `contentType`, ...).
