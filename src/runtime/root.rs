@@ -109,10 +109,8 @@ impl Actor for RuntimeRoot {
                     }
                     cfg
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "configuration failed to load; running without it");
-                    ConfigurationSpec::default()
-                }
+                // As daprd: a Configuration that does not load stops the sidecar from starting.
+                Err(e) => return Err(format!("error loading configuration: {e}").into()),
             },
         };
         let mut resources = load_resources(&flags.resource_paths(), &flags.app_id);

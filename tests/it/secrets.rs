@@ -162,3 +162,23 @@ async fn a_secrets_file_that_is_not_json_fails_only_that_component() {
     let r = sc.client.post(sc.url("/v1.0/state/mem")).body(r#"[{"key":"k","value":1}]"#).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+/// daprd refuses a secret scope whose `defaultAccess` is neither allow nor deny when it loads the
+/// Configuration (pkg/config `sortAndValidateSecretsConfiguration`) and then does not start.
+#[tokio::test]
+async fn an_unknown_default_access_stops_the_sidecar_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  secrets:\n    scopes:\n    - storeName: local\n      defaultAccess: sometimes\n";
+    std::fs::write(&config, yaml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["sidecar", "--app-id", "badaccess", "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0"])
+        .arg("--config")
+        .arg(&config)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), out).await.expect("the sidecar exits").unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("error loading configuration") && text.contains("defaultAccess"), "{text}");
+}
