@@ -94,7 +94,7 @@ pub struct ComponentHostArgs {
     pub registry: Arc<Registry>,
     /// Health probing.
     pub probe: HealthProbe,
-    /// Deadline of a probe and of a drain.
+    /// The component call deadline: bounds a probe, and how long a replaced instance drains.
     pub call_timeout: Duration,
     /// Where health changes and replacements are reported (the supervisor).
     pub events: HostEvents,
@@ -132,7 +132,8 @@ impl ComponentHostState {
         self.probing = true;
         let instance = self.live.instance.clone();
         let rebuild = self.failing.then(|| (self.args.spec.clone(), Arc::clone(&self.args.registry)));
-        let timeout = self.args.call_timeout;
+        // A probe slower than the interval is a failed probe (and never longer than a call).
+        let timeout = self.args.probe.interval.min(self.args.call_timeout);
         let me = me.clone();
         tokio::spawn(async move {
             let pinged = match tokio::time::timeout(timeout, instance.ping()).await {

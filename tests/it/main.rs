@@ -4,6 +4,7 @@
 mod app_channel;
 mod backends;
 mod bench;
+mod component_health;
 mod durability;
 mod faults;
 mod harness;
