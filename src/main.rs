@@ -15,20 +15,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use rapr::cli::{default_sidecar_args, Cli, Command};
 use rapr::config::flags::normalize_go_flags;
 
-fn init_logging(level: &str, json: bool) {
-    // daprd's levels; tracing has no "fatal".
-    let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAPR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() {
     let cli = Cli::parse_from(normalize_go_flags(std::env::args()));
     let _failpoints = rapr::runtime::failpoints::setup();
@@ -50,11 +36,11 @@ fn main() {
     };
     let code = match cli.command {
         Command::Sidecar(args) => {
-            init_logging(&args.log_level, args.log_as_json);
+            rapr::runtime::logging::init(&args.log_level, args.log_as_json, Some(&args.app_id));
             runtime.block_on(rapr::runtime::run_sidecar(*args))
         }
         Command::Run(args) => {
-            init_logging(&args.log_level, false);
+            rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);
             runtime.block_on(rapr::cli::run::run(*args, default_sidecar_args()))
         }
         Command::Init => rapr::cli::init::run_init(),

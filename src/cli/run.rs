@@ -111,6 +111,9 @@ pub struct RunArgs {
     /// Sidecar log level.
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
+    /// The sidecars' log lines as JSON (daprd's `--log-as-json` fields, `app_id` on every line).
+    #[arg(long = "log-as-json", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub log_as_json: bool,
     /// Run every app of a multi-app run file (a file, or a folder holding `dapr.yaml`).
     #[arg(long = "run-file", short = 'f', conflicts_with = "command")]
     pub run_file: Option<PathBuf>,

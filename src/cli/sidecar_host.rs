@@ -11,7 +11,8 @@
 //! the span is structural: `tokio::spawn` always lands on the current runtime, so everything a
 //! sidecar starts stays on its runtime's threads (workers and blocking pool), and each of those
 //! threads enters the span when it starts. Every event logged there, and every span opened there
-//! (such as a request's), descends from it: `sidecar{app_id=orders}:request{..}: target: msg`.
+//! (such as a request's), descends from it, and the log layer (`runtime/logging.rs`) writes its
+//! `app_id` as the line's own field: `time="…" level=info msg="…" app_id=orders scope=…`.
 //! A one-app `rapr run` uses the same host, as daprd's lines always carry the id.
 //!
 //! The span is at ERROR level so that a `warn` or `error` log filter still records it (a

@@ -5,6 +5,7 @@ pub mod call;
 pub mod failpoints;
 pub mod gateway;
 pub mod invocation;
+pub mod logging;
 pub mod metrics;
 pub mod restart;
 pub mod root;

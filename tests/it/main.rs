@@ -14,6 +14,7 @@ mod invoke_grpc;
 mod invoke_faults;
 mod invoke_resiliency;
 mod lifecycle;
+mod logs;
 mod multi_app;
 mod netns;
 mod resiliency;

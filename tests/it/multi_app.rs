@@ -261,13 +261,14 @@ async fn run_file_stop_app_id_stops_one_app_and_stop_run_file_the_rest() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("couldn't find apps with run file"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-#[tokio::test]
-async fn run_file_sidecar_log_lines_name_their_app() {
+/// Runs a two-app run file (`extra` flags) through a call from one app to the other and a stop;
+/// every line it printed.
+async fn run_file_lines(extra: &[&str]) -> Vec<String> {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("home");
     two_servers(root.path(), "ml");
     let mut cmd = rapr(&home);
-    cmd.env("RAPR_LOG", "info").args(["run", "-f"]).arg(root.path());
+    cmd.env("RAPR_LOG", "info").args(["run", "-f"]).arg(root.path()).args(extra);
     let mut run = Run::start(cmd);
     run.until_line("== APP - ml-a == serving ml-a").await;
     run.until_line("== APP - ml-b == serving ml-b").await;
@@ -279,20 +280,38 @@ async fn run_file_sidecar_log_lines_name_their_app() {
     stop_with(&home, &["--run-file", root.path().join("dapr.yaml").to_str().unwrap()]).await;
     let (status, lines) = run.finish().await;
     assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
+    lines
+}
 
-    // Log lines: `<timestamp>  LEVEL spans: target: message fields`.
-    let is_log = |l: &&String| {
-        let mut words = l.split_whitespace();
-        words.next().is_some_and(|t| t.ends_with('Z') && t.contains('T')) && words.next().is_some_and(|lv| ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&lv))
-    };
-    let logs: Vec<&String> = lines.iter().filter(is_log).collect();
-    let unnamed: Vec<&&String> = logs.iter().filter(|l| !l.contains("sidecar{app_id=ml-a}") && !l.contains("sidecar{app_id=ml-b}")).collect();
-    assert!(unnamed.is_empty(), "log lines without their app:\n{}", unnamed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
-    // Lines from the start (the root's setup), from processes (the gateway), and from the drain.
+/// Lines from the start (the root's setup), from processes (the gateway), and from the drain,
+/// for each app, found by `has(line, app id, words)`.
+fn assert_each_app_logged(lines: &[String], has: impl Fn(&str, &str, &str) -> bool) {
     for id in ["ml-a", "ml-b"] {
-        let tag = format!("sidecar{{app_id={id}}}");
         for what in ["API servers listening", "registered with name resolution", "draining the APIs"] {
-            assert!(logs.iter().any(|l| l.contains(&tag) && l.contains(what)), "no {what:?} line for {id}:\n{}", lines.join("\n"));
+            assert!(lines.iter().any(|l| has(l, id, what)), "no {what:?} line for {id}:\n{}", lines.join("\n"));
         }
     }
+}
+
+#[tokio::test]
+async fn run_file_sidecar_log_lines_name_their_app() {
+    let lines = run_file_lines(&[]).await;
+    // Text lines, daprd's layout: `time="…" level=info msg="…" app_id=ml-a scope=dapr.runtime …`.
+    let logs: Vec<&String> = lines.iter().filter(|l| l.starts_with("time=\"")).collect();
+    let unnamed: Vec<&&String> = logs.iter().filter(|l| !l.contains(" app_id=ml-a ") && !l.contains(" app_id=ml-b ")).collect();
+    assert!(unnamed.is_empty(), "log lines without their app:\n{}", unnamed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(!logs.iter().any(|l| l.contains("Actor{") || l.contains("sidecar{")), "no span paths at info:\n{}", lines.join("\n"));
+    assert_each_app_logged(&lines, |l, id, what| l.starts_with("time=\"") && l.contains(&format!(" app_id={id} ")) && l.contains(what));
+}
+
+#[tokio::test]
+async fn run_file_json_log_lines_carry_their_app_id_at_the_top() {
+    let lines = run_file_lines(&["--log-as-json"]).await;
+    let logs: Vec<Value> = lines.iter().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(!logs.is_empty(), "{}", lines.join("\n"));
+    for l in &logs {
+        assert!(l["app_id"] == "ml-a" || l["app_id"] == "ml-b", "a line without its app: {l}");
+        assert!(l["scope"].as_str().is_some_and(|s| !s.is_empty()) && l["type"] == "log" && l["msg"].is_string(), "{l}");
+    }
+    assert_each_app_logged(&lines, |l, id, what| serde_json::from_str::<Value>(l).is_ok_and(|v| v["app_id"] == id && v["msg"].as_str().is_some_and(|m| m.contains(what))));
 }

@@ -156,7 +156,7 @@ async fn unknown_categories_are_reported_unsupported_and_health_stays_204() {
         assert!(report.starts_with("unsupported: "), "{report}");
         assert!(report.contains(category), "{report}");
     }
-    assert_logged(&sc, "WARN", &["llm", "not implemented"]).await;
+    assert_logged(&sc, "level=warning", &["llm", "not implemented"]).await;
     assert_store_works(&sc, "statestore").await;
 }
 
@@ -236,7 +236,7 @@ async fn config_enables_features_and_warns_about_unimplemented_sections() {
         .await;
     let m = metadata(&sc).await;
     assert_eq!(m["enabledFeatures"], json!(["HotReload"]), "{m}");
-    assert_logged(&sc, "WARN", &["accessControl"]).await;
+    assert_logged(&sc, "level=warning", &["accessControl"]).await;
     // A Configuration in the resources folder is not a component.
     assert_eq!(component_names(&m), ["mem"]);
     assert_ready(&sc).await;
@@ -252,7 +252,7 @@ async fn subscription_resource_is_ignored_with_a_warning() {
         )
         .start()
         .await;
-    assert_logged(&sc, "WARN", &["Subscription", "sub.yaml"]).await;
+    assert_logged(&sc, "level=warning", &["Subscription", "sub.yaml"]).await;
     assert_ready(&sc).await;
     assert_eq!(component_names(&metadata(&sc).await), ["mem"]);
     assert_store_works(&sc, "mem").await;
