@@ -44,9 +44,10 @@ const SCOPES: &[(&str, &str)] = &[
     ("invoke::app_health", "dapr.apphealth"),
     ("invoke::app_channel", "dapr.runtime.channels"),
     ("invoke", "dapr.runtime.direct_messaging"),
-    ("components::state::host", "dapr.runtime.processor.state"),
+    ("components::state::client", "dapr.runtime.processor.state"),
     ("components::state", "dapr.contrib"),
-    ("components::secretstores::host", "dapr.runtime.processor.secret"),
+    ("components::secretstores::client", "dapr.runtime.processor.secret"),
+    ("components::secret_refs", "dapr.runtime.processor.secret"),
     ("components::secretstores", "dapr.contrib"),
     ("components", "dapr.runtime.processor"),
     ("config", "dapr.runtime.loader.disk"),
@@ -308,8 +309,8 @@ mod tests {
         assert_eq!(scope_of("rapr::api::grpc"), "dapr.runtime.grpc.api");
         assert_eq!(scope_of("rapr::invoke::internal"), "dapr.runtime.grpc.internal");
         assert_eq!(scope_of("rapr::components::state::redis"), "dapr.contrib");
-        assert_eq!(scope_of("rapr::components::state::host"), "dapr.runtime.processor.state");
-        assert_eq!(scope_of("rapr::components::supervisor"), "dapr.runtime.processor");
+        assert_eq!(scope_of("rapr::components::state::client"), "dapr.runtime.processor.state");
+        assert_eq!(scope_of("rapr::components::host"), "dapr.runtime.processor");
         assert_eq!(scope_of("rapr::runtime::root"), "dapr.runtime");
         assert_eq!(scope_of("rapr::runtime::metrics::http"), "dapr.runtime.diagnostics");
         assert_eq!(scope_of("rapr::invocation"), "dapr.runtime", "a prefix only matches whole segments");

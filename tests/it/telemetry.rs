@@ -80,9 +80,10 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     }
     let mut grpc = caller.grpc().await;
     grpc.get_state(rapr_proto::runtime::v1::GetStateRequest { store_name: "store".into(), key: secret_key.into(), ..Default::default() }).await.unwrap();
-    // A save the store refuses (not a UUID ETag) is a failed component call.
+    // A save the store refuses (an ETag that is not the stored one: a mismatch, as daprd's
+    // in-memory store answers) is a failed component call.
     let r = caller.client.post(caller.url("/v1.0/state/store")).json(&json!([{ "key": secret_key, "value": 9, "etag": "not-a-uuid" }])).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 409);
 
     let text = scrape(&caller, port).await;
     for family in [
