@@ -110,6 +110,7 @@ impl InvokeApi {
 
     /// Invokes `method` on app `id` over HTTP semantics; the body streams both ways.
     pub async fn invoke_http(&self, id: &str, method: String, verb: Method, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response<Body>, InvokeApiError> {
+        let method = normalized(id, &method)?;
         // External services: a full URL as the id, or an HTTPEndpoint by name.
         let external = if id.starts_with("http://") || id.starts_with("https://") {
             Some((None, id.trim_end_matches('/').to_string(), Vec::new()))
@@ -166,7 +167,8 @@ impl InvokeApi {
     }
 
     /// gRPC `InvokeService`: a whole-message call.
-    pub async fn invoke_grpc(&self, id: &str, message: common::InvokeRequest, metadata: Vec<(String, String)>) -> Result<GrpcOutcome, InvokeApiError> {
+    pub async fn invoke_grpc(&self, id: &str, mut message: common::InvokeRequest, metadata: Vec<(String, String)>) -> Result<GrpcOutcome, InvokeApiError> {
+        message.method = normalized(id, &message.method)?;
         let target = self.target(id)?;
         let fail = |source| InvokeApiError::Failed { target: target.clone(), source };
         let ext = message.http_extension.clone().unwrap_or_default();
@@ -214,6 +216,11 @@ impl InvokeApi {
         };
         Ok(outcome(resp))
     }
+}
+
+/// The method as daprd's invocation edge normalises it, before anything else is looked at.
+fn normalized(id: &str, method: &str) -> Result<String, InvokeApiError> {
+    crate::invoke::method::normalize(method).map_err(|e| InvokeApiError::Failed { target: id.to_string(), source: e.into() })
 }
 
 /// daprd's reading of the target's answer: a code ≥ 100 is an HTTP status (non-2xx is an error

@@ -52,6 +52,12 @@ fn http_status(code: u16, message: String) -> Option<internals::Status> {
     Some(internals::Status { code: i32::from(code), message, details: vec![] })
 }
 
+/// The method normalised again on the target, as daprd does before its access control
+/// (defence in depth: a well-behaved caller already did).
+fn checked_method(method: &str) -> Result<String, Status> {
+    super::method::normalize(method).map_err(|e| Status::invalid_argument(format!("invalid method: {e}")))
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<internals::InternalInvokeResponseStream, Status>> + Send>>;
 
 /// The caller's id as its sidecar sent it on the transport.
@@ -108,7 +114,9 @@ impl InternalService {
         }
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
-        let message = req.message.unwrap_or_default();
+        meta.method = checked_method(&meta.method)?;
+        let mut message = req.message.unwrap_or_default();
+        message.method = meta.method.clone();
         if app.protocol() == AppProtocol::Grpc {
             return Ok(Response::new(app.call_grpc(message, &meta).await.into_internal()));
         }
@@ -138,6 +146,7 @@ impl InternalService {
         }
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
+        meta.method = checked_method(&meta.method)?;
         let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
         let rest = super::remote::payloads(incoming, |f| f.payload.map(|p| p.data));
         let body = Body::from_stream(futures::stream::iter(first.map(Ok)).chain(rest));

@@ -125,9 +125,9 @@ impl CallMeta {
         h
     }
 
-    /// The path and query on the app.
+    /// The path and query on the app (the method, decoded at the edge, encoded again).
     pub fn path_and_query(&self) -> String {
-        let method = self.method.trim_start_matches('/');
+        let method = super::method::encode_for_path(self.method.trim_start_matches('/'));
         if self.query.is_empty() {
             format!("/{method}")
         } else {

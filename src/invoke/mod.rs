@@ -14,6 +14,7 @@ pub mod grpc_answer;
 pub mod app_health;
 pub mod internal;
 pub mod message;
+pub mod method;
 pub mod nameres;
 pub mod proxy;
 pub mod remote;
@@ -40,6 +41,12 @@ pub enum InvokeError {
     /// A malformed gRPC invocation.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The method name was refused (daprd's gRPC status text, as its `%v` prints it).
+    #[error("rpc error: code = InvalidArgument desc = invalid method: {0}")]
+    InvalidMethod(#[from] method::MethodError),
+    /// The caller's body went over `--max-body-size` (daprd's limit reader).
+    #[error("stream too large")]
+    TooLarge,
     /// The name resolution backend failed.
     #[error("name resolution failed: {0}")]
     Resolver(String),

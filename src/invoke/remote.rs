@@ -138,15 +138,23 @@ impl RemoteInvoker {
     async fn call_stream_inner(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
         let ch = self.channel(addr).await?;
         let trace = with_trace_headers(&req.metadata, ());
+        // A caller's body that fails (over the size limit, or cut) must not reach the target as a
+        // shorter, complete request: the call is dropped instead (the target sees it cancelled)
+        // and the caller gets the body's error, as daprd's failed read answers.
+        let (body, body_failed) = watch_body(body);
         let mut call = tonic::Request::new(request_frames(req, body));
         *call.metadata_mut() = trace.into_parts().0;
-        let resp = self.client(ch).call_local_stream(call).await.map_err(|s| self.status_error(addr, s))?;
-        let mut stream = resp.into_inner();
-        let lead = stream
-            .message()
-            .await
-            .map_err(|s| self.status_error(addr, s))?
-            .ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
+        let lead = async {
+            let resp = self.client(ch).call_local_stream(call).await.map_err(|s| self.status_error(addr, s))?;
+            let mut stream = resp.into_inner();
+            let lead = stream.message().await.map_err(|s| self.status_error(addr, s))?;
+            Ok::<_, InvokeError>((lead, stream))
+        };
+        let (lead, stream) = tokio::select! {
+            r = lead => r?,
+            Ok(e) = body_failed => return Err(body_error(e)),
+        };
+        let lead = lead.ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
         let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
         let code = meta.status.as_ref().map(|s| s.code).unwrap_or(200);
         let first_chunk = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
@@ -258,7 +266,41 @@ pub fn payloads<T: Send + 'static>(stream: tonic::Streaming<T>, payload: fn(T) -
 
 /// Reads a body to the end (for whole-message calls).
 pub async fn collect(body: Body) -> Result<Bytes, InvokeError> {
-    body.collect().await.map(|c| c.to_bytes()).map_err(|e| InvokeError::InvalidRequest(e.to_string()))
+    body.collect().await.map(|c| c.to_bytes()).map_err(body_error)
+}
+
+/// A caller's body error: over `--max-body-size` is daprd's `stream too large`.
+pub fn body_error(e: axum::Error) -> InvokeError {
+    // Each body adapter may wrap the error in one more `axum::Error`: unwrap them all.
+    let mut inner = e.into_inner();
+    loop {
+        if inner.is::<http_body_util::LengthLimitError>() {
+            return InvokeError::TooLarge;
+        }
+        match inner.downcast::<axum::Error>() {
+            Ok(wrapped) => inner = wrapped.into_inner(),
+            Err(other) => return InvokeError::InvalidRequest(other.to_string()),
+        }
+    }
+}
+
+/// `body`, and a receiver told of its error; after an error the body never ends (its reader is
+/// to be dropped).
+fn watch_body(body: Body) -> (Body, tokio::sync::oneshot::Receiver<axum::Error>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stream = futures::stream::unfold((body.into_data_stream(), Some(tx)), |(mut s, mut tx)| async move {
+        match s.next().await {
+            Some(Ok(chunk)) => Some((Ok::<Bytes, axum::Error>(chunk), (s, tx))),
+            Some(Err(e)) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(e);
+                }
+                futures::future::pending().await
+            }
+            None => None,
+        }
+    });
+    (Body::from_stream(stream), rx)
 }
 
 /// Shared handle.

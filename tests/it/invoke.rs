@@ -135,10 +135,49 @@ async fn large_bodies_stream_both_ways() {
     let r = p.caller.client.post(p.caller.url("/v1.0/invoke/inv-big/method/big")).body(body.clone()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), body.as_slice());
-    // Over the limit: refused before anything reaches the target.
+    // Over the limit: daprd has no 413; its limit reader fails the call (`stream too large`), so
+    // with a declared length and with a chunked body alike.
     let too_big = vec![b'x'; 4 * 1024 * 1024 + 1];
-    let r = p.caller.client.post(p.caller.url("/v1.0/invoke/inv-big/method/big")).body(too_big).send().await.unwrap();
-    assert_eq!(r.status(), 413);
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = too_big.chunks(256 * 1024).map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c)))).collect();
+    let chunked = reqwest::Body::wrap(http_body_util::StreamBody::new(futures::stream::iter(chunks)));
+    for body in [reqwest::Body::from(too_big.clone()), chunked] {
+        let r = p.caller.client.post(p.caller.url("/v1.0/invoke/inv-big/method/big")).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 500);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["errorCode"], "ERR_DIRECT_INVOKE");
+        assert_eq!(b["message"], "failed to invoke, id: inv-big, err: stream too large");
+    }
+}
+
+#[tokio::test]
+async fn method_names_are_decoded_cleaned_and_checked_as_daprd() {
+    let p = pair("inv-method").await;
+    let path_seen = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["path"].as_str().unwrap().to_string()
+    };
+    let get = |path: &str| p.caller.client.get(p.caller.url(path)).send();
+    assert_eq!(path_seen(get("/v1.0/invoke/inv-method/method/a/..%2Fb%20c").await.unwrap()).await, "/b%20c");
+    assert_eq!(path_seen(get("/v1.0/invoke/inv-method/method/..%2F..%2Fadmin").await.unwrap()).await, "/admin", "leading ../ stripped");
+    assert_eq!(path_seen(get("/v1.0/invoke/inv-method/method/x//y/").await.unwrap()).await, "/x/y");
+    let via_header = p.caller.client.get(p.caller.url("/q/..%2Fr")).header("dapr-app-id", "inv-method").send().await.unwrap();
+    assert_eq!(path_seen(via_header).await, "/r");
+    for (path, quoted) in [("a%3Fb", r#"method contains forbidden character: "a?b""#), ("a%23b", r#"method contains forbidden character: "a#b""#), ("a%0Ab", r#"method contains control character at position 1: "a\nb""#)] {
+        let r = get(&format!("/v1.0/invoke/inv-method/method/{path}")).await.unwrap();
+        assert_eq!(r.status(), 500, "{path}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["errorCode"], "ERR_DIRECT_INVOKE");
+        assert_eq!(b["message"], format!("failed to invoke, id: inv-method, err: rpc error: code = InvalidArgument desc = invalid method: {quoted}"));
+    }
+    // gRPC InvokeService: the same check, INTERNAL as daprd's ErrDirectInvoke.
+    let mut c = p.caller.grpc().await;
+    let req = rapr_proto::runtime::v1::InvokeServiceRequest {
+        id: "inv-method".into(),
+        message: Some(rapr_proto::common::v1::InvokeRequest { method: "a\0b".into(), ..Default::default() }),
+    };
+    let st = c.invoke_service(req).await.unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Internal);
+    assert_eq!(st.message(), r#"failed to invoke, id: inv-method, err: rpc error: code = InvalidArgument desc = invalid method: method contains forbidden character: "a\x00b""#);
 }
 
 #[tokio::test]

@@ -8,14 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use base64::Engine;
-use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
 
 use super::HttpState;
-use crate::api::errors::codes::ERR_MALFORMED_REQUEST;
 use crate::api::errors::invoke::invoke_error;
-use crate::api::errors::ApiError;
 use crate::api::invoke::InvokeApiError;
+use crate::invoke::InvokeError;
 
 /// How much of a refused body is read before answering.
 const DRAIN_LIMIT: usize = 64 << 20;
@@ -25,16 +23,22 @@ pub fn routes() -> Router<HttpState> {
     Router::new().route("/v1.0/invoke/{*rest}", any(invoke_route))
 }
 
-/// `<appId>/method/<method>`: the id is everything before the first `/method/` (so a full URL
-/// works as an id), the method everything after.
+/// `<appId>/method/<method>` of the decoded path: the id is everything before the first
+/// `/method/` (so a full URL works as an id), the method everything after, `path.Clean`ed as
+/// daprd does.
 fn split_target(rest: &str) -> Option<(String, String)> {
     let (id, method) = rest.split_once("/method/")?;
-    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy().into_owned();
-    Some((id, method.to_string()))
+    let method = crate::invoke::method::clean(method);
+    Some((id.to_string(), if method == "." { String::new() } else { method }))
+}
+
+/// The request path percent-decoded, as Go's `URL.Path` (daprd reads the decoded path).
+fn decoded_path(req: &Request) -> String {
+    percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned()
 }
 
 async fn invoke_route(State(s): State<HttpState>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
+    let path = decoded_path(&req);
     let rest = path.trim_start_matches("/v1.0/invoke/");
     match split_target(rest) {
         Some((id, method)) => invoke(&s, &id, method, req).await,
@@ -58,7 +62,7 @@ pub fn fallback_app_id(req: &Request) -> Option<String> {
 pub async fn fallback(State(s): State<HttpState>, mut req: Request) -> Response {
     match fallback_app_id(&req) {
         Some(id) => {
-            let method = req.uri().path().trim_start_matches('/').to_string();
+            let method = crate::invoke::method::clean(&decoded_path(&req)).trim_start_matches('/').to_string();
             if req.headers().get("dapr-app-id").is_none() {
                 req.headers_mut().remove(http::header::AUTHORIZATION);
             }
@@ -87,8 +91,8 @@ async fn invoke(s: &HttpState, id: &str, method: String, req: Request) -> Respon
                 break;
             }
         }
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted, ERR_MALFORMED_REQUEST, format!("request body too large: the limit is {} bytes", s.max_body))
-            .into_response();
+        // daprd has no 413: its limit reader fails the call with `stream too large`.
+        return invoke_error(InvokeApiError::Failed { target: id.to_string(), source: InvokeError::TooLarge }).into_response();
     }
     let body = Body::new(Limited::new(body, s.max_body).map_err(axum::Error::new));
     match s.invoke.invoke_http(id, method, parts.method, parts.uri.query(), &parts.headers, body).await {
@@ -104,6 +108,8 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(split_target("orders/method/a/b"), Some(("orders".into(), "a/b".into())));
+        assert_eq!(split_target("orders/method/a/../b/"), Some(("orders".into(), "b".into())));
+        assert_eq!(split_target("orders/method/"), Some(("orders".into(), String::new())));
         assert_eq!(split_target("http://ex.com/method/x"), Some(("http://ex.com".into(), "x".into())));
         assert_eq!(split_target("orders"), None);
     }
