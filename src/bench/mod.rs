@@ -45,10 +45,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub payload: usize,
     /// Measured time per round.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
     pub duration: Duration,
     /// Warm-up before each round (same rate, not recorded).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = go_duration)]
     pub warmup: Duration,
     /// Rounds per scenario (median and spread are reported).
     #[arg(long, default_value_t = 3)]
@@ -248,6 +248,13 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
     }
     let _ = std::fs::remove_dir_all(&dir);
     code
+}
+
+/// `--duration`/`--warmup`: Go's duration syntax, as every rapr duration.
+fn go_duration(s: &str) -> Result<Duration, String> {
+    crate::config::duration::parse_std(s, crate::config::duration::BareInteger::Rejected)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{s:?} is negative"))
 }
 
 fn expand(list: &[String]) -> Vec<String> {

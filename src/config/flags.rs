@@ -167,7 +167,10 @@ impl SidecarArgs {
 
     /// The component call deadline.
     pub fn component_call_timeout(&self) -> Result<Duration, FlagError> {
-        crate::components::metadata::parse_duration(&self.component_call_timeout)
+        // rapr's own flag: Go syntax, and a bare integer of seconds as it always accepted.
+        super::duration::parse_std(&self.component_call_timeout, super::duration::BareInteger::Seconds)
+            .ok()
+            .flatten()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| FlagError::Size { flag: "component-call-timeout", value: self.component_call_timeout.clone(), reason: "not a positive duration".into() })
     }

@@ -3,6 +3,7 @@
 
 pub mod component;
 pub mod configuration;
+pub mod duration;
 pub mod flags;
 pub mod http_endpoint;
 pub mod resources;

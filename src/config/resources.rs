@@ -191,11 +191,11 @@ fn parse_component(value: yaml_serde::Value, file: &Path) -> Result<ComponentSpe
     if !raw.spec.type_name.contains('.') {
         return Err(format!("spec.type {:?} must look like <category>.<name>", raw.spec.type_name));
     }
-    let init_timeout = match raw.spec.init_timeout.as_deref() {
-        None | Some("") => DEFAULT_INIT_TIMEOUT,
-        Some(t) => crate::components::metadata::parse_duration(t)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("spec.initTimeout {t:?} is not a duration"))?,
+    // daprd reads it with time.ParseDuration and uses its default when that fails (a bare
+    // integer included); zero or less would fail every init there, so it is refused here.
+    let init_timeout = match raw.spec.init_timeout.as_deref().map(|t| (t, super::duration::parse(t, super::duration::BareInteger::Rejected))) {
+        None | Some((_, Err(_))) => DEFAULT_INIT_TIMEOUT,
+        Some((t, Ok(d))) => d.to_std().filter(|d| !d.is_zero()).ok_or_else(|| format!("spec.initTimeout {t:?} is not a positive duration"))?,
     };
     let mut metadata = Vec::new();
     for item in raw.spec.metadata.unwrap_or_default() {
@@ -292,9 +292,20 @@ mod tests {
     }
 
     #[test]
+    fn init_timeout_as_daprd_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (t, want)) in [("1m30s", Duration::from_secs(90)), ("never", DEFAULT_INIT_TIMEOUT), ("10", DEFAULT_INIT_TIMEOUT), ("500ms", Duration::from_millis(500))].into_iter().enumerate() {
+            write(dir.path(), &format!("t{i}.yaml"), &format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c{i}\nspec:\n  type: state.in-memory\n  initTimeout: {t:?}\n"));
+            let r = load_resources(&[dir.path().to_path_buf()], "app");
+            let c = r.components.iter().find(|c| c.name == format!("c{i}")).unwrap();
+            assert_eq!(c.init_timeout, want, "{t}");
+        }
+    }
+
+    #[test]
     fn component_errors_name_the_component() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bad\nspec:\n  type: state.sqlite\n  initTimeout: never\n");
+        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bad\nspec:\n  type: state.sqlite\n  initTimeout: 0s\n");
         let r = load_resources(&[dir.path().to_path_buf()], "app");
         assert!(r.components.is_empty());
         assert_eq!(r.errors[0].component.as_deref(), Some("bad"));

@@ -271,8 +271,9 @@ fn integer(v: &Value) -> Result<i64, String> {
     }
 }
 
-/// A resiliency duration: a bare integer is milliseconds (as daprd reads timeouts), anything
-/// else is a Go duration (`5s`, `1m30s`, `1.5s`, `250ms`).
+/// A resiliency duration: a bare integer is milliseconds (daprd's timeouts and dapr/kit's config
+/// decoder for retries and circuit breakers), anything else is a Go duration (`5s`, `1m30s`,
+/// `1.5s`, `250ms`). Negative is refused.
 pub fn duration(v: &Value) -> Result<Duration, String> {
     match v {
         Value::Number(n) => n.as_u64().map(Duration::from_millis).ok_or_else(|| format!("{n} is not a duration")),
@@ -283,33 +284,7 @@ pub fn duration(v: &Value) -> Result<Duration, String> {
 
 /// Parses `s` as an integer of milliseconds or a Go duration string; negative is invalid.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(ms) = s.parse::<u64>() {
-        return Some(Duration::from_millis(ms));
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return None;
-    }
-    let mut nanos = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        nanos += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_nanos(nanos.round() as u64))
+    crate::config::duration::parse_std(s, crate::config::duration::BareInteger::Milliseconds).ok().flatten()
 }
 
 #[cfg(test)]

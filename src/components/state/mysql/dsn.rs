@@ -128,7 +128,10 @@ fn apply_param(out: &mut GoDsn, k: &str, v: String) -> Result<(), String> {
             }
         }
         "timeout" => {
-            out.dial_timeout = Some(humantime::parse_duration(&v).map_err(|_| format!("parameter timeout: {v:?} is not a duration"))?);
+            // go-sql-driver reads it with time.ParseDuration (no bare integers); zero or less
+            // sets no dial deadline of its own, so the component's timeout applies.
+            let d = crate::config::duration::parse(&v, crate::config::duration::BareInteger::Rejected).map_err(|e| format!("parameter timeout: {e}"))?;
+            out.dial_timeout = d.to_std().filter(|d| !d.is_zero());
         }
         "allowcleartextpasswords" => out.cleartext = matches!(v.as_str(), "true" | "1"),
         "maxallowedpacket" => {

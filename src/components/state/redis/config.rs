@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use crate::components::metadata::{parse_duration, ComponentMetadata, MetadataError};
+use crate::components::metadata::{ComponentMetadata, MetadataError};
+use crate::config::duration::BareInteger;
 
 /// Decoded settings of one `state.redis` component.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,22 +103,12 @@ impl GoRedis {
 /// A Redis-style duration (contrib's `Duration.DecodeString`): plain integer milliseconds, or Go
 /// syntax; `None` when the key is absent.
 fn redis_duration(md: &mut ComponentMetadata, names: &[&str]) -> Result<Option<GoRedis>, MetadataError> {
-    let Some(raw) = md.string(names) else { return Ok(None) };
-    let v = raw.trim();
-    let d = if let Ok(ms) = v.parse::<i64>() {
-        match ms {
-            0 => GoRedis::Default,
-            n if n < 0 => GoRedis::Disabled,
-            n => GoRedis::Set(Duration::from_millis(n.unsigned_abs())),
-        }
-    } else if let Some(neg) = v.strip_prefix('-') {
-        parse_duration(neg).ok_or_else(|| err(names[0], format!("{raw:?} is not a duration")))?;
-        GoRedis::Disabled
-    } else {
-        let d = parse_duration(v).ok_or_else(|| err(names[0], format!("{raw:?} is not a duration")))?;
-        if d.is_zero() { GoRedis::Default } else { GoRedis::Set(d) }
-    };
-    Ok(Some(d))
+    let Some(d) = md.go_duration(names, BareInteger::Milliseconds)? else { return Ok(None) };
+    Ok(Some(match d.to_std() {
+        None => GoRedis::Disabled,
+        Some(d) if d.is_zero() => GoRedis::Default,
+        Some(d) => GoRedis::Set(d),
+    }))
 }
 
 /// contrib's legacy `maxRetryBackoff`: read only when `redisMinRetryInterval` is absent, an

@@ -1,11 +1,14 @@
 //! Typed decoding of a component's Dapr metadata (the `name`/`value` list of its YAML).
 //!
 //! One helper for every implementation: case-insensitive keys, aliases, string to bool, number
-//! and duration (`"10s"`, `"1h"`, or plain seconds), and errors that name the component and key.
+//! and duration (Go syntax `"10s"`, `"1h"`, or a bare integer of seconds, as dapr/kit's metadata
+//! decoder reads them), and errors that name the component and key.
 //! Keys the runtime itself reads (`keyPrefix`, `actorStateStore`...) are accepted everywhere.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+
+use crate::config::duration::{self, BareInteger, GoDuration};
 
 /// Metadata keys read by the runtime rather than by a component implementation.
 const RUNTIME_KEYS: &[&str] = &["keyprefix", "actorstatestore", "outboxpublishpubsub", "outboxpublishtopic"];
@@ -78,12 +81,19 @@ impl ComponentMetadata {
         }
     }
 
-    /// A duration: Go-style (`"500ms"`, `"10s"`, `"1h"`) or a plain number of seconds.
-    /// `"0"` or a negative value gives `Duration::ZERO` (Dapr's "disabled").
+    /// A duration as dapr/kit's metadata decoder reads it: Go syntax (`"500ms"`, `"10s"`, `"1h"`)
+    /// or a bare integer of seconds. `"0"` or a negative value gives `Duration::ZERO` (Dapr's
+    /// "disabled").
     pub fn duration(&mut self, names: &[&str], default: Duration) -> Result<Duration, MetadataError> {
+        Ok(self.go_duration(names, BareInteger::Seconds)?.map_or(default, GoDuration::clamped))
+    }
+
+    /// A signed duration whose bare-integer unit is `bare` (e.g. milliseconds for contrib's
+    /// Redis settings), for readers that give a negative value a meaning of their own.
+    pub fn go_duration(&mut self, names: &[&str], bare: BareInteger) -> Result<Option<GoDuration>, MetadataError> {
         match self.string(names) {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).ok_or_else(|| self.error(names[0], format!("{v:?} is not a duration"))),
+            None => Ok(None),
+            Some(v) => duration::parse(&v, bare).map(Some).map_err(|e| self.error(names[0], format!("{v:?} is not a duration: {e}"))),
         }
     }
 
@@ -98,18 +108,6 @@ impl ComponentMetadata {
         keys.sort();
         keys
     }
-}
-
-/// Parses a duration as Dapr metadata writes it.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<i64>() {
-        return Some(Duration::from_secs(secs.max(0) as u64));
-    }
-    if let Some(neg) = v.strip_prefix('-') {
-        return humantime::parse_duration(neg).ok().map(|_| Duration::ZERO);
-    }
-    humantime::parse_duration(v).ok()
 }
 
 #[cfg(test)]
@@ -140,12 +138,21 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("-1"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("soon"), None);
+    fn durations_as_dapr_kit_metadata_reads_them() {
+        let mut m = md(&[("a", "1h"), ("b", "0"), ("c", "-1"), ("d", "500ms"), ("e", "soon"), ("f", "30"), ("g", "1.5"), ("h", "250")]);
+        let zero = Duration::ZERO;
+        assert_eq!(m.duration(&["a"], zero), Ok(Duration::from_secs(3600)));
+        assert_eq!(m.duration(&["b"], Duration::from_secs(9)), Ok(zero));
+        assert_eq!(m.duration(&["c"], Duration::from_secs(9)), Ok(zero), "negative is disabled");
+        assert_eq!(m.duration(&["d"], zero), Ok(Duration::from_millis(500)));
+        assert_eq!(m.duration(&["f"], zero), Ok(Duration::from_secs(30)), "bare integers are seconds");
+        assert_eq!(m.duration(&["missing"], Duration::from_secs(7)), Ok(Duration::from_secs(7)));
+        let e = m.duration(&["e"], zero).unwrap_err();
+        assert_eq!(e.key, "e");
+        assert!(e.reason.contains("\"soon\" is not a duration"), "{e}");
+        assert!(m.duration(&["g"], zero).is_err(), "a bare fraction has no unit");
+        assert_eq!(m.go_duration(&["h"], BareInteger::Milliseconds), Ok(Some(GoDuration(250_000_000))));
+        assert_eq!(m.go_duration(&["c"], BareInteger::Milliseconds), Ok(Some(GoDuration(-1_000_000))));
     }
 
     #[test]
