@@ -13,3 +13,4 @@ pub mod config;
 pub mod resiliency;
 pub mod runtime;
 pub mod invoke;
+pub mod net_ports;

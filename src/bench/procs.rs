@@ -2,7 +2,7 @@
 //! to the system-under-test cores (with `taskset`) while the generator keeps its own core, is read
 //! for CPU time and RSS from /proc, and is killed when dropped so a failed run leaves nothing.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,11 +135,10 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
-/// `N` distinct free TCP ports on loopback (held together while picked, so never the same twice).
+/// `N` distinct free TCP ports on loopback from the crate's one allocator (`net_ports`: never the
+/// same twice in this process, never from the kernel's ephemeral range).
 pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
-    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>().map_err(|e| format!("no free port: {e}"))?;
-    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>().map_err(|e| format!("no free port: {e}"))?;
-    ports.try_into().map_err(|_| "no free port".to_string())
+    crate::net_ports::free_ports().map_err(|e| format!("no free port: {e}"))
 }
 
 /// Runs `start` again (up to 3 times) when it failed because a port it picked was taken in the
@@ -153,7 +152,7 @@ where
     let mut attempt = 0;
     loop {
         match start().await {
-            Err(e) if attempt < 2 && e.contains("in use") => attempt += 1,
+            Err(e) if attempt < 2 && crate::net_ports::is_addr_in_use(&e) => attempt += 1,
             other => return other,
         }
     }

@@ -114,6 +114,7 @@ impl Actor for RuntimeRoot {
             },
         };
         let mut resources = load_resources(&flags.resource_paths(), &flags.app_id);
+        crate::components::metadata::templates::expand_components(&mut resources, &crate::components::metadata::templates::Identity::from_env(&flags.app_id));
         for (kind, file) in &resources.skipped_kinds {
             tracing::warn!(kind = %kind, file = %file.display(), "resource kind not implemented by rapr yet; ignored");
         }

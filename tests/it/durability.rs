@@ -77,7 +77,17 @@ async fn kill9_loses_nothing_acknowledged(backend: Backend) {
     let sc = SidecarBuilder::new("durable").file("store.yaml", &backend.yaml("store")).start().await;
     let keys: Vec<&String> = acked.keys().collect();
     let r = sc.client.post(sc.url("/v1.0/state/store/bulk")).json(&json!({ "keys": keys })).send().await.unwrap();
+    assert_eq!(r.status(), 200, "bulk read after restart");
     let items: Vec<Value> = r.json().await.unwrap();
+    // Every acknowledged key must come back (present or not), before its value is checked: a
+    // bulk answer that leaves keys out would otherwise hide their loss.
+    let returned: BTreeMap<&str, usize> = items.iter().fold(BTreeMap::new(), |mut m, it| {
+        *m.entry(it["key"].as_str().unwrap_or_default()).or_default() += 1;
+        m
+    });
+    let missing: Vec<&String> = acked.keys().filter(|k| !returned.contains_key(k.as_str())).collect();
+    assert!(missing.is_empty(), "the bulk read left out {} acknowledged keys, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(items.len(), acked.len(), "one bulk item per key asked: {:?}", returned.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>());
     let lost: Vec<String> = items
         .iter()
         .filter(|it| it["data"].as_i64() != acked.get(it["key"].as_str().unwrap_or_default()).copied())

@@ -15,6 +15,7 @@ mod invoke_faults;
 mod invoke_resiliency;
 mod lifecycle;
 mod logs;
+mod metadata_templates;
 mod multi_app;
 mod netns;
 mod resiliency;

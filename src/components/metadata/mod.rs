@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::config::duration::{self, BareInteger, GoDuration};
 
+pub mod templates;
+
 /// Metadata keys read by the runtime rather than by a component implementation.
 const RUNTIME_KEYS: &[&str] = &["keyprefix", "actorstatestore", "outboxpublishpubsub", "outboxpublishtopic"];
 
