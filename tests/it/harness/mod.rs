@@ -190,7 +190,8 @@ impl SidecarBuilder {
             if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("exit {status}\n{}", logs()));
             }
-            if let Ok(r) = client.get(&url).send().await {
+            // Bounded: a port taken by a process that accepts and never answers must not hang.
+            if let Ok(r) = client.get(&url).timeout(Duration::from_millis(500)).send().await {
                 if r.status() == 204 {
                     // Invariant: the child is taken only here, once.
                     return Ok(child.0.take().unwrap());
