@@ -177,7 +177,7 @@ impl SidecarArgs {
 
     /// How component hosts probe their components after start.
     pub fn component_health_probe(&self) -> Result<crate::components::host::HealthProbe, FlagError> {
-        let interval = crate::components::metadata::parse_duration(&self.component_health_probe_interval).ok_or_else(|| FlagError::Size {
+        let interval = super::duration::parse_std(&self.component_health_probe_interval, super::duration::BareInteger::Seconds).ok().flatten().ok_or_else(|| FlagError::Size {
             flag: "component-health-probe-interval",
             value: self.component_health_probe_interval.clone(),
             reason: "not a duration".into(),
