@@ -8,6 +8,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorRef};
 
 use super::directory::Directory;
 use super::host::{self, ComponentHost, ComponentHostArgs, ComponentHostMsg, Live};
+use super::metadata::templates::Identity;
 use super::registry::ComponentError;
 use super::secret_refs::SecretRefs;
 use crate::config::ComponentSpec;
@@ -49,7 +50,10 @@ pub struct StartFailure {
 /// is not set or not configured fails the component for good, one that is not ready yet fails
 /// this attempt (daprd parks the component until the store loads; rapr shows it failed and
 /// retries, docs/runtime-semantics.md).
-pub async fn resolve_secrets(spec: &ComponentSpec, directory: &Directory) -> Result<ComponentSpec, StartFailure> {
+///
+/// A resolved value gets the metadata templates expanded as a literal one did at load, since
+/// daprd expands after resolving (`{podName}` without a pod name fails the component for good).
+pub async fn resolve_secrets(spec: &ComponentSpec, directory: &Directory, identity: &Identity) -> Result<ComponentSpec, StartFailure> {
     let refs: Vec<_> = spec.metadata.iter().filter(|m| m.value.is_none()).filter_map(|m| m.secret_key_ref.as_ref().map(|r| (m.name.clone(), r.clone()))).collect();
     if refs.is_empty() {
         return Ok(spec.clone());
@@ -62,7 +66,10 @@ pub async fn resolve_secrets(spec: &ComponentSpec, directory: &Directory) -> Res
     for item in resolved.metadata.iter_mut().filter(|m| m.value.is_none()) {
         let Some(r) = &item.secret_key_ref else { continue };
         match secrets.value(r) {
-            Ok(v) => item.value = Some(v),
+            Ok(v) => {
+                let v = identity.expand(&item.name, &v).map_err(|e| StartFailure { message: format!("component {}: {e}", spec.name), permanent: true })?;
+                item.value = Some(v);
+            }
             Err(e) => tracing::error!(component = %spec.name, metadata = %item.name, error = %e, "secretKeyRef not resolved; the component starts without this value"),
         }
     }

@@ -29,6 +29,7 @@ use super::secretstores::SecretClient;
 use super::starter::{self, Running, StartFailure};
 use super::state::StateClient;
 use crate::api::state_keys::KeyPrefix;
+use crate::components::metadata::templates::Identity;
 use crate::config::{ComponentSpec, ResourceError};
 use crate::runtime::restart::RestartPolicy;
 
@@ -203,8 +204,9 @@ impl ComponentSupervisorState {
         let events = HostEvents { sup: me.clone() };
         // The snapshot already holds every secret store whose first attempt finished.
         let directory = self.args.directory.load();
+        let identity = Identity::from_env(&self.args.app_id);
         tokio::spawn(async move {
-            let result = match starter::resolve_secrets(&spec, &directory).await {
+            let result = match starter::resolve_secrets(&spec, &directory, &identity).await {
                 Ok(spec) => starter::start(ComponentHostArgs { spec, registry, probe, call_timeout, events }, child_name, cell).await,
                 Err(f) => Err(f),
             };

@@ -48,3 +48,20 @@ async fn pod_name_comes_from_the_environment() {
     let key: String = rusqlite::Connection::open(dir.join("s.db")).unwrap().query_row("SELECT key FROM state", [], |r| r.get(0)).unwrap();
     assert_eq!(key, "podded-7f9c-podded||k");
 }
+
+#[tokio::test]
+async fn templates_expand_in_values_read_from_a_secret_store() {
+    let b = SidecarBuilder::new("secreted");
+    let dir = b.dir();
+    let secrets = dir.join("secrets.json");
+    std::fs::write(&secrets, format!(r#"{{"dbfile": "{}/{{appID}}-from-secret.db"}}"#, dir.display())).unwrap();
+    let store = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: files\nspec:\n  type: secretstores.local.file\n  version: v1\n  metadata:\n  - name: secretsFile\n    value: \"{}\"\n",
+        secrets.display()
+    );
+    let state = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: store\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    secretKeyRef:\n      name: dbfile\n      key: dbfile\nauth:\n  secretStore: files\n";
+    let sc = b.file("files.yaml", &store).file("store.yaml", state).start().await;
+    let r = sc.client.post(sc.url("/v1.0/state/store")).json(&json!([{"key": "k", "value": 1}])).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(dir.join("secreted-from-secret.db").exists(), "the secret's {{appID}} was expanded");
+}

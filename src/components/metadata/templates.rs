@@ -57,7 +57,7 @@ impl Identity {
     }
 
     /// `spec` with every literal metadata value expanded (values from a `secretKeyRef` are
-    /// resolved later and used as the secret store gives them).
+    /// expanded by the resolver when it fills them in, at each start).
     pub fn expand_spec(&self, spec: &ComponentSpec) -> Result<ComponentSpec, TemplateError> {
         let mut out = spec.clone();
         for item in &mut out.metadata {
