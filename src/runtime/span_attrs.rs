@@ -25,39 +25,60 @@ const INTERNAL_PREFIX: &str = "/dapr.proto.internals.";
 const RUNTIME_PREFIX: &str = "/dapr.proto.runtime.";
 const WORKFLOW_PREFIX: &str = "/TaskHubSidecarService";
 
-/// What only a handler knows about its call (the invoked method inside a gRPC message), handed to
-/// the tracing middleware through the request's extensions. Set at most once per request.
+/// What only a handler knows about its call (the invoked method or the store inside a gRPC
+/// message), handed to the tracing middleware through the request's extensions. Set at most once
+/// per request.
 #[derive(Clone, Debug, Default)]
 pub struct SpanDetails(Arc<OnceLock<Invocation>>);
 
-/// A service invocation seen by a handler.
+/// A call seen by a gRPC handler, as daprd's span attributes describe it.
 #[derive(Clone, Debug)]
 pub enum Invocation {
     /// This sidecar delivers `method` to its own app (internal `CallLocal` / `CallLocalStream`).
     Local { method: String },
     /// The app asks this sidecar to invoke `method` on `app_id` (gRPC `InvokeService`).
     Remote { app_id: String, method: String },
+    /// A call on the component `store` of building block `system` (`state`, `secrets`): daprd
+    /// tags `GetState`, `SaveState`, `DeleteState` and `GetSecret` so.
+    Store { system: &'static str, store: String },
 }
 
 impl SpanDetails {
-    /// Records the invocation this request carries (a second call is ignored).
+    /// Records the call this request carries (a second call is ignored).
     pub fn invocation(&self, call: Invocation) {
         let _ = self.0.set(call);
     }
 
-    /// The span name and attributes of the recorded invocation, if any; `own_app_id` names local
-    /// deliveries.
-    fn renamed(&self, own_app_id: &str) -> Option<(String, Vec<KeyValue>)> {
+    /// The span's new name (invocations) and attributes of the recorded call, if any;
+    /// `own_app_id` names local deliveries, `path` is the gRPC method.
+    fn renamed(&self, own_app_id: &str, path: &str) -> Option<(Option<String>, Vec<KeyValue>)> {
         Some(match self.0.get()? {
             Invocation::Local { method } => (
-                format!("CallLocal/{own_app_id}/{method}"),
+                Some(format!("CallLocal/{own_app_id}/{method}")),
                 vec![KeyValue::new("rpc.service", "ServiceInvocation"), KeyValue::new("dapr.invoke_method", method.clone())],
             ),
             Invocation::Remote { app_id, method } => (
-                format!("CallLocal/{app_id}/{method}"),
+                Some(format!("CallLocal/{app_id}/{method}")),
                 vec![KeyValue::new("rpc.service", "ServiceInvocation"), KeyValue::new("net.peer.name", app_id.clone())],
             ),
+            Invocation::Store { system, store } => (
+                None,
+                vec![
+                    KeyValue::new("db.name", store.clone()),
+                    KeyValue::new("rpc.service", "Dapr"),
+                    KeyValue::new("db.system", *system),
+                    KeyValue::new("db.statement", path.to_string()),
+                    KeyValue::new("db.connection_string", *system),
+                ],
+            ),
         })
+    }
+}
+
+/// Records on a gRPC request (when traced) the store its call is on.
+pub fn note_store<T>(r: &tonic::Request<T>, system: &'static str, store: &str) {
+    if let Some(d) = r.extensions().get::<SpanDetails>() {
+        d.invocation(Invocation::Store { system, store: store.to_string() });
     }
 }
 
@@ -133,7 +154,7 @@ pub fn grpc_attributes(path: &str, headers: &http::HeaderMap, details: &SpanDeta
     if proxied(path) {
         return (None, out);
     }
-    let name = details.renamed(own_app_id).map(|(name, attrs)| {
+    let name = details.renamed(own_app_id, path).and_then(|(name, attrs)| {
         out.extend(attrs);
         name
     });
@@ -198,6 +219,13 @@ mod tests {
         let (name, attrs) = grpc_attributes("/dapr.proto.internals.v1.ServiceInvocation/CallLocal", &http::HeaderMap::new(), &d, "me");
         assert_eq!(name.as_deref(), Some("CallLocal/me/m"));
         assert!(attrs.contains(&KeyValue::new("dapr.invoke_method", "m")));
+        let d = SpanDetails::default();
+        d.invocation(Invocation::Store { system: "state", store: "s".into() });
+        let (name, attrs) = grpc_attributes("/dapr.proto.runtime.v1.Dapr/GetState", &http::HeaderMap::new(), &d, "me");
+        assert_eq!(name, None, "the method stays the name");
+        for kv in [("db.name", "s"), ("db.system", "state"), ("db.statement", "/dapr.proto.runtime.v1.Dapr/GetState"), ("rpc.service", "Dapr")] {
+            assert!(attrs.contains(&KeyValue::new(kv.0, kv.1)), "{kv:?} in {attrs:?}");
+        }
     }
 
     #[test]

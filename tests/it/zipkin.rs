@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::IntoResponse;
 use axum::Router;
 use rapr_proto::common::v1::{http_extension::Verb, HttpExtension, InvokeRequest};
-use rapr_proto::runtime::v1::InvokeServiceRequest;
+use rapr_proto::runtime::v1::{GetStateRequest, InvokeServiceRequest};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -132,6 +132,17 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     assert_eq!(c["tags"]["dapr.api"], "/dapr.proto.runtime.v1.Dapr/InvokeService");
     assert_eq!(t["name"], "CallLocal/zk-target/grpc-called");
     assert_eq!(t["parentId"], c["id"]);
+
+    // A gRPC state call: the method is the name, the store is tagged, the failure marks the span.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut req = tonic::Request::new(GetStateRequest { store_name: "nostore".into(), key: "k".into(), ..Default::default() });
+    req.metadata_mut().insert("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01").parse().unwrap());
+    assert!(client.get_state(req).await.is_err(), "no such store");
+    let ours = spans_of(&mut rx, &mut got, trace_id, &["zk-caller"], &[&caller, &target]).await;
+    let c = of(&ours, "zk-caller");
+    assert_eq!((&c["name"], &c["kind"]), (&json!("/dapr.proto.runtime.v1.Dapr/GetState"), &json!("CLIENT")), "{c:#}");
+    assert_eq!((&c["tags"]["db.system"], &c["tags"]["db.name"]), (&json!("state"), &json!("nostore")), "{c:#}");
+    assert_eq!(c["tags"]["otel.status_code"], "Error", "{c:#}");
 
     // Health probes (the harness polled them) are not traced, as in daprd.
     assert!(!got.iter().any(|s| s["name"].as_str().unwrap_or_default().contains("healthz")), "{got:#?}");

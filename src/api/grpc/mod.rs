@@ -24,6 +24,7 @@ use crate::api::metadata::MetadataApi;
 use crate::api::secrets::SecretsApi;
 use crate::api::state::StateApi;
 use crate::runtime::shutdown::ShutdownHandle;
+use crate::runtime::span_attrs::note_store;
 
 /// The `Dapr` service: thin adapters over the facades.
 #[derive(Clone)]
@@ -41,18 +42,21 @@ impl Dapr for DaprService {
         self.invoke_service_impl(r).await
     }
     async fn get_state(&self, r: GrpcRequest<pb::GetStateRequest>) -> Result<GrpcResponse<pb::GetStateResponse>, Status> {
+        note_store(&r, "state", &r.get_ref().store_name);
         self.get_state_impl(r).await
     }
     async fn get_bulk_state(&self, r: GrpcRequest<pb::GetBulkStateRequest>) -> Result<GrpcResponse<pb::GetBulkStateResponse>, Status> {
         self.get_bulk_state_impl(r).await
     }
     async fn save_state(&self, r: GrpcRequest<pb::SaveStateRequest>) -> Result<GrpcResponse<()>, Status> {
+        note_store(&r, "state", &r.get_ref().store_name);
         self.save_state_impl(r).await
     }
     async fn query_state_alpha1(&self, r: GrpcRequest<pb::QueryStateRequest>) -> Result<GrpcResponse<pb::QueryStateResponse>, Status> {
         self.query_state_impl(r).await
     }
     async fn delete_state(&self, r: GrpcRequest<pb::DeleteStateRequest>) -> Result<GrpcResponse<()>, Status> {
+        note_store(&r, "state", &r.get_ref().store_name);
         self.delete_state_impl(r).await
     }
     async fn delete_bulk_state(&self, r: GrpcRequest<pb::DeleteBulkStateRequest>) -> Result<GrpcResponse<()>, Status> {
@@ -62,6 +66,7 @@ impl Dapr for DaprService {
         self.execute_state_transaction_impl(r).await
     }
     async fn get_secret(&self, r: GrpcRequest<pb::GetSecretRequest>) -> Result<GrpcResponse<pb::GetSecretResponse>, Status> {
+        note_store(&r, "secrets", &r.get_ref().store_name);
         self.get_secret_impl(r).await
     }
     async fn get_bulk_secret(&self, r: GrpcRequest<pb::GetBulkSecretRequest>) -> Result<GrpcResponse<pb::GetBulkSecretResponse>, Status> {
