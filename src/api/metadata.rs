@@ -177,7 +177,7 @@ impl MetadataApi {
         });
     }
 
-    /// `Ok` when every component that matters is ready; otherwise Dapr's not-ready error naming them.
+    /// `Ok` when every component that matters is ready; otherwise daprd's not-ready error naming them.
     pub fn health(&self) -> Result<(), ApiError> {
         let mut unhealthy = self.directory.load().unhealthy();
         if self.app_health.as_ref().is_some_and(|a| !a.is_ready()) {
@@ -189,19 +189,8 @@ impl MetadataApi {
         if unhealthy.is_empty() {
             return Ok(());
         }
-        Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            codes::ERR_HEALTH_NOT_READY,
-            format!("dapr is not ready: [{}]", unhealthy.join(" ")),
-        )
-        .with_info(
-            "DAPR_HEALTH_NOT_READY",
-            Some(BTreeMap::from([
-                ("appID".to_string(), self.app_id.clone()),
-                ("unhealthyTargetCount".to_string(), unhealthy.len().to_string()),
-                ("unhealthyTargetNames".to_string(), unhealthy.join(",")),
-            ])),
-        ))
+        // daprd's plain APIError: the code and `dapr is not ready: [targets]` (Go's `%v` of the
+        // list), no ErrorInfo.
+        Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal, codes::ERR_HEALTH_NOT_READY, format!("dapr is not ready: [{}]", unhealthy.join(" "))))
     }
 }

@@ -125,6 +125,13 @@ async fn healthz_waits_for_the_app_port() {
     let (status, body) = healthz(&sc).await;
     assert_eq!(status, 500, "no app listening yet: {body}");
     assert_eq!(body["errorCode"], "ERR_HEALTH_NOT_READY");
+    // daprd's plain APIError: code and message listing the targets, no ErrorInfo details.
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("dapr is not ready: [") && message.contains("app"), "{message}");
+    // Not ready wins over a foreign appid (daprd checks readiness first).
+    let r = sc.client.get(sc.url("/v1.0/healthz?appid=someone-else")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["errorCode"], "ERR_HEALTH_NOT_READY");
     // Without health checks there is no health section.
     let m: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
     assert!(m["appConnectionProperties"].get("health").is_none(), "{m}");
@@ -132,6 +139,25 @@ async fn healthz_waits_for_the_app_port() {
     switchable_app_on(port).await;
     eventually(Duration::from_secs(10), "healthz to turn 204 once the app listens", || async { (healthz(&sc).await.0 == 204).then_some(()) }).await;
     assert_eq!(invoke(&sc, "ach-port").await.0, 200);
+    let r = sc.client.get(sc.url("/v1.0/healthz?appid=someone-else")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({ "errorCode": "ERR_HEALTH_APPID_NOT_MATCH", "message": "dapr app-id does not match" }));
+    assert_eq!(sc.client.get(sc.url("/v1.0/healthz?appid=ach-port")).send().await.unwrap().status(), 204);
+}
+
+#[tokio::test]
+async fn metadata_leaves_out_what_daprd_leaves_out() {
+    let sc = SidecarBuilder::new("ach-meta").start().await;
+    let m: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
+    for key in ["actors", "components", "httpEndpoints", "enabledFeatures"] {
+        assert!(m.get(key).is_none(), "daprd omits an empty {key}: {m}");
+    }
+    let app = &m["appConnectionProperties"];
+    assert_eq!(app["protocol"], "http", "reported without an app port too: {m}");
+    assert!(app.get("port").is_none(), "{m}");
+    let mut grpc = sc.grpc().await;
+    let g = grpc.get_metadata(rapr_proto::runtime::v1::GetMetadataRequest::default()).await.unwrap().into_inner();
+    assert_eq!(g.app_connection_properties.unwrap().protocol, "http");
 }
 
 async fn switchable_app_on(port: u16) {

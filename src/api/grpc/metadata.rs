@@ -22,7 +22,7 @@ impl DaprService {
             enabled_features: m.enabled_features,
             app_connection_properties: Some(pb::AppConnectionProperties {
                 port: i32::from(app.port),
-                protocol: if app.port != 0 { app.protocol } else { String::new() },
+                protocol: app.protocol,
                 channel_address: app.channel_address,
                 max_concurrency: app.max_concurrency,
                 health: app.health.map(|h| pb::AppConnectionHealthProperties {

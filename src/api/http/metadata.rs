@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::extract::{body_read_error, read_body};
 use super::HttpState;
@@ -25,27 +25,27 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1.0/shutdown", post(shutdown))
 }
 
+/// daprd's `/v1.0/metadata` body: Go's `encoding/json` over its response struct, whose
+/// `omitempty` fields (`enabledFeatures`, `actors`, `components`, `httpEndpoints`, a component's
+/// `capabilities`, the app's `port`...) are left out when empty or zero. The protocol is reported
+/// with or without an app port (`http` by default), as daprd's app connection config holds it.
 async fn get_metadata(State(s): State<HttpState>) -> Response {
-    let m = s.metadata.get();
-    let components: Vec<_> = m
+    (StatusCode::OK, axum::Json(metadata_json(&s.metadata.get()))).into_response()
+}
+
+fn metadata_json(m: &crate::api::metadata::MetadataSnapshot) -> Value {
+    let components: Vec<Value> = m
         .components
         .iter()
-        .map(|c| json!({ "name": c.name, "type": c.type_name, "version": c.version, "capabilities": c.capabilities }))
+        .map(|c| omit_empty(json!({ "name": c.name, "type": c.type_name, "version": c.version, "capabilities": c.capabilities })))
         .collect();
     let app = &m.app_connection;
-    let mut app_json = json!({ "channelAddress": app.channel_address, "maxConcurrency": app.max_concurrency });
-    if app.port != 0 {
-        app_json["port"] = json!(app.port);
-        app_json["protocol"] = json!(app.protocol);
-    }
+    let mut app_json = omit_empty(json!({ "port": app.port, "protocol": app.protocol, "channelAddress": app.channel_address, "maxConcurrency": app.max_concurrency }));
     if let Some(h) = &app.health {
-        let mut health = json!({ "healthProbeInterval": h.probe_interval, "healthProbeTimeout": h.probe_timeout, "healthThreshold": h.threshold });
-        if let Some(p) = &h.check_path {
-            health["healthCheckPath"] = json!(p);
-        }
-        app_json["health"] = health;
+        let health = json!({ "healthCheckPath": h.check_path, "healthProbeInterval": h.probe_interval, "healthProbeTimeout": h.probe_timeout, "healthThreshold": h.threshold });
+        app_json["health"] = omit_empty(health);
     }
-    let body = json!({
+    omit_empty(json!({
         "id": m.id,
         "runtimeVersion": m.runtime_version,
         "enabledFeatures": m.enabled_features,
@@ -55,8 +55,24 @@ async fn get_metadata(State(s): State<HttpState>) -> Response {
         "httpEndpoints": m.http_endpoints.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>(),
         "appConnectionProperties": app_json,
         "actorRuntime": { "runtimeStatus": "DISABLED", "hostReady": false },
-    });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    }))
+}
+
+/// Go's `omitempty` on one level of an object: empty strings, arrays and objects, zero numbers,
+/// `null` are left out (`false` is kept: only `actorRuntime.hostReady` is a bool, and daprd
+/// writes it always).
+fn omit_empty(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.retain(|_, x| match x {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(m) => !m.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::Bool(_) => true,
+        });
+    }
+    v
 }
 
 async fn put_metadata(State(s): State<HttpState>, Path(key): Path<String>, body: Body) -> Response {
@@ -69,17 +85,15 @@ async fn put_metadata(State(s): State<HttpState>, Path(key): Path<String>, body:
     }
 }
 
+/// daprd's order: not ready first (whatever `appid` says), then an `appid` that is not this app.
 async fn healthz(State(s): State<HttpState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Some(id) = q.get("appid") {
-        if id != s.metadata.app_id() {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal, codes::ERR_HEALTH_APPID_NOT_MATCH, "dapr app-id does not match")
-                .into_response();
-        }
+    if let Err(e) = s.metadata.health() {
+        return e.into_response();
     }
-    match s.metadata.health() {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
+    if q.get("appid").is_some_and(|id| id != s.metadata.app_id()) {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal, codes::ERR_HEALTH_APPID_NOT_MATCH, "dapr app-id does not match").into_response();
     }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Outbound calls (state, later invocation) work as soon as the API serves: the gateway starts
@@ -96,4 +110,38 @@ async fn shutdown(State(s): State<HttpState>) -> Response {
     tracing::info!("shutdown requested through the API");
     s.shutdown.trigger();
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::metadata::{AppConnection, MetadataSnapshot, RegisteredComponent};
+
+    fn snapshot() -> MetadataSnapshot {
+        MetadataSnapshot {
+            id: "a".into(),
+            runtime_version: "1".into(),
+            enabled_features: vec![],
+            components: vec![],
+            extended: [("daprRuntimeVersion".to_string(), "1".to_string())].into(),
+            app_connection: AppConnection { port: 0, protocol: "http".into(), channel_address: "127.0.0.1".into(), max_concurrency: -1, health: None },
+            http_endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn empty_lists_are_left_out_as_daprd_does() {
+        let v = metadata_json(&snapshot());
+        for key in ["actors", "components", "httpEndpoints", "enabledFeatures"] {
+            assert!(v.get(key).is_none(), "{key}: {v}");
+        }
+        assert_eq!(v["appConnectionProperties"], json!({ "protocol": "http", "channelAddress": "127.0.0.1", "maxConcurrency": -1 }), "protocol without an app port");
+        assert_eq!(v["actorRuntime"], json!({ "runtimeStatus": "DISABLED", "hostReady": false }));
+        let mut m = snapshot();
+        m.components.push(RegisteredComponent { name: "s".into(), type_name: "state.redis".into(), version: "v1".into(), capabilities: vec![] });
+        m.enabled_features.push("F".into());
+        let v = metadata_json(&m);
+        assert_eq!(v["components"], json!([{ "name": "s", "type": "state.redis", "version": "v1" }]), "no empty capabilities");
+        assert_eq!(v["enabledFeatures"], json!(["F"]));
+    }
 }
