@@ -22,6 +22,10 @@ use super::{Ctx, Variant};
 const STORE: &str = "benchstore";
 const KEY: &str = "bench-key";
 const TABLE: &str = "rapr_bench_state";
+/// Its own metadata table: the migration level lives there (daprd's layout), shared by every
+/// state table using the same one, so with the default `dapr_metadata` an earlier component's
+/// level would keep `rapr_bench_state` from ever being created.
+const METADATA_TABLE: &str = "rapr_bench_state_metadata";
 
 /// Runs the scenario for every store of the flags.
 pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
@@ -69,7 +73,7 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
 fn component(ctx: &Ctx, store: &str) -> Result<String, String> {
     let (kind, md) = match store {
         "redis" => ("state.redis", format!("  - name: redisHost\n    value: \"{}\"\n", ctx.args.redis)),
-        "postgres" | "postgresql" => ("state.postgresql", format!("  - name: connectionString\n    value: \"{}\"\n  - name: tableName\n    value: {TABLE}\n", ctx.args.postgres)),
+        "postgres" | "postgresql" => ("state.postgresql", format!("  - name: connectionString\n    value: \"{}\"\n  - name: tableName\n    value: {TABLE}\n  - name: metadataTableName\n    value: {METADATA_TABLE}\n", ctx.args.postgres)),
         "sqlite" => ("state.sqlite", format!("  - name: connectionString\n    value: \"{}\"\n", ctx.dir.join("bench-state.db").display())),
         other => return Err(format!("unknown store {other:?}: use redis, postgres or sqlite")),
     };

@@ -1,11 +1,13 @@
 //! `state.sqlite`: the embedded, file-backed default store of `rapr run`.
 //!
 //! Dapr's table layout (components-contrib), so a database written by Dapr is readable here and
-//! the reverse: `key, value, is_binary, etag, expiration_time, update_time`, a metadata table
-//! holding the migration level, UUID ETags, expiry compared with `CURRENT_TIMESTAMP`. As in
-//! contrib's store, an ETag is never parsed: any ETag that is not the stored one, UUID or not, is
-//! a mismatch (daprd's 409 / ABORTED), never invalid. WAL mode,
-//! so readers never block the writer and an acknowledged commit survives a process kill.
+//! the reverse: `key, value, is_binary, etag, expiration_time, update_time`, UUID ETags, expiry
+//! compared with `CURRENT_TIMESTAMP`, and a metadata table holding the migration level, shared
+//! by every state table using that metadata table as in contrib (a second table under a
+//! migrated one is never created, only warned about). As in contrib's store, an ETag is never
+//! parsed: any ETag that is not the stored one, UUID or not, is a mismatch (daprd's 409 /
+//! ABORTED), never invalid. WAL mode, so readers never block the writer and an acknowledged
+//! commit survives a process kill.
 //! Query is a rapr extension (Dapr's SQLite store has none): evaluated by `query.rs` over the
 //! live JSON rows under the caller's key prefix.
 
@@ -159,6 +161,22 @@ fn migrate(conn: &mut Connection, table: &str, meta: &str) -> Result<(), StoreEr
         None => 0,
         Some(v) => v.parse().map_err(|_| StoreError::Backend(format!("invalid migration level {v:?} in {meta}")))?,
     };
+    // As contrib's (and PostgreSQL's): the level belongs to the metadata table, shared by every
+    // state table using it, so a second `tableName` under a migrated one is never created.
+    if level >= 1 {
+        let exists: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [table], |r| r.get(0))
+            .map_err(db_err)?;
+        if !exists {
+            tracing::warn!(
+                table = %table,
+                metadata_table = %meta,
+                "the metadata table records migration level {level} but the state table {table} does not exist; as Dapr, \
+                 rapr will not create it (the level is shared by every state table using {meta}): give this component \
+                 its own metadataTableName"
+            );
+        }
+    }
     if level < 1 {
         tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (

@@ -45,3 +45,30 @@ async fn every_embedded_store_passes_the_state_conformance_suite() {
     // The matrix must show real work: both stores ran every core feature.
     assert!(reports.iter().all(|r| r.results.iter().filter(|(_, o)| *o == Outcome::Passed).count() >= 5));
 }
+
+/// As contrib's SQLite store (and PostgreSQL's): the migration level lives in the metadata table,
+/// so a second `tableName` under an already-migrated metadata table is never created (rapr warns
+/// at init), while its own `metadataTableName` gives it its own table.
+#[tokio::test]
+async fn sqlite_migration_level_belongs_to_the_metadata_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db").display().to_string();
+    let open = |table: &str, meta: &str| {
+        let pairs = vec![("connectionString".to_string(), db.clone()), ("tableName".to_string(), table.to_string()), ("metadataTableName".to_string(), meta.to_string())];
+        let name = table.to_string();
+        async move {
+            let cfg = SqliteConfig::from_metadata(&mut ComponentMetadata::new(&name, &pairs)).unwrap();
+            SqliteStore::open(&name, cfg).await.unwrap()
+        }
+    };
+    let tables = || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").unwrap();
+        st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect::<Vec<_>>()
+    };
+    open("first", "meta").await.close().await;
+    open("second", "meta").await.close().await;
+    assert_eq!(tables(), ["first", "meta"], "daprd's layout: the shared level keeps `second` from being created");
+    open("third", "meta_third").await.close().await;
+    assert!(tables().contains(&"third".to_string()), "{:?}", tables());
+}

@@ -81,7 +81,7 @@ fn yaml(name: &str, pairs: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn mysql_passes_the_state_conformance_suite() {
     let schema = Schema::new();
-    let md = [("connectionString", DSN), ("schemaName", schema.0.as_str()), ("cleanupIntervalInSeconds", "1")];
+    let md = [("connectionString", DSN), ("schemaName", schema.0.as_str()), ("cleanupInterval", "1s")];
     let store: Arc<dyn StateStore> = Registry::default().build_state(&spec("my", &md)).await.expect("mysql store builds");
     let report = tokio::time::timeout(Duration::from_secs(90), run("state.mysql", Arc::clone(&store), EtagRules::OPAQUE)).await.expect("suite timed out");
     for (feature, claim) in [("etag", Feature::ETag), ("ttl", Feature::Ttl), ("transactions", Feature::Transactional)] {

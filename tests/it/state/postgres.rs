@@ -257,3 +257,41 @@ async fn postgres_bad_configs_fail_their_component_only_with_clear_errors() {
     drop(sc);
     drop_tables(&c, &[&injected, &table, &meta]).await;
 }
+
+/// daprd keeps the migration level in the metadata table, shared by every state table using it:
+/// a second `tableName` on an already-migrated metadata table is never created. rapr does the
+/// same, warns at init, and a component with its own `metadataTableName` gets its table.
+#[tokio::test]
+async fn postgres_migration_level_is_per_metadata_table_and_a_missing_table_warns() {
+    let c = pg().await;
+    let (first, meta) = tables();
+    let (second, own_meta) = tables();
+    let third = format!("{second}_own");
+    let md = |table: &str, meta: &str| [("connectionString", CONN.to_string()), ("tableName", table.to_string()), ("metadataTableName", meta.to_string())];
+    let (md_first, md_second, md_third) = (md(&first, &meta), md(&second, &meta), md(&third, &own_meta));
+    // The first component migrates `meta` to the latest level and creates its table.
+    let store = Registry::default().build_state(&spec("first", "state.postgresql", &refs(&md_first))).await.expect("first store builds");
+    store.close().await;
+    assert!(table_exists(&c, &first).await);
+
+    let sc = SidecarBuilder::new("pgshared")
+        .file("second.yaml", &yaml("second", &refs(&md_second)))
+        .file("third.yaml", &yaml("third", &refs(&md_third)))
+        .start()
+        .await;
+    assert!(!table_exists(&c, &second).await, "daprd never creates a second table under a migrated metadata table");
+    let logs = sc.logs();
+    assert!(logs.contains("WARN") && logs.contains(&second) && logs.contains("metadataTableName"), "no warning naming {second}:\n{logs}");
+    let r = sc.client.post(sc.url("/v1.0/state/second")).body(r#"[{"key":"k","value":1}]"#).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // Its own metadata table: its own level, its own table.
+    let r = sc.client.post(sc.url("/v1.0/state/third")).body(r#"[{"key":"k","value":1}]"#).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(table_exists(&c, &third).await);
+    drop(sc);
+    drop_tables(&c, &[&first, &second, &third, &meta, &own_meta]).await;
+}
+
+fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}

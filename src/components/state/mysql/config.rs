@@ -1,4 +1,9 @@
-//! Typed metadata of `state.mysql`: Dapr's keys and defaults, decoded once by the shared helper.
+//! Typed metadata of `state.mysql`: exactly the keys contrib's v1.18 store reads
+//! (`connectionString`, `schemaName`, `tableName`, `metadataTableName`, `timeoutInSeconds`,
+//! `cleanupInterval`, `pemPath`), with its defaults; any other key is left unread, so the
+//! registry warns about it. The pool is sized as Go's `database/sql` defaults leave contrib's
+//! (2 idle connections, no lifetime limit), with rapr's own cap of 100 open connections where Go
+//! has none.
 //!
 //! Schema and table names are interpolated into SQL, so anything but a plain identifier is
 //! refused here, before any connection is made.
@@ -8,6 +13,7 @@ use std::time::Duration;
 use mysql_async::{OptsBuilder, PoolConstraints, PoolOpts};
 
 use super::dsn::{self, GoDsn};
+use crate::config::duration::{self, BareInteger};
 use crate::components::metadata::{ComponentMetadata, MetadataError};
 
 /// Typed metadata of `state.mysql`.
@@ -25,15 +31,24 @@ pub struct MysqlConfig {
     pub timeout: Duration,
     /// Interval between expired-row sweeps; `None` disables them.
     pub cleanup_interval: Option<Duration>,
-    /// Most connections the pool opens (`maxOpenConns`).
+    /// Most connections the pool opens.
     pub max_open_conns: usize,
-    /// Idle connections the pool keeps (`maxIdleConns`).
+    /// Idle connections the pool keeps.
     pub max_idle_conns: usize,
-    /// Absolute connection lifetime (`connMaxLifetime`).
+    /// Absolute connection lifetime (none, as Go's default).
     pub conn_max_lifetime: Option<Duration>,
-    /// Idle time after which a connection above the idle count is closed (`connMaxIdleTime`).
+    /// Idle time after which a connection above the idle count is closed (none, as Go's default).
     pub conn_max_idle_time: Option<Duration>,
 }
+
+/// contrib's `defaultTimeoutInSeconds`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+/// contrib's `defaultCleanupInterval`.
+const DEFAULT_CLEANUP: Duration = Duration::from_secs(3600);
+/// Go's `database/sql` default idle pool size (contrib sets none).
+const GO_MAX_IDLE_CONNS: usize = 2;
+/// rapr's cap on open connections (Go's default is unlimited).
+const MAX_OPEN_CONNS: usize = 100;
 
 fn bad(key: &str, reason: impl Into<String>) -> MetadataError {
     MetadataError { component: String::new(), key: key.into(), reason: reason.into() }
@@ -57,32 +72,41 @@ impl MysqlConfig {
                 return Err(bad(key, format!("{name:?} is not a valid identifier (ASCII letters, digits and _ only, at most 64)")));
             }
         }
-        let timeout = md.duration(&["timeoutInSeconds", "timeout"], Duration::from_secs(20))?;
-        let timeout = if timeout.is_zero() { Duration::from_secs(20) } else { timeout };
-        let cleanup = md.duration(&["cleanupInterval", "cleanupIntervalInSeconds"], Duration::from_secs(3600))?;
+        // contrib: an integer of seconds; zero or negative means the 20 s default.
+        let timeout = match md.string(&["timeoutInSeconds"]) {
+            None => DEFAULT_TIMEOUT,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if n > 0 => Duration::from_secs(n.unsigned_abs()),
+                Ok(_) => DEFAULT_TIMEOUT,
+                Err(_) => return Err(bad("timeoutInSeconds", format!("{v:?} is not an integer number of seconds"))),
+            },
+        };
+        // contrib: a duration (bare integers are seconds); absent or empty is 1 h, zero or negative
+        // disables the sweep.
+        let cleanup = match md.string(&["cleanupInterval"]).filter(|v| !v.trim().is_empty()) {
+            None => Some(DEFAULT_CLEANUP),
+            Some(v) => duration::parse(v.trim(), BareInteger::Seconds)
+                .map_err(|e| bad("cleanupInterval", format!("{v:?} is not a duration: {e}")))?
+                .to_std()
+                .filter(|d| !d.is_zero()),
+        };
         if let Some(pem) = md.string(&["pemPath"]) {
             return Err(bad("pemPath", format!("TLS to MySQL is not available in this build (mysql_async without a TLS feature); cannot use {pem:?}")));
         }
         if let Some(tls) = &dsn.tls {
             return Err(bad("connectionString", format!("tls={tls} asks for TLS, which is not available in this build")));
         }
-        let max_open_conns = md.u64(&["maxOpenConns"], 0)? as usize;
-        let max_open_conns = if max_open_conns == 0 { 100 } else { max_open_conns };
-        let max_idle_conns = (md.u64(&["maxIdleConns"], 2)? as usize).min(max_open_conns);
-        let positive = |d: Duration| (!d.is_zero()).then_some(d);
-        let conn_max_lifetime = positive(md.duration(&["connMaxLifetime"], Duration::ZERO)?);
-        let conn_max_idle_time = positive(md.duration(&["connMaxIdleTime"], Duration::ZERO)?);
         Ok(Self {
             dsn,
             schema_name,
             table_name,
             metadata_table_name,
             timeout,
-            cleanup_interval: positive(cleanup),
-            max_open_conns,
-            max_idle_conns,
-            conn_max_lifetime,
-            conn_max_idle_time,
+            cleanup_interval: cleanup,
+            max_open_conns: MAX_OPEN_CONNS,
+            max_idle_conns: GO_MAX_IDLE_CONNS,
+            conn_max_lifetime: None,
+            conn_max_idle_time: None,
         })
     }
 
@@ -129,9 +153,36 @@ mod tests {
         assert_eq!((c.schema_name.as_str(), c.table_name.as_str(), c.metadata_table_name.as_str()), ("dapr_state_store", "state", "dapr_metadata"));
         assert_eq!(c.timeout, Duration::from_secs(20));
         assert_eq!(c.cleanup_interval, Some(Duration::from_secs(3600)));
-        assert_eq!(cfg(&[("cleanupIntervalInSeconds", "0")]).unwrap().cleanup_interval, None);
+        assert_eq!(cfg(&[("cleanupInterval", "0")]).unwrap().cleanup_interval, None);
         assert_eq!(cfg(&[("cleanupInterval", "-1")]).unwrap().cleanup_interval, None);
+        assert_eq!(cfg(&[("cleanupInterval", "")]).unwrap().cleanup_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(cfg(&[("cleanupInterval", "90s")]).unwrap().cleanup_interval, Some(Duration::from_secs(90)));
         assert_eq!(cfg(&[("timeoutInSeconds", "5")]).unwrap().timeout, Duration::from_secs(5));
+        assert_eq!(cfg(&[("timeoutInSeconds", "0")]).unwrap().timeout, Duration::from_secs(20));
+        assert_eq!(cfg(&[("timeoutInSeconds", "5s")]).unwrap_err().key, "timeoutInSeconds");
+    }
+
+    #[test]
+    fn only_the_keys_contribs_store_reads_are_read() {
+        let p: Vec<(String, String)> = [
+            ("connectionString", "root:@tcp(127.0.0.1:3306)/"),
+            ("timeout", "1s"),
+            ("cleanupIntervalInSeconds", "1"),
+            ("maxOpenConns", "3"),
+            ("maxIdleConns", "1"),
+            ("connMaxLifetime", "1m"),
+            ("connMaxIdleTime", "1m"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut md = ComponentMetadata::new("m", &p);
+        let c = MysqlConfig::from_metadata(&mut md).unwrap();
+        assert_eq!((c.timeout, c.cleanup_interval), (Duration::from_secs(20), Some(Duration::from_secs(3600))));
+        assert_eq!((c.max_open_conns, c.max_idle_conns, c.conn_max_lifetime, c.conn_max_idle_time), (100, 2, None, None));
+        let mut unread = md.unread();
+        unread.sort();
+        assert_eq!(unread, ["cleanupintervalinseconds", "connmaxidletime", "connmaxlifetime", "maxidleconns", "maxopenconns", "timeout"]);
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! UPDATE`) as Dapr's do, so rapr and daprd can migrate the same database safely. The DDL runs
 //! inside that locking transaction, so a crash mid-migration leaves the previous level intact.
 //!
+//! As in daprd, the level belongs to the metadata table, not to the state table: every component
+//! sharing one metadata table (`dapr_metadata` by default) shares one level, so a second
+//! `tableName` pointed at an already-migrated metadata table is never created. rapr keeps that
+//! behaviour (it is what daprd does to the same database) and warns at init when the level says
+//! migrated but the state table is missing; the cure is a `metadataTableName` per state table.
+//!
 //! The sweep deletes expired rows every `cleanupInterval`, but only after atomically moving
 //! `last-cleanup` forward when it is older than the interval: with several sidecars on one table,
 //! one of them sweeps per interval (Dapr's protocol, so it coordinates with daprd too).
@@ -51,6 +57,16 @@ pub async fn migrate(client: &mut deadpool_postgres::Object, table: &str, meta: 
         None => 0,
         Some(v) => v.trim().parse().map_err(|_| StoreError::Backend(format!("invalid migration level {v:?} in {meta}")))?,
     };
+    if level >= 1 && !table_exists(&tx, table).await? {
+        tracing::warn!(
+            table = %table,
+            metadata_table = %meta,
+            level,
+            "the metadata table records migration level {level} but the state table {table} does not exist; as daprd, \
+             rapr will not create it (the level is shared by every state table using {meta}): give this component \
+             its own metadataTableName"
+        );
+    }
     let set_level = format!("INSERT INTO {meta} (key, value) VALUES ('migrations', $1) ON CONFLICT (key) DO UPDATE SET value = $1");
     if level < 1 {
         tracing::info!(table = %table, "creating state table");
@@ -75,6 +91,12 @@ pub async fn migrate(client: &mut deadpool_postgres::Object, table: &str, meta: 
         tx.execute(&set_level, &[&"2"]).await.map_err(|e| migration_err(meta, e))?;
     }
     tx.commit().await.map_err(|e| migration_err(meta, e))
+}
+
+/// Whether `table` (optionally schema-qualified, as `tableName` allows) exists.
+async fn table_exists(c: &impl GenericClient, table: &str) -> Result<bool, StoreError> {
+    let row = c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.map_err(|e| migration_err(table, e))?;
+    row.try_get(0).map_err(pg_err)
 }
 
 fn migration_err(table: &str, e: tokio_postgres::Error) -> StoreError {
