@@ -31,6 +31,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use ractor::Actor;
 use rapr::api::http::{HttpShared, HttpState};
+use rapr::api::Facades;
 use rapr::api::invoke::InvokeApi;
 use rapr::api::metadata::{AppConnection, MetadataApi};
 use rapr::api::secrets::SecretsApi;
@@ -194,11 +195,14 @@ fn served(c: &mut Criterion) {
     });
     g.finish();
 
-    let router = rapr::api::http::router(HttpState::new(HttpShared {
+    let facades = Facades {
         state: api.clone(),
         metadata: MetadataApi::new(APP.into(), vec![], AppConnection::default(), directory.clone()),
         secrets: SecretsApi::new(directory.clone(), BTreeMap::new()),
         invoke: InvokeApi::new(APP, None, None, Arc::new(RemoteInvoker::new(4 << 20)), Resiliency::none()),
+    };
+    let router = rapr::api::http::router(HttpState::new(HttpShared {
+        facades,
         shutdown: ShutdownHandle::new(),
         app_id: Arc::from(APP),
         max_body: 4 << 20,

@@ -1,7 +1,7 @@
 //! rapr: a distributed application runtime that speaks Dapr's language.
 //!
 //! One sidecar per app serves Dapr's HTTP and gRPC APIs; every subsystem is a ractor process in
-//! one supervision tree (see `runtime::root`). Components sit behind per-category traits.
+//! one supervision tree wired in `sidecar` (the composition root). Components sit behind per-category traits.
 
 #![forbid(unsafe_code)]
 
@@ -12,5 +12,6 @@ pub mod components;
 pub mod config;
 pub mod resiliency;
 pub mod runtime;
+pub mod sidecar;
 pub mod invoke;
 pub mod net_ports;

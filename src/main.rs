@@ -37,7 +37,7 @@ fn main() {
     let code = match cli.command {
         Command::Sidecar(args) => {
             rapr::runtime::logging::init(&args.log_level, args.log_as_json, Some(&args.app_id));
-            runtime.block_on(rapr::runtime::run_sidecar(*args))
+            runtime.block_on(rapr::sidecar::run_sidecar(*args))
         }
         Command::Run(args) => {
             rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);

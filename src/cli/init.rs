@@ -3,13 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Where rapr keeps its defaults: `$RAPR_HOME`, else `~/.rapr`.
-pub fn rapr_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("RAPR_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".rapr")
-}
+use crate::config::rapr_home;
 
 /// The default components folder.
 pub fn components_dir(home: &Path) -> PathBuf {

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::init::rapr_home;
+use crate::config::rapr_home;
 use super::runs::{age, list, now, RunRecord};
 
 /// Flags of `rapr list`.

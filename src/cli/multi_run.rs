@@ -19,11 +19,11 @@ use std::future::pending;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::init::rapr_home;
+use crate::config::rapr_home;
 use super::run::{launch, AppLaunch, RunningApp};
 use super::run_control::{ControlRequest, ControlSocket};
 use super::runs::control_path;
-use crate::runtime::Signals;
+use crate::sidecar::Signals;
 
 /// What the launching task reports to the loop.
 enum Launch {

@@ -18,11 +18,12 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::init::{ensure_defaults, rapr_home};
+use super::init::ensure_defaults;
+use crate::config::rapr_home;
 use super::runs::{self, RunGuard, RunRecord};
 use super::sidecar_host::SidecarHost;
 use crate::config::SidecarArgs;
-use crate::runtime::Signals;
+use crate::sidecar::Signals;
 
 /// App channel flags `dapr run` passes through to daprd; also the keys of a run file's app.
 #[derive(Debug, Clone, Default, Args, Deserialize)]

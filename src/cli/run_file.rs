@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::default_sidecar_args;
 use super::run::{default_resources, free_port, workers_per_sidecar, AppLaunch, ChannelOptions, RunArgs};
-use crate::runtime::Signals;
+use crate::sidecar::Signals;
 
 /// One or several paths: `"a,b"` or `[a, b]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 
 use crate::config::SidecarArgs;
-use crate::runtime::Sidecar;
+use crate::sidecar::Sidecar;
 
 thread_local! {
     /// The sidecar span this runtime thread runs in: entered when the thread starts, left when

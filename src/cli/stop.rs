@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::init::rapr_home;
+use crate::config::rapr_home;
 use super::run_control::request_stop;
 use super::run_file::resolve;
 use super::runs::{find, list, RunRecord};

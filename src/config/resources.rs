@@ -1,7 +1,7 @@
-//! Loads Dapr resources from `--resources-path` (repeatable; files or directories; multi-document
-//! YAML) and `--config`.
+//! Parses Dapr resources (multi-document YAML) and the `--config` Configuration from text. Pure:
+//! reading files and directories is the sidecar's loader (`sidecar/load.rs`).
 //!
-//! Loading never fails as a whole: each bad document becomes a `ResourceError` naming its file
+//! Parsing never fails as a whole: each bad document becomes a `ResourceError` naming its file
 //! (and component and key where known), and the rest still loads. The supervisor then marks such
 //! components failed, so the sidecar keeps serving (DESIGN.md §5).
 
@@ -42,6 +42,8 @@ pub struct Resources {
     pub resiliency: Vec<(PathBuf, yaml_serde::Value)>,
     /// `HTTPEndpoint` resources for this app, their `secretKeyRef`s not yet resolved.
     pub http_endpoints: Vec<super::http_endpoint::PendingHttpEndpoint>,
+    /// Component names already taken (a second one with the same name is an error).
+    seen: HashSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,31 +120,23 @@ struct RawConfiguration {
     spec: Option<BTreeMap<String, yaml_serde::Value>>,
 }
 
-/// Loads every resource under `paths` for `app_id`.
-pub fn load_resources(paths: &[PathBuf], app_id: &str) -> Resources {
-    let mut out = Resources::default();
-    let mut seen = HashSet::new();
-    for file in resource_files(paths, &mut out.errors) {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                out.errors.push(ResourceError { file, component: None, reason: format!("cannot read: {e}") });
-                continue;
-            }
-        };
-        for doc in yaml_serde::Deserializer::from_str(&text) {
+impl Resources {
+    /// Adds the resources of one file's `text` (every document) for `app_id`.
+    pub fn add_file(&mut self, file: &Path, text: &str, app_id: &str) {
+        for doc in yaml_serde::Deserializer::from_str(text) {
             let value = match yaml_serde::Value::deserialize(doc) {
                 Ok(v) => v,
                 Err(e) => {
-                    out.errors.push(ResourceError { file: file.clone(), component: None, reason: format!("invalid YAML: {e}") });
+                    self.errors.push(ResourceError { file: file.to_path_buf(), component: None, reason: format!("invalid YAML: {e}") });
                     // The stream cannot resynchronise after a syntax error.
                     break;
                 }
             };
-            load_document(value, &file, app_id, &mut seen, &mut out);
+            let mut seen = std::mem::take(&mut self.seen);
+            load_document(value, file, app_id, &mut seen, self);
+            self.seen = seen;
         }
     }
-    out
 }
 
 fn load_document(value: yaml_serde::Value, file: &Path, app_id: &str, seen: &mut HashSet<String>, out: &mut Resources) {
@@ -228,11 +222,10 @@ fn parse_component(value: yaml_serde::Value, file: &Path) -> Result<ComponentSpe
     })
 }
 
-/// Loads the Configuration named by `--config`.
-pub fn load_configuration(file: &Path) -> Result<ConfigurationSpec, ResourceError> {
+/// Parses the Configuration named by `--config` from its `text`.
+pub fn parse_configuration(file: &Path, text: &str) -> Result<ConfigurationSpec, ResourceError> {
     let err = |reason: String| ResourceError { file: file.to_path_buf(), component: None, reason };
-    let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read: {e}")))?;
-    for doc in yaml_serde::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(text) {
         let value = yaml_serde::Value::deserialize(doc).map_err(|e| err(format!("invalid YAML: {e}")))?;
         let header: Header = yaml_serde::from_value(value.clone()).map_err(|e| err(format!("not a resource: {e}")))?;
         if header.kind == "Configuration" {
@@ -243,60 +236,41 @@ pub fn load_configuration(file: &Path) -> Result<ConfigurationSpec, ResourceErro
     Err(err("no Configuration document found".into()))
 }
 
-/// Every YAML file under the paths, sorted per directory so load order is stable.
-fn resource_files(paths: &[PathBuf], errors: &mut Vec<ResourceError>) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_file() {
-            files.push(path.clone());
-            continue;
-        }
-        match std::fs::read_dir(path) {
-            Ok(entries) => {
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-                    .collect();
-                found.sort();
-                files.extend(found);
-            }
-            Err(e) => errors.push(ResourceError { file: path.clone(), component: None, reason: format!("cannot read resources path: {e}") }),
-        }
-    }
-    files
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, text: &str) {
-        std::fs::write(dir.join(name), text).unwrap();
+    fn parse(files: &[(&str, &str)]) -> Resources {
+        let mut r = Resources::default();
+        for (name, text) in files {
+            r.add_file(Path::new(name), text, "app");
+        }
+        r
     }
 
     #[test]
-    fn loads_multi_document_files_and_reports_bad_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: n\n    value: 3\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: two\nspec:\n  type: state.sqlite\n  ignoreErrors: true\n  initTimeout: 10s\nscopes: [other]\n");
-        write(dir.path(), "b.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [broken\n");
-        write(dir.path(), "c.yml", "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\n");
-        write(dir.path(), "d.txt", "ignored");
-        let r = load_resources(&[dir.path().to_path_buf()], "app");
+    fn parses_multi_document_files_and_reports_bad_ones() {
+        let r = parse(&[
+            ("a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: n\n    value: 3\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: two\nspec:\n  type: state.sqlite\n  ignoreErrors: true\n  initTimeout: 10s\nscopes: [other]\n"),
+            ("b.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [broken\n"),
+            ("c.yml", "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\n"),
+            ("e.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n"),
+        ]);
         assert_eq!(r.components.len(), 1, "scoped component skipped");
         assert_eq!(r.components[0].name, "one");
         assert_eq!(r.components[0].metadata_value("N"), Some("3"));
-        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors.len(), 2);
         assert!(r.errors[0].file.ends_with("b.yaml"));
         assert!(r.errors[0].to_string().contains("invalid YAML"));
+        assert!(r.errors[1].to_string().contains("already loaded"), "names are unique across files: {}", r.errors[1]);
         assert_eq!(r.skipped_kinds[0].0, "Subscription");
     }
 
     #[test]
     fn init_timeout_as_daprd_reads_it() {
-        let dir = tempfile::tempdir().unwrap();
         for (i, (t, want)) in [("1m30s", Duration::from_secs(90)), ("never", DEFAULT_INIT_TIMEOUT), ("10", DEFAULT_INIT_TIMEOUT), ("500ms", Duration::from_millis(500))].into_iter().enumerate() {
-            write(dir.path(), &format!("t{i}.yaml"), &format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c{i}\nspec:\n  type: state.in-memory\n  initTimeout: {t:?}\n"));
-            let r = load_resources(&[dir.path().to_path_buf()], "app");
+            let text = format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c{i}\nspec:\n  type: state.in-memory\n  initTimeout: {t:?}\n");
+            let r = parse(&[(&format!("t{i}.yaml"), &text)]);
             let c = r.components.iter().find(|c| c.name == format!("c{i}")).unwrap();
             assert_eq!(c.init_timeout, want, "{t}");
         }
@@ -304,9 +278,14 @@ mod tests {
 
     #[test]
     fn component_errors_name_the_component() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bad\nspec:\n  type: state.sqlite\n  initTimeout: 0s\n");
-        let r = load_resources(&[dir.path().to_path_buf()], "app");
+        let r = parse(&[("a.yaml", "apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: bad
+spec:
+  type: state.sqlite
+  initTimeout: 0s
+")]);
         assert!(r.components.is_empty());
         assert_eq!(r.errors[0].component.as_deref(), Some("bad"));
         assert!(r.errors[0].to_string().contains("component bad"), "{}", r.errors[0]);
@@ -314,9 +293,8 @@ mod tests {
 
     #[test]
     fn configuration_reports_unimplemented_sections() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "c.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  features:\n  - name: Foo\n    enabled: true\n  - name: Bar\n    enabled: false\n  mtls:\n    enabled: true\n");
-        let c = load_configuration(&dir.path().join("c.yaml")).unwrap();
+        let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: cfg\nspec:\n  features:\n  - name: Foo\n    enabled: true\n  - name: Bar\n    enabled: false\n  mtls:\n    enabled: true\n";
+        let c = parse_configuration(Path::new("c.yaml"), text).unwrap();
         assert_eq!(c.enabled_features, vec!["Foo".to_string()]);
         assert_eq!(c.unimplemented, vec!["mtls".to_string()]);
     }

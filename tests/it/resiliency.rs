@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rapr::cli::default_sidecar_args;
 use rapr::components::registry::Registry;
 use rapr::components::state::{DeleteRequest, Feature, GetRequest, SetRequest, StateStore, StoreError, StoredItem};
-use rapr::runtime::Sidecar;
+use rapr::sidecar::Sidecar;
 use serde_json::Value;
 
 use crate::harness::{eventually, free_port};

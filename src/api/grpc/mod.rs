@@ -20,20 +20,23 @@ use rapr_proto::runtime::v1::dapr_server::{Dapr, DaprServer};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use crate::api::invoke::InvokeApi;
-use crate::api::metadata::MetadataApi;
-use crate::api::secrets::SecretsApi;
-use crate::api::state::StateApi;
+use crate::api::Facades;
 use crate::runtime::shutdown::ShutdownHandle;
 use crate::runtime::span_attrs::note_store;
 
 /// The `Dapr` service: thin adapters over the facades.
 #[derive(Clone)]
 pub struct DaprService {
-    state: StateApi,
-    metadata: MetadataApi,
-    secrets: SecretsApi,
-    invoke: InvokeApi,
+    facades: Facades,
     shutdown: ShutdownHandle,
+}
+
+/// The adapters reach each facade by name (`self.state`).
+impl std::ops::Deref for DaprService {
+    type Target = Facades;
+    fn deref(&self) -> &Facades {
+        &self.facades
+    }
 }
 
 #[tonic::async_trait]
@@ -104,14 +107,8 @@ impl std::ops::Deref for GrpcState {
 
 /// The facades and limits behind [`GrpcState`].
 pub struct GrpcShared {
-    /// State facade.
-    pub state: StateApi,
-    /// Metadata facade.
-    pub metadata: MetadataApi,
-    /// Secrets facade.
-    pub secrets: SecretsApi,
-    /// Invocation facade.
-    pub invoke: InvokeApi,
+    /// Every building block's facade.
+    pub facades: Facades,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id.
@@ -122,9 +119,16 @@ pub struct GrpcShared {
     pub api_token: Option<Arc<str>>,
 }
 
+impl std::ops::Deref for GrpcShared {
+    type Target = Facades;
+    fn deref(&self) -> &Facades {
+        &self.facades
+    }
+}
+
 /// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
 pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
-    let svc = DaprService { state: s.state.clone(), metadata: s.metadata.clone(), secrets: s.secrets.clone(), invoke: s.invoke.clone(), shutdown: s.shutdown.clone() };
+    let svc = DaprService { facades: s.facades.clone(), shutdown: s.shutdown.clone() };
     let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)

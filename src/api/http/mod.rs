@@ -15,10 +15,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
-use crate::api::invoke::InvokeApi;
-use crate::api::metadata::MetadataApi;
-use crate::api::secrets::SecretsApi;
-use crate::api::state::StateApi;
+use crate::api::Facades;
 use crate::runtime::shutdown::ShutdownHandle;
 
 /// What HTTP handlers share: the facades and request limits.
@@ -42,14 +39,8 @@ impl std::ops::Deref for HttpState {
 
 /// The facades and limits behind [`HttpState`].
 pub struct HttpShared {
-    /// State facade.
-    pub state: StateApi,
-    /// Metadata and health facade.
-    pub metadata: MetadataApi,
-    /// Secrets facade.
-    pub secrets: SecretsApi,
-    /// Invocation facade.
-    pub invoke: InvokeApi,
+    /// Every building block's facade (handlers reach them through `Deref`: `s.state`).
+    pub facades: Facades,
     /// Shutdown trigger.
     pub shutdown: ShutdownHandle,
     /// App id (error metadata).
@@ -58,6 +49,13 @@ pub struct HttpShared {
     pub max_body: usize,
     /// `DAPR_API_TOKEN`, when set.
     pub api_token: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for HttpShared {
+    type Target = Facades;
+    fn deref(&self) -> &Facades {
+        &self.facades
+    }
 }
 
 /// The full HTTP router.

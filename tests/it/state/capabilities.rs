@@ -9,7 +9,7 @@ use rapr::cli::default_sidecar_args;
 use rapr::components::registry::Registry;
 use rapr::components::state::memory::MemoryStore;
 use rapr::components::state::{DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError, StoredItem, TransactionOp};
-use rapr::runtime::Sidecar;
+use rapr::sidecar::Sidecar;
 use serde_json::Value;
 use tonic_types::StatusExt;
 

@@ -13,7 +13,7 @@ use rapr::components::registry::Registry;
 use rapr::components::state::{
     BulkGetItem, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
-use rapr::runtime::Sidecar;
+use rapr::sidecar::Sidecar;
 use rapr_proto::common::v1 as common;
 use rapr_proto::runtime::v1 as pb;
 use rapr_proto::runtime::v1::dapr_client::DaprClient;

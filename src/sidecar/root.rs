@@ -17,14 +17,15 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::call::call;
+use crate::runtime::call::call;
 use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg, BoundAddresses};
 use super::invocation::{resolver_path, Invocation};
 use crate::invoke::nameres::Registration;
-use super::restart::RestartPolicy;
-use super::telemetry::{self, Tracing};
-use super::shutdown::ShutdownHandle;
+use crate::runtime::restart::RestartPolicy;
+use crate::runtime::telemetry::{self, Tracing};
+use crate::runtime::shutdown::ShutdownHandle;
 use crate::api::grpc::{GrpcShared, GrpcState};
+use crate::api::Facades;
 use crate::api::http::{HttpShared, HttpState};
 use crate::api::metadata::{AppConnection, MetadataApi};
 use crate::api::state::StateApi;
@@ -33,7 +34,8 @@ use crate::components::registry::Registry;
 use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
 use crate::api::secrets::SecretsApi;
 use crate::config::http_endpoint::{HttpEndpointSpec, PendingHttpEndpoint};
-use crate::config::{load_configuration, load_resources, ConfigurationSpec, SidecarArgs};
+use super::load::{load_configuration, load_resources};
+use crate::config::{ConfigurationSpec, SidecarArgs};
 use crate::resiliency::Resiliency;
 
 /// Messages of `RuntimeRoot`.
@@ -159,18 +161,18 @@ impl Actor for RuntimeRoot {
             Some(h) => metadata.with_app_health(h),
             None => metadata,
         };
+        let metadata_ready = metadata.clone();
+        let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone() };
         let http = crate::api::http::router(HttpState::new(HttpShared {
-            state: state.clone(),
-            metadata: metadata.clone(),
-            secrets: secrets.clone(),
-            invoke: invocation.api.clone(),
+            facades: facades.clone(),
             shutdown: a.shutdown.clone(),
             app_id: app_id.clone(),
             max_body,
             api_token: api_token.clone(),
         }));
-        let metadata_ready = metadata.clone();
-        let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { state, metadata, secrets, invoke: invocation.api.clone(), shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token }))?;
+        let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { facades, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token }))?;
+        // The internal gRPC router: each subsystem that serves other sidecars merges its own.
+        let internal = axum::Router::new().merge(invocation.internal.clone());
         let listen = flags.listen_addresses();
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),
@@ -178,7 +180,7 @@ impl Actor for RuntimeRoot {
             ApiGatewayArgs {
                 http: telemetry::instrument(http, false, &metrics, &tracer),
                 grpc: telemetry::instrument(grpc, true, &metrics, &tracer),
-                internal: telemetry::instrument(invocation.internal.clone(), true, &metrics, &tracer),
+                internal: telemetry::instrument(internal, true, &metrics, &tracer),
                 metrics: metrics.enabled().then(|| crate::runtime::metrics::router(metrics.clone())),
                 metrics_addrs: addrs(&listen, flags.metrics_port)?,
                 http_addrs: addrs(&listen, flags.dapr_http_port)?,

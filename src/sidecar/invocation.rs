@@ -33,7 +33,7 @@ pub struct InvocationError(String);
 
 /// The name resolution database: the Configuration's, else `$RAPR_HOME/nameresolution.db`.
 pub fn resolver_path(configured: Option<PathBuf>) -> PathBuf {
-    configured.unwrap_or_else(|| crate::cli::init::rapr_home().join("nameresolution.db"))
+    configured.unwrap_or_else(|| crate::config::rapr_home().join("nameresolution.db"))
 }
 
 impl Invocation {

@@ -1,0 +1,156 @@
+//! The composition root: wires one sidecar from the subsystems and ties it to the process.
+//!
+//! ```text
+//! sidecar/            the root (depends on everything below; nothing depends on it)
+//! ├── RuntimeRoot     root.rs: supervision root; loads resources (load.rs), starts the
+//! │   │               components, composes the Facades and the routers, binds the gateway
+//! │   ├── ComponentSupervisor -> ComponentHost*        (components/)
+//! │   ├── AppHealthMonitor                             (invoke/, via invocation.rs)
+//! │   └── ApiGateway  gateway.rs: listeners and graceful drain
+//! ├── api/            Facades (one per building block) and the HTTP / gRPC adapters
+//! ├── components/     registry, hosts, directory, one folder per category
+//! ├── invoke/, resiliency/
+//! ├── config/         pure parsing of flags and resources (no I/O)
+//! └── runtime/        leaf utilities: call, restart, failpoints, shutdown, metrics, telemetry
+//! ```
+//! A new building block adds its facade to `api::Facades`, its routes to the adapters and, if it
+//! serves sidecar-to-sidecar calls, its router to the internal router composed in root.rs.
+
+pub mod gateway;
+pub mod invocation;
+pub mod load;
+pub mod root;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::components::registry::Registry;
+use crate::config::SidecarArgs;
+use crate::runtime::shutdown::ShutdownHandle;
+use root::{RuntimeRoot, RuntimeRootArgs, RuntimeRootMsg};
+
+/// A started sidecar inside this OS process.
+pub struct Sidecar {
+    root: ActorRef<RuntimeRootMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    /// Trigger for a graceful shutdown.
+    pub shutdown: ShutdownHandle,
+}
+
+/// Errors starting a sidecar.
+#[derive(Debug, thiserror::Error)]
+#[error("the sidecar failed to start: {0}")]
+pub struct StartError(String);
+
+impl Sidecar {
+    /// Starts a sidecar: loads resources, starts components, binds the APIs.
+    pub async fn start(flags: SidecarArgs, api_token: Option<String>) -> Result<Self, StartError> {
+        Self::start_with_registry(flags, api_token, Arc::new(Registry::default())).await
+    }
+
+    /// Starts a sidecar with a given set of component implementations (tests add their own).
+    pub async fn start_with_registry(flags: SidecarArgs, api_token: Option<String>, registry: Arc<Registry>) -> Result<Self, StartError> {
+        let shutdown = ShutdownHandle::new();
+        let args = RuntimeRootArgs { flags, api_token, shutdown: shutdown.clone(), registry };
+        let (root, handle) = Actor::spawn(None, RuntimeRoot, args).await.map_err(|e| StartError(startup_reason(e)))?;
+        Ok(Self { root, handle, shutdown })
+    }
+
+    /// The bound addresses.
+    pub async fn addresses(&self) -> Option<gateway::BoundAddresses> {
+        match self.root.call(RuntimeRootMsg::Addresses, Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Runs until a shutdown is requested (API or `stop`) or the root dies; then drains.
+    pub async fn run_until_stopped(self) {
+        let Sidecar { root, mut handle, shutdown } = self;
+        tokio::select! {
+            _ = shutdown.requested() => {
+                let _ = root.call(RuntimeRootMsg::Shutdown, Some(Duration::from_secs(90))).await;
+                let _ = handle.await;
+            }
+            _ = &mut handle => {
+                tracing::error!("the runtime stopped unexpectedly");
+            }
+        }
+    }
+}
+
+fn startup_reason(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(err) => err.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `rapr sidecar`: runs until SIGINT/SIGTERM or an API shutdown; returns the exit code.
+pub async fn run_sidecar(flags: SidecarArgs) -> i32 {
+    let token = std::env::var("DAPR_API_TOKEN").ok();
+    // Installed before start: a signal that lands while components start is not lost.
+    let mut signals = Signals::install();
+    let sidecar = match Sidecar::start(flags, token).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            return 1;
+        }
+    };
+    let trigger = sidecar.shutdown.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        tracing::info!("signal received; shutting down gracefully");
+        trigger.trigger();
+    });
+    tracing::info!("rapr sidecar is running");
+    sidecar.run_until_stopped().await;
+    tracing::info!("rapr sidecar stopped");
+    0
+}
+
+/// SIGINT and SIGTERM, registered once; signals that arrive before `recv` are kept.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Takes over SIGINT and SIGTERM from now on.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        let term = async {
+            match self.term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let int = async {
+            match self.int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    Signals::install().recv().await;
+}
