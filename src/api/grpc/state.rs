@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::DaprService;
 use crate::api::errors::state::state_error_grpc;
+use crate::api::errors::codes::ERR_MALFORMED_REQUEST;
 use crate::api::errors::ApiError;
 use crate::api::state::{DeleteItem, SaveItem, StateApiError, TxOperation};
 use crate::components::state::{Concurrency, Consistency, StateOptions};
@@ -31,14 +32,16 @@ fn options(o: Option<common::StateOptions>) -> StateOptions {
     }
 }
 
-/// A gRPC value is raw bytes unless its metadata says `contentType: application/json`, in which
-/// case it is stored as canonical JSON (as daprd unmarshals it first).
+/// A gRPC value is raw bytes unless its metadata says exactly `contentType: application/json`
+/// (daprd compares the string as is), in which case it is stored as canonical JSON (daprd
+/// unmarshals it first). Bytes that are not JSON fail as daprd's bare `json.Unmarshal` error does
+/// over gRPC: UNKNOWN with the parser's text, no details.
 fn save_item(item: common::StateItem) -> Result<SaveItem, ApiError> {
-    let is_json = item.metadata.get("contentType").is_some_and(|c| c.eq_ignore_ascii_case("application/json"));
+    let is_json = item.metadata.get("contentType").is_some_and(|c| c == "application/json");
+    let not_json = |e: serde_json::Error| ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Unknown, ERR_MALFORMED_REQUEST, e.to_string());
     let value = if is_json {
-        let v: serde_json::Value = serde_json::from_slice(&item.value)
-            .map_err(|e| ApiError::malformed(format!("value of key {} is not JSON: {e}", item.key)))?;
-        Bytes::from(serde_json::to_vec(&v).map_err(|e| ApiError::malformed(e.to_string()))?)
+        let v: serde_json::Value = serde_json::from_slice(&item.value).map_err(not_json)?;
+        Bytes::from(serde_json::to_vec(&v).map_err(not_json)?)
     } else {
         Bytes::from(item.value)
     };

@@ -202,3 +202,21 @@ async fn transaction_values_are_stored_as_given() {
     assert_eq!(got.data, b"\x00\xff{");
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_marked_json_that_is_not_json_is_daprds_bare_unmarshal_error() {
+    let mut r = start().await;
+    let c = &mut r.client;
+    let mut bad = item("j", b"{not json");
+    bad.metadata.insert("contentType".into(), "application/json".into());
+    let e = c.save_state(pb::SaveStateRequest { store_name: "mem".into(), states: vec![bad] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unknown, "daprd returns json.Unmarshal's error as is: {e:?}");
+    assert!(e.get_details_error_info().is_none(), "{e:?}");
+    // daprd compares the content type exactly: another spelling stores the bytes as given.
+    let mut other = item("j", b"{not json");
+    other.metadata.insert("contentType".into(), "Application/JSON".into());
+    c.save_state(pb::SaveStateRequest { store_name: "mem".into(), states: vec![other] }).await.unwrap();
+    let got = c.get_state(pb::GetStateRequest { store_name: "mem".into(), key: "j".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(got.data, b"{not json");
+    r.stop().await;
+}
