@@ -6,6 +6,8 @@
 pub mod category;
 pub mod directory;
 pub mod host;
+#[cfg(test)]
+mod host_tests;
 pub mod metadata;
 pub mod registry;
 pub mod secret_refs;
