@@ -6,7 +6,8 @@
 //! every `updateInterval - timeout - 1s`, and deletes it on shutdown. Lookups pick a random row
 //! refreshed within `updateInterval`, so a killed sidecar drops out by itself.
 //!
-//! Lookups are cached for `CACHE_TTL` (1 s) per app id in an immutable snapshot (`ArcSwap`):
+//! Lookups run on their own reader connection (never behind a registry write) and are cached
+//! for `CACHE_TTL` (1 s) per app id in an immutable snapshot (`ArcSwap`):
 //! a query per call cost more CPU than the rest of an invocation. A new app is never cached as
 //! missing (misses always query), and a dead one is gone at most `CACHE_TTL` after its row goes
 //! stale.
@@ -87,7 +88,11 @@ impl SqliteNameResolver {
         }
         let path = cfg.connection_string.clone();
         let busy = cfg.timeout.max(Duration::from_millis(800));
-        let pool = SqlitePool::start("nameres", 0, move |_| {
+        // One reader connection beside the writer: a lookup never queues behind this sidecar's
+        // registry writes, whose commit (an fsync, or a wait for another sidecar's write lock up
+        // to the busy timeout) can take seconds on a loaded machine and would stall every
+        // invocation whose cached address just expired. WAL readers are never blocked by writers.
+        let pool = SqlitePool::start("nameres", 1, move |_| {
             let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             c.busy_timeout(busy).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -129,6 +134,8 @@ impl SqliteNameResolver {
                 let (t, rid, addr) = (t.clone(), rid.clone(), addr.clone());
                 let r = pool
                     .write(move |c| {
+                        // A slow commit, for tests (tests/it/invoke_faults.rs).
+                        fail::fail_point!("nameres:refresh", |_| Ok(1));
                         c.execute(&format!("UPDATE {t} SET last_update = unixepoch('now') WHERE registration_id = ?1 AND address = ?2"), params![rid, addr])
                             .map_err(|e| StoreError::Backend(e.to_string()))
                     })

@@ -240,3 +240,26 @@ async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     still_serving(&caller, "flt-load").await;
 }
 
+
+/// A registry write that takes seconds (a slow fsync, another sidecar holding the write lock)
+/// must not stall invocations: lookups have their own connection. Before, every call whose
+/// cached address had expired queued behind the write on the registry's one thread (one cause of
+/// the seconds-long invoke-grpc p50 CI once measured).
+#[tokio::test]
+async fn a_slow_name_registry_write_does_not_stall_invocations() {
+    let home = tempfile::tempdir().unwrap();
+    let port = raw_app().await;
+    let _target = SidecarBuilder::new("inv-slowreg").home(home.path()).args(&["--app-port", &port.to_string()]).start().await;
+    // The caller's registry refresh (every 3 s) sleeps 2.5 s on the registry's writer.
+    let caller = SidecarBuilder::new("inv-slowreg-caller").home(home.path()).env("FAILPOINTS", "nameres:refresh=sleep(2500)").start().await;
+    let started = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(7) {
+        let t = std::time::Instant::now();
+        let r = caller.client.get(caller.url("/v1.0/invoke/inv-slowreg/method/ok")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(worst < Duration::from_millis(1000), "an invocation waited {worst:?} behind a registry write");
+}
