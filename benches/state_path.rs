@@ -76,18 +76,7 @@ fn set(key: String, value: &Bytes) -> SetRequest {
 }
 
 fn spec() -> ComponentSpec {
-    ComponentSpec {
-        name: STORE.into(),
-        namespace: None,
-        type_name: "state.in-memory".into(),
-        version: "v1".into(),
-        metadata: vec![],
-        scopes: vec![],
-        init_timeout: Duration::from_secs(5),
-        ignore_errors: false,
-        secret_store: None,
-        source: "bench.yaml".into(),
-    }
+    ComponentSpec::new(STORE, "state.in-memory")
 }
 
 fn runtime() -> Runtime {

@@ -75,20 +75,7 @@ mod tests {
     use super::*;
 
     fn spec(prefix: Option<&str>) -> ComponentSpec {
-        ComponentSpec {
-            name: "store".into(),
-            namespace: None,
-            type_name: "state.in-memory".into(),
-            version: "v1".into(),
-            metadata: prefix
-                .map(|p| vec![crate::config::component::MetadataItem { name: "keyPrefix".into(), value: Some(p.into()), secret_key_ref: None }])
-                .unwrap_or_default(),
-            scopes: vec![],
-            init_timeout: std::time::Duration::from_secs(5),
-            ignore_errors: false,
-            secret_store: None,
-            source: "x.yaml".into(),
-        }
+        ComponentSpec::new("store", "state.in-memory").with_metadata(prefix.map(|p| ("keyPrefix", p)))
     }
 
     #[test]

@@ -51,18 +51,7 @@ impl StateStore for Generation {
 }
 
 fn spec() -> ComponentSpec {
-    ComponentSpec {
-        name: "gen".into(),
-        namespace: None,
-        type_name: "state.generation-test".into(),
-        version: "v1".into(),
-        metadata: vec![],
-        scopes: vec![],
-        init_timeout: Duration::from_secs(5),
-        ignore_errors: false,
-        secret_store: None,
-        source: "gen.yaml".into(),
-    }
+    ComponentSpec::new("gen", "state.generation-test")
 }
 
 async fn served_generation(directory: &DirectoryHandle) -> Option<String> {

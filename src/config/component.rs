@@ -49,6 +49,29 @@ pub struct ComponentSpec {
 }
 
 impl ComponentSpec {
+    /// A `v1` component with daprd's defaults (5 s `initTimeout`, no metadata, no scopes): what
+    /// tests, benches and embedded defaults build before adding their metadata.
+    pub fn new(name: &str, type_name: &str) -> Self {
+        Self {
+            name: name.into(),
+            namespace: None,
+            type_name: type_name.into(),
+            version: "v1".into(),
+            metadata: vec![],
+            scopes: vec![],
+            init_timeout: Duration::from_secs(5),
+            ignore_errors: false,
+            secret_store: None,
+            source: PathBuf::new(),
+        }
+    }
+
+    /// The same with literal metadata pairs added.
+    pub fn with_metadata<'a>(mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        self.metadata.extend(pairs.into_iter().map(|(k, v)| MetadataItem { name: k.into(), value: Some(v.into()), secret_key_ref: None }));
+        self
+    }
+
     /// The building-block category: the part of the type before the first dot (`state`).
     pub fn category(&self) -> &str {
         self.type_name.split('.').next().unwrap_or_default()

@@ -4,13 +4,13 @@
 //! alone, reconnects in place when the backend is back, and a request in flight across the
 //! outage still completes.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::harness::private_server::PrivateServer;
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
 /// Probe fast, report after two failures.
@@ -22,46 +22,6 @@ fn component(name: &str, type_name: &str, metadata: &[(&str, &str)]) -> String {
         y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
     }
     y
-}
-
-/// A server process of this test, killed on drop.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    start: Box<dyn Fn() -> Child + Send>,
-}
-
-impl Server {
-    async fn started(port: u16, start: Box<dyn Fn() -> Child + Send>) -> Self {
-        let mut s = Self { child: None, port, start };
-        s.restart().await;
-        s
-    }
-
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        self.child = Some((self.start)());
-        let port = self.port;
-        eventually(Duration::from_secs(20), "the private server to listen", || async move { TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()) }).await;
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn metadata(sc: &Sidecar) -> Value {
@@ -120,7 +80,7 @@ fn redis_server(port: u16, dir: &Path) -> Box<dyn Fn() -> Child + Send> {
 async fn a_redis_outage_after_start_shows_in_metadata_and_heals_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut redis = Server::started(port, redis_server(port, dir.path())).await;
+    let mut redis = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
     let host = format!("127.0.0.1:{port}");
     let sc = SidecarBuilder::new("health-redis")
         .file("rs.yaml", &component("rs", "state.redis", &[("redisHost", &host), ("readTimeout", "30s")]))
@@ -149,7 +109,7 @@ async fn a_redis_outage_after_start_shows_in_metadata_and_heals_in_place() {
     redis.kill();
     let status = until_failing(&sc, "rs").await;
     assert!(status.len() > "failing: ".len(), "the error is shown: {status}");
-    redis.restart().await;
+    redis.start().await;
     until_ready(&sc, "rs").await;
     assert_eq!(save(&sc, "rs", "after", json!(3)).await, 204, "{}", sc.logs());
     assert_eq!(read(&sc, "rs", "after").await, "3");
@@ -191,7 +151,7 @@ async fn a_postgresql_outage_after_start_shows_in_metadata_and_heals_in_place() 
     let root = tempfile::tempdir().unwrap();
     let data = init_cluster(root.path());
     let port = free_port();
-    let mut pg = Server::started(port, postgres_server(port, &data)).await;
+    let mut pg = PrivateServer::started("the private PostgreSQL", port, postgres_server(port, &data)).await;
     let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     let sc = SidecarBuilder::new("health-pg")
         .file("pg.yaml", &component("pg", "state.postgresql", &[("connectionString", &conn), ("timeout", "5s")]))
@@ -202,13 +162,10 @@ async fn a_postgresql_outage_after_start_shows_in_metadata_and_heals_in_place() 
     assert_eq!(save(&sc, "pg", "before", json!(1)).await, 204);
 
     // Killed (the whole server: SIGQUIT is PostgreSQL's immediate shutdown) and restarted.
-    pg.signal("QUIT");
-    if let Some(mut c) = pg.child.take() {
-        let _ = c.wait();
-    }
+    pg.stop_with("QUIT");
     let status = until_failing(&sc, "pg").await;
     assert!(status.len() > "failing: ".len(), "the error is shown: {status}");
-    pg.restart().await;
+    pg.start().await;
     until_ready(&sc, "pg").await;
     assert_eq!(save(&sc, "pg", "after", json!(2)).await, 204, "{}", sc.logs());
     assert_eq!(read(&sc, "pg", "after").await, "2");

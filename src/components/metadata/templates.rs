@@ -127,18 +127,9 @@ mod tests {
     }
 
     fn spec(name: &str, items: &[(&str, Option<&str>)]) -> ComponentSpec {
-        ComponentSpec {
-            name: name.into(),
-            namespace: None,
-            type_name: "state.in-memory".into(),
-            version: "v1".into(),
-            metadata: items.iter().map(|(k, v)| MetadataItem { name: k.to_string(), value: v.map(str::to_string), secret_key_ref: None }).collect(),
-            scopes: vec![],
-            init_timeout: std::time::Duration::from_secs(5),
-            ignore_errors: false,
-            secret_store: None,
-            source: "c.yaml".into(),
-        }
+        let mut spec = ComponentSpec::new(name, "state.in-memory");
+        spec.metadata = items.iter().map(|(k, v)| MetadataItem { name: k.to_string(), value: v.map(str::to_string), secret_key_ref: None }).collect();
+        spec
     }
 
     #[test]

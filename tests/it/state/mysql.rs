@@ -10,7 +10,7 @@ use mysql_async::{Conn, Opts};
 use rapr::components::registry::{ComponentError, Registry};
 use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{Concurrency, Feature, GetRequest, SetRequest, StateOptions, StateStore, StoreError};
-use rapr::config::{ComponentSpec, MetadataItem};
+use rapr::config::ComponentSpec;
 use rapr_proto::common::v1 as common;
 use rapr_proto::runtime::v1 as pb;
 use reqwest::StatusCode;
@@ -56,18 +56,8 @@ impl Drop for Schema {
 }
 
 fn spec(name: &str, pairs: &[(&str, &str)]) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        namespace: None,
-        type_name: "state.mysql".into(),
-        version: "v1".into(),
-        metadata: pairs.iter().map(|(k, v)| MetadataItem { name: k.to_string(), value: Some(v.to_string()), secret_key_ref: None }).collect(),
-        scopes: vec![],
-        init_timeout: Duration::from_secs(20),
-        ignore_errors: false,
-        secret_store: None,
-        source: "my.yaml".into(),
-    }
+    // A cold MariaDB table creation can exceed the default 5 s.
+    ComponentSpec { init_timeout: Duration::from_secs(20), ..ComponentSpec::new(name, "state.mysql").with_metadata(pairs.iter().copied()) }
 }
 
 fn yaml(name: &str, pairs: &[(&str, &str)]) -> String {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use rapr::components::registry::Registry;
 use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{Feature, StateStore};
-use rapr::config::component::MetadataItem;
 use rapr::config::ComponentSpec;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -38,18 +37,8 @@ async fn drop_tables(c: &Client, names: &[&str]) {
 }
 
 fn spec(name: &str, type_name: &str, pairs: &[(&str, &str)]) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        namespace: None,
-        type_name: type_name.into(),
-        version: "v1".into(),
-        metadata: pairs.iter().map(|(k, v)| MetadataItem { name: k.to_string(), value: Some(v.to_string()), secret_key_ref: None }).collect(),
-        scopes: vec![],
-        init_timeout: Duration::from_secs(20),
-        ignore_errors: false,
-        secret_store: None,
-        source: "pg.yaml".into(),
-    }
+    // A cold PostgreSQL migration can exceed the default 5 s.
+    ComponentSpec { init_timeout: Duration::from_secs(20), ..ComponentSpec::new(name, type_name).with_metadata(pairs.iter().copied()) }
 }
 
 fn yaml(name: &str, pairs: &[(&str, &str)]) -> String {

@@ -4,8 +4,7 @@
 //! ports that these tests start, kill and restart (the shared server is never stopped).
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +15,12 @@ use rapr::components::state::conformance::{matrix, run, EtagRules, Outcome};
 use rapr::components::state::{
     BulkGetItem, DeleteRequest, Feature, GetRequest, Metadata, SetRequest, StateStore, StoreError, StoredItem, TransactionOp,
 };
-use rapr::config::component::MetadataItem;
 use rapr::config::ComponentSpec;
 use rapr_proto::runtime::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::harness::private_server::PrivateServer;
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
 const SHARED: &str = "127.0.0.1:6379";
@@ -55,57 +54,26 @@ fn redis_yaml(name: &str, host: Option<&str>, extra: &[(&str, &str)]) -> String 
     y
 }
 
-/// A private redis-server on `port`, killed on drop.
-struct PrivateRedis {
-    port: u16,
-    extra: Vec<String>,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn new(port: u16, extra: &[&str]) -> Self {
-        Self { port, extra: extra.iter().map(|s| s.to_string()).collect(), dir: tempfile::tempdir().unwrap(), child: None }
-    }
-
-    async fn start(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let port = self.port;
-        eventually(Duration::from_secs(10), "the private redis-server to listen", || async move {
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        })
-        .await;
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the server.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A private redis-server on `port` with its own data folder.
+fn private_redis(port: u16, extra: &[&str]) -> PrivateServer {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    PrivateServer::new(
+        "the private redis-server",
+        port,
+        Box::new(move || {
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(&extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server")
+        }),
+    )
 }
 
 async fn post(sc: &Sidecar, path: &str, body: &str) -> reqwest::Response {
@@ -169,18 +137,7 @@ impl StateStore for Recording {
 }
 
 fn spec(name: &str, pairs: &[(&str, &str)]) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        namespace: None,
-        type_name: "state.redis".into(),
-        version: "v1".into(),
-        metadata: pairs.iter().map(|(k, v)| MetadataItem { name: k.to_string(), value: Some(v.to_string()), secret_key_ref: None }).collect(),
-        scopes: vec![],
-        init_timeout: Duration::from_secs(5),
-        ignore_errors: false,
-        secret_store: None,
-        source: Default::default(),
-    }
+    ComponentSpec::new(name, "state.redis").with_metadata(pairs.iter().copied())
 }
 
 #[tokio::test]
@@ -275,7 +232,7 @@ async fn redis_keeps_daprs_layout_in_both_directions() {
 #[tokio::test]
 async fn bad_redis_metadata_fails_only_that_component() {
     let port = free_port();
-    let mut private = PrivateRedis::new(port, &["--requirepass", "right-password"]);
+    let mut private = private_redis(port, &["--requirepass", "right-password"]);
     private.start().await;
     let host = format!("127.0.0.1:{port}");
     let sc = SidecarBuilder::new("rbad")
@@ -342,7 +299,7 @@ async fn redis_component_recovers_when_its_server_appears() {
     assert_eq!(post(&sc, "/v1.0/state/mem", r#"[{"key":"k","value":1}]"#).await.status(), StatusCode::NO_CONTENT);
 
     // Step 2: the server appears; the supervisor's retry brings the component up by itself.
-    let mut server = PrivateRedis::new(port, &[]);
+    let mut server = private_redis(port, &[]);
     server.start().await;
     println!("step 2: redis-server listening on {host}");
     let url = sc.url("/v1.0/healthz");
@@ -360,7 +317,7 @@ async fn redis_component_recovers_when_its_server_appears() {
 async fn redis_outage_mid_traffic_answers_daprs_errors_and_recovers() {
     let port = free_port();
     let host = format!("127.0.0.1:{port}");
-    let mut server = PrivateRedis::new(port, &[]);
+    let mut server = private_redis(port, &[]);
     server.start().await;
     let sc = Arc::new(
         SidecarBuilder::new("rflaky")
@@ -427,7 +384,7 @@ async fn redis_outage_mid_traffic_answers_daprs_errors_and_recovers() {
 #[tokio::test]
 async fn a_hung_redis_server_times_out_instead_of_hanging() {
     let port = free_port();
-    let mut server = PrivateRedis::new(port, &[]);
+    let mut server = private_redis(port, &[]);
     server.start().await;
     let host = format!("127.0.0.1:{port}");
     let sc = SidecarBuilder::new("rhung")
