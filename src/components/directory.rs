@@ -3,15 +3,14 @@
 //!
 //! Readers take a snapshot without a lock or a mailbox hop; only the supervisor writes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::api::state_keys::KeyPrefix;
-use crate::components::secretstores::SecretClient;
 use crate::components::state::StateClient;
-use crate::runtime::metrics::Metrics;
+
+pub use crate::components::categories::Directory;
 
 /// Lifecycle status of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,26 +74,6 @@ pub struct StateEntry {
     pub client: StateClient,
     /// How keys are prefixed for this store.
     pub prefix: KeyPrefix,
-}
-
-/// One published snapshot: per-category typed maps of ready components (the supervisor fills
-/// them from each host's `Instance` in one `match`), plus every component's status.
-#[derive(Clone, Default)]
-pub struct Directory {
-    /// Ready state stores by name.
-    pub state: BTreeMap<String, StateEntry>,
-    /// Names of state stores that exist but are not ready (failed or restarting).
-    pub state_unavailable: BTreeMap<String, String>,
-    /// Ready secret stores by name.
-    pub secrets: BTreeMap<String, SecretClient>,
-    /// Names of secret stores that exist but are not ready.
-    pub secrets_unavailable: BTreeMap<String, String>,
-    /// Every component and failed resource, in load order.
-    pub components: Vec<ComponentStatus>,
-    /// Where the facades count their component calls (daprd's `dapr_component_*` metrics);
-    /// `None` with metrics off. Published with the stores, so the facades that read the stores
-    /// from this snapshot need no other handle.
-    pub metrics: Option<Metrics>,
 }
 
 impl Directory {

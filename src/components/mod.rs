@@ -3,6 +3,7 @@
 //! the APIs read, the one `secretKeyRef` resolver, and one folder per building-block category
 //! (docs/architecture.md).
 
+pub mod categories;
 pub mod category;
 pub mod directory;
 pub mod host;

@@ -2,8 +2,8 @@
 //!
 //! Data, not code paths: one map keyed by (category, type, version) whose factories build an
 //! `Instance`. Each category folder registers its implementations (`state::redis::register`),
-//! so adding an implementation never edits this file; adding a category adds one `register`
-//! line in `Default`. An unknown type lists what exists, and never crashes the sidecar (the
+//! so adding an implementation never edits this file; a category's `add_*` method and its
+//! `Factory` variant come from its line in `categories.rs`. An unknown type lists what exists, and never crashes the sidecar (the
 //! supervisor marks the component failed).
 
 use std::collections::BTreeMap;
@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::components::categories::Factory;
 use crate::components::category::{Category, Instance};
 use crate::components::metadata::{ComponentMetadata, MetadataError};
 use crate::components::secretstores::SecretStore;
@@ -64,22 +65,6 @@ pub type StateFactory = fn(String, ComponentMetadata) -> BoxFuture<Arc<dyn State
 /// A secret store factory (the local stores initialise synchronously).
 pub type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
 
-/// How one implementation is built: a category's factory, kept typed so no `Any` is needed.
-#[derive(Clone, Copy)]
-enum Factory {
-    State(StateFactory),
-    Secret(SecretFactory),
-}
-
-impl Factory {
-    async fn build(self, name: String, md: ComponentMetadata) -> Result<Instance, ComponentError> {
-        match self {
-            Factory::State(f) => f(name, md).await.map(Instance::State),
-            Factory::Secret(f) => f(name, md).map(Instance::Secret),
-        }
-    }
-}
-
 /// Every implementation rapr ships, keyed by (category, type, version).
 pub struct Registry {
     factories: BTreeMap<(Category, String, String), Factory>,
@@ -119,20 +104,11 @@ pub fn warn_unread(name: &str, md: &ComponentMetadata) {
 }
 
 impl Registry {
-    fn add(&mut self, category: Category, types: &[&str], version: &str, factory: Factory) {
+    /// Registers `factory` under type names and a version (the generated `add_*` methods call it).
+    pub(crate) fn add(&mut self, category: Category, types: &[&str], version: &str, factory: Factory) {
         for t in types {
             self.factories.insert((category, t.to_string(), version.to_string()), factory);
         }
-    }
-
-    /// Registers a state store factory under type names and a version.
-    pub fn add_state(&mut self, types: &[&str], version: &str, factory: StateFactory) {
-        self.add(Category::State, types, version, Factory::State(factory));
-    }
-
-    /// Registers a secret store factory under type names and a version.
-    pub fn add_secret(&mut self, types: &[&str], version: &str, factory: SecretFactory) {
-        self.add(Category::SecretStores, types, version, Factory::Secret(factory));
     }
 
     /// Builds and initialises the component of `spec` (its `secretKeyRef`s already resolved).

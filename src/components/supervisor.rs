@@ -21,13 +21,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use super::category::{Category, Instance};
-use super::directory::{ComponentState, ComponentStatus, Directory, DirectoryHandle, StateEntry};
+use super::category::{Category, EntryContext};
+use super::directory::{ComponentState, ComponentStatus, Directory, DirectoryHandle};
 use super::host::{ComponentHostArgs, HealthProbe, Live};
 use super::registry::Registry;
-use super::secretstores::SecretClient;
 use super::starter::{self, Running, StartFailure};
-use super::state::StateClient;
 use crate::api::state_keys::KeyPrefix;
 use crate::components::metadata::templates::Identity;
 use crate::config::{ComponentSpec, ResourceError};
@@ -128,25 +126,16 @@ impl ComponentSupervisorState {
             if c.status.state == ComponentState::Unsupported {
                 continue;
             }
-            let timeout = self.args.call_timeout;
             match (&c.running, Category::of(&c.spec.type_name)) {
-                (Some(Running { live, .. }), _) => match &live.instance {
-                    Instance::State(s) => {
-                        let client = StateClient::new(Arc::clone(s), timeout, live.in_flight.clone());
-                        d.state.insert(name.clone(), StateEntry { client, prefix: c.prefix.clone() });
-                    }
-                    Instance::Secret(s) => {
-                        d.secrets.insert(name.clone(), SecretClient::new(Arc::clone(s), timeout, live.in_flight.clone()));
-                    }
-                },
-                (None, category) => {
-                    let why = c.status.error.clone().unwrap_or_else(|| "starting".into());
-                    match category {
-                        Some(Category::SecretStores) => d.secrets_unavailable.insert(name.clone(), why),
-                        Some(Category::State) => d.state_unavailable.insert(name.clone(), why),
-                        None => None,
-                    };
+                (Some(Running { live, .. }), _) => {
+                    let ctx = EntryContext { call_timeout: self.args.call_timeout, in_flight: &live.in_flight, prefix: &c.prefix };
+                    d.insert_ready(name.clone(), &live.instance, ctx);
                 }
+                (None, Some(category)) => {
+                    let why = c.status.error.clone().unwrap_or_else(|| "starting".into());
+                    d.insert_unavailable(name.clone(), category, why);
+                }
+                (None, None) => {}
             }
         }
         d.components.extend(self.failed_resources.iter().cloned());

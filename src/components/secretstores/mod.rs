@@ -2,6 +2,7 @@
 //! and `secretstores.local.env`. Secrets are name → key/value maps, as Dapr returns them.
 
 pub mod client;
+pub mod kind;
 pub mod local_env;
 pub mod local_file;
 

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod client;
+pub mod kind;
 pub mod memory;
 pub mod mysql;
 pub mod postgres;

@@ -1,0 +1,11 @@
+//! The one list of categories rapr runs components for. Each line names the category's variant,
+//! its `CategoryKind` (in the category's folder), its directory maps and its registry method;
+//! `define_categories!` (category.rs) generates everything else. Adding a category is one line
+//! here plus its folder and its facade (docs/architecture.md §1.2).
+
+crate::components::category::define_categories! {
+    /// `state.*`
+    State => crate::components::state::kind::StateKind { ready: state, unavailable: state_unavailable, add: add_state },
+    /// `secretstores.*`
+    SecretStores => crate::components::secretstores::kind::SecretKind { ready: secrets, unavailable: secrets_unavailable, add: add_secret },
+}
