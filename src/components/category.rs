@@ -62,7 +62,7 @@ pub trait CategoryKind: 'static {
 /// `add_*` methods, and `Directory` with each category's typed maps (ready and unavailable).
 /// Invoked once, in `categories.rs`.
 macro_rules! define_categories {
-    ($( $(#[$doc:meta])* $variant:ident => $kind:ty { ready: $ready:ident, unavailable: $unavailable:ident, add: $add:ident } ),+ $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $(#[cfg($cfg:meta)])? $variant:ident => $kind:ty { ready: $ready:ident, unavailable: $unavailable:ident, add: $add:ident } ),+ $(,)?) => {
         use std::collections::BTreeMap;
         use std::sync::Arc;
 
@@ -75,7 +75,7 @@ macro_rules! define_categories {
         /// A building block with components rapr implements.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Category {
-            $( $(#[$doc])* $variant, )+
+            $( $(#[doc = $doc])* $(#[cfg($cfg)])? $variant, )+
         }
 
         impl Category {
@@ -83,14 +83,16 @@ macro_rules! define_categories {
             /// block rapr does not implement yet (shown as unsupported, never loaded).
             pub fn of(type_name: &str) -> Option<Self> {
                 let prefix = type_name.split('.').next().unwrap_or_default();
-                $( if prefix == <$kind as CategoryKind>::PREFIX { return Some(Category::$variant); } )+
-                None
+                match prefix {
+                    $( $(#[cfg($cfg)])? p if p == <$kind as CategoryKind>::PREFIX => Some(Category::$variant), )+
+                    _ => None,
+                }
             }
 
             /// Dapr's name of the category (the type's prefix).
             pub fn as_str(self) -> &'static str {
                 match self {
-                    $( Category::$variant => <$kind as CategoryKind>::PREFIX, )+
+                    $( $(#[cfg($cfg)])? Category::$variant => <$kind as CategoryKind>::PREFIX, )+
                 }
             }
         }
@@ -98,35 +100,35 @@ macro_rules! define_categories {
         /// One initialised component: the category's trait object.
         #[derive(Clone)]
         pub enum Instance {
-            $( $(#[$doc])* $variant(Arc<<$kind as CategoryKind>::Handle>), )+
+            $( $(#[doc = $doc])* $(#[cfg($cfg)])? $variant(Arc<<$kind as CategoryKind>::Handle>), )+
         }
 
         impl Instance {
             /// Its category.
             pub fn category(&self) -> Category {
                 match self {
-                    $( Instance::$variant(_) => Category::$variant, )+
+                    $( $(#[cfg($cfg)])? Instance::$variant(_) => Category::$variant, )+
                 }
             }
 
             /// Capabilities for `/v1.0/metadata`.
             pub fn capabilities(&self) -> Vec<&'static str> {
                 match self {
-                    $( Instance::$variant(h) => <$kind as CategoryKind>::capabilities(&**h), )+
+                    $( $(#[cfg($cfg)])? Instance::$variant(h) => <$kind as CategoryKind>::capabilities(&**h), )+
                 }
             }
 
             /// Whether the backend answers (the host's health probe).
             pub async fn ping(&self) -> Result<(), String> {
                 match self {
-                    $( Instance::$variant(h) => <$kind as CategoryKind>::ping(&**h).await, )+
+                    $( $(#[cfg($cfg)])? Instance::$variant(h) => <$kind as CategoryKind>::ping(&**h).await, )+
                 }
             }
 
             /// Releases the backend's resources (after the in-flight calls drained).
             pub async fn close(&self) {
                 match self {
-                    $( Instance::$variant(h) => <$kind as CategoryKind>::close(&**h).await, )+
+                    $( $(#[cfg($cfg)])? Instance::$variant(h) => <$kind as CategoryKind>::close(&**h).await, )+
                 }
             }
         }
@@ -134,20 +136,21 @@ macro_rules! define_categories {
         /// How one implementation is built: a category's factory, kept typed so no `Any` is needed.
         #[derive(Clone, Copy)]
         pub(crate) enum Factory {
-            $( $variant(<$kind as CategoryKind>::Factory), )+
+            $( $(#[cfg($cfg)])? $variant(<$kind as CategoryKind>::Factory), )+
         }
 
         impl Factory {
             /// Builds and initialises the instance.
             pub(crate) async fn build(self, name: String, md: ComponentMetadata) -> Result<Instance, ComponentError> {
                 match self {
-                    $( Factory::$variant(f) => <$kind as CategoryKind>::build(f, name, md).await.map(Instance::$variant), )+
+                    $( $(#[cfg($cfg)])? Factory::$variant(f) => <$kind as CategoryKind>::build(f, name, md).await.map(Instance::$variant), )+
                 }
             }
         }
 
         impl Registry {
             $(
+                $(#[cfg($cfg)])?
                 #[doc = concat!("Registers a `", stringify!($variant), "` factory under type names and a version.")]
                 pub fn $add(&mut self, types: &[&str], version: &str, factory: <$kind as CategoryKind>::Factory) {
                     self.add(Category::$variant, types, version, Factory::$variant(factory));
@@ -160,8 +163,10 @@ macro_rules! define_categories {
         #[derive(Clone, Default)]
         pub struct Directory {
             $(
+                $(#[cfg($cfg)])?
                 #[doc = concat!("Ready `", stringify!($variant), "` components by name.")]
                 pub $ready: BTreeMap<String, <$kind as CategoryKind>::Entry>,
+                $(#[cfg($cfg)])?
                 #[doc = concat!("`", stringify!($variant), "` components that exist but are not ready (failed or restarting), with why.")]
                 pub $unavailable: BTreeMap<String, String>,
             )+
@@ -177,14 +182,14 @@ macro_rules! define_categories {
             /// Publishes a ready instance in its category's map.
             pub(crate) fn insert_ready(&mut self, name: String, instance: &Instance, ctx: EntryContext<'_>) {
                 match instance {
-                    $( Instance::$variant(h) => { self.$ready.insert(name, <$kind as CategoryKind>::entry(Arc::clone(h), ctx)); } )+
+                    $( $(#[cfg($cfg)])? Instance::$variant(h) => { self.$ready.insert(name, <$kind as CategoryKind>::entry(Arc::clone(h), ctx)); } )+
                 }
             }
 
             /// Records a component of `category` that is not ready, with why.
             pub(crate) fn insert_unavailable(&mut self, name: String, category: Category, why: String) {
                 match category {
-                    $( Category::$variant => { self.$unavailable.insert(name, why); } )+
+                    $( $(#[cfg($cfg)])? Category::$variant => { self.$unavailable.insert(name, why); } )+
                 }
             }
         }

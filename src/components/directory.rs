@@ -2,6 +2,8 @@
 //! `ComponentSupervisor` through `arc-swap` and read by the API facades on every request.
 //!
 //! Readers take a snapshot without a lock or a mailbox hop; only the supervisor writes.
+//! `Directory` itself, with one typed map per category, is generated from `categories.rs`;
+//! this file holds what every category shares (status, health, the handle).
 
 use std::sync::Arc;
 

@@ -5,6 +5,8 @@
 
 pub mod categories;
 pub mod category;
+#[cfg(test)]
+mod category_tests;
 pub mod directory;
 pub mod host;
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! ```
 //! Hosts report health changes and in-place replacements (`HostEvents`); the supervisor turns
 //! every change into a new directory snapshot, filling each category's typed map from the
-//! host's `Instance` (the one `match` a new category adds an arm to).
+//! host's `Instance` (`Directory::insert_ready`, generated per category by `categories.rs`).
 //! A failed init or a dead host marks the component failed in the directory and schedules a
 //! retry (unless the error is permanent: unknown type, bad metadata). The sidecar never exits
 //! because a component failed (DESIGN.md §5). Starts run on their own tasks (`starter.rs`), so a
