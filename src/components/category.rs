@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::state_keys::KeyPrefix;
 use crate::components::metadata::ComponentMetadata;
-use crate::components::registry::ComponentError;
+use crate::components::registry::{ComponentError, Registry};
 
 pub use crate::components::categories::{Category, Instance};
 
@@ -46,6 +46,8 @@ pub trait CategoryKind: 'static {
     /// What the directory holds per ready component for the category's facade.
     type Entry: Clone + Send + Sync + 'static;
 
+    /// Registers the implementations rapr ships for the category (`Registry::default` calls it).
+    fn register(reg: &mut Registry);
     /// Runs a factory: name and metadata to an initialised instance.
     fn build(factory: Self::Factory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<Self::Handle>, ComponentError>>;
     /// Capabilities for `/v1.0/metadata`.
@@ -149,6 +151,11 @@ macro_rules! define_categories {
         }
 
         impl Registry {
+            /// Registers every category's implementations (`CategoryKind::register`).
+            pub(crate) fn register_categories(&mut self) {
+                $( $(#[cfg($cfg)])? <$kind as CategoryKind>::register(self); )+
+            }
+
             $(
                 $(#[cfg($cfg)])?
                 #[doc = concat!("Registers a `", stringify!($variant), "` factory under type names and a version.")]

@@ -46,6 +46,10 @@ impl CategoryKind for EchoKind {
     type Factory = EchoFactory;
     type Entry = Arc<dyn Echo>;
 
+    fn register(reg: &mut Registry) {
+        reg.add_echo(&["echo.upper"], "v1", |_name, _md| Ok(Arc::new(Upper) as Arc<dyn Echo>));
+    }
+
     fn build(factory: EchoFactory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn Echo>, ComponentError>> {
         Box::pin(std::future::ready(factory(name, md)))
     }
@@ -84,8 +88,7 @@ async fn a_category_defined_in_test_code_runs_through_the_whole_machinery() {
     assert_eq!(Category::of("echo.upper"), Some(Category::Echo));
     assert_eq!(Category::Echo.as_str(), "echo");
 
-    let mut registry = Registry::default();
-    registry.add_echo(&["echo.upper"], "v1", |_name, _md| Ok(Arc::new(Upper) as Arc<dyn Echo>));
+    let registry = Registry::default();
     let directory = DirectoryHandle::default();
     let args = ComponentSupervisorArgs {
         runtime_id: "category-test".into(),

@@ -1,22 +1,19 @@
 //! The component registry: which implementation serves which (category, type, version).
 //!
 //! Data, not code paths: one map keyed by (category, type, version) whose factories build an
-//! `Instance`. Each category folder registers its implementations (`state::redis::register`),
-//! so adding an implementation never edits this file; a category's `add_*` method and its
+//! `Instance`. Each category registers its implementations (`CategoryKind::register`, in its
+//! folder), so adding an implementation never edits this file; a category's `add_*` method and its
 //! `Factory` variant come from its line in `categories.rs`. An unknown type lists what exists, and never crashes the sidecar (the
 //! supervisor marks the component failed).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::components::categories::Factory;
 use crate::components::category::{Category, Instance};
 use crate::components::metadata::{ComponentMetadata, MetadataError};
-use crate::components::secretstores::SecretStore;
-use crate::components::state::{memory::MemoryStore, sqlite, StateStore};
+use crate::components::state::StateStore;
 use crate::config::ComponentSpec;
 
 /// Why a component could not start.
@@ -59,12 +56,6 @@ impl ComponentError {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, ComponentError>> + Send>>;
-/// A state store factory: name and metadata to an initialised store.
-pub type StateFactory = fn(String, ComponentMetadata) -> BoxFuture<Arc<dyn StateStore>>;
-/// A secret store factory (the local stores initialise synchronously).
-pub type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
-
 /// Every implementation rapr ships, keyed by (category, type, version).
 pub struct Registry {
     factories: BTreeMap<(Category, String, String), Factory>,
@@ -73,24 +64,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         let mut reg = Self { factories: BTreeMap::new() };
-        crate::components::secretstores::register(&mut reg);
-        reg.add_state(&["state.in-memory"], "v1", |_name, _md| Box::pin(async { Ok(Arc::new(MemoryStore::new()) as Arc<dyn StateStore>) }));
-        reg.add_state(&["state.sqlite", "state.sqlite3"], "v1", |name, mut md| {
-            Box::pin(async move {
-                let cfg = sqlite::SqliteConfig::from_metadata(&mut md).map_err(|mut e| {
-                    e.component = name.clone();
-                    e
-                })?;
-                warn_unread(&name, &md);
-                let store = sqlite::SqliteStore::open(&name, cfg)
-                    .await
-                    .map_err(|e| ComponentError::Init { name: name.clone(), reason: e.to_string() })?;
-                Ok(Arc::new(store) as Arc<dyn StateStore>)
-            })
-        });
-        crate::components::state::redis::register(&mut reg);
-        crate::components::state::postgres::register(&mut reg);
-        crate::components::state::mysql::register(&mut reg);
+        reg.register_categories();
         reg
     }
 }

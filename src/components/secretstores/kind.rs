@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use crate::components::category::{BoxFuture, CategoryKind, EntryContext};
 use crate::components::metadata::ComponentMetadata;
-use crate::components::registry::{ComponentError, SecretFactory};
+use crate::components::registry::{ComponentError, Registry};
 use crate::components::secretstores::{SecretClient, SecretStore};
+
+/// A secret store factory (the local stores initialise synchronously).
+pub type SecretFactory = fn(String, ComponentMetadata) -> Result<Arc<dyn SecretStore>, ComponentError>;
 
 /// The `secretstores.*` category.
 pub struct SecretKind;
@@ -16,6 +19,10 @@ impl CategoryKind for SecretKind {
     type Handle = dyn SecretStore;
     type Factory = SecretFactory;
     type Entry = SecretClient;
+
+    fn register(reg: &mut Registry) {
+        super::register(reg);
+    }
 
     fn build(factory: SecretFactory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn SecretStore>, ComponentError>> {
         // The local stores initialise synchronously.
