@@ -2,9 +2,9 @@
 //!
 //! Data, not code paths: one map keyed by (category, type, version) whose factories build an
 //! `Instance`. Each category registers its implementations (`CategoryKind::register`, in its
-//! folder), so adding an implementation never edits this file; a category's `add_*` method and its
-//! `Factory` variant come from its line in `categories.rs`. An unknown type lists what exists, and never crashes the sidecar (the
-//! supervisor marks the component failed).
+//! folder), so adding an implementation never edits this file; a category's `add_*` method and
+//! its `Factory` variant come from its line in `categories.rs`. An unknown type lists what
+//! exists, and never crashes the sidecar (the supervisor marks the component failed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
