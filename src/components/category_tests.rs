@@ -68,21 +68,6 @@ impl CategoryKind for EchoKind {
     }
 }
 
-fn spec(name: &str, type_name: &str) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        namespace: None,
-        type_name: type_name.into(),
-        version: "v1".into(),
-        metadata: vec![],
-        scopes: vec![],
-        init_timeout: Duration::from_secs(5),
-        ignore_errors: false,
-        secret_store: None,
-        source: format!("{name}.yaml").into(),
-    }
-}
-
 #[tokio::test]
 async fn a_category_defined_in_test_code_runs_through_the_whole_machinery() {
     assert_eq!(Category::of("echo.upper"), Some(Category::Echo));
@@ -93,7 +78,7 @@ async fn a_category_defined_in_test_code_runs_through_the_whole_machinery() {
     let args = ComponentSupervisorArgs {
         runtime_id: "category-test".into(),
         app_id: "app".into(),
-        specs: vec![spec("loud", "echo.upper"), spec("odd", "echo.nosuch"), spec("st", "state.in-memory")],
+        specs: vec![ComponentSpec::new("loud", "echo.upper"), ComponentSpec::new("odd", "echo.nosuch"), ComponentSpec::new("st", "state.in-memory")],
         load_errors: vec![],
         registry: Arc::new(registry),
         directory: directory.clone(),
