@@ -9,30 +9,19 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { CommunicationProtocolEnum, DaprClient, DaprServer, HttpMethod, LogLevel } from "@dapr/dapr";
 
+import { freePort } from "./ports.mjs";
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, "..", "..", "..");
 const RAPR_BIN = path.resolve(REPO_ROOT, process.env.RAPR_BIN ?? "target/debug/rapr");
 const logger = { level: LogLevel.Error };
 
-const used = new Set();
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => (used.has(port) ? freePort().then(resolve, reject) : (used.add(port), resolve(port))));
-    });
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

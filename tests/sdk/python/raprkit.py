@@ -4,6 +4,7 @@ rapr sidecar process that is started, awaited (by polling with a deadline) and s
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,24 +28,46 @@ def rapr_bin() -> Path:
     return p
 
 
-def free_port() -> int:
+def _port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range, which outgoing connections never take (binding
+    port 0 and releasing it races with every connection opened meanwhile), as rapr's own
+    allocator (src/net_ports.rs) picks them."""
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return (20000, low) if low > 21000 else (10000, 20000)
+
+
+_LOW, _HIGH = _port_range()
+_cursor = random.randrange(_HIGH - _LOW)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing listens on, never handed out before by this process (a cursor walks the
+    range from a random start, so concurrent test processes rarely meet)."""
+    global _cursor
+    for _ in range(_HIGH - _LOW):
+        port = _LOW + _cursor % (_HIGH - _LOW)
+        _cursor += 1
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {_LOW}..{_HIGH}")
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free ports (sockets held open together so no two are the same)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free ports."""
+    return [free_port() for _ in range(n)]
 
 
 SQLITE_COMPONENT = """\
