@@ -4,18 +4,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use ractor::Actor;
 
 use super::category::{BoxFuture, Category, CategoryKind, EntryContext};
 use super::directory::{ComponentState, DirectoryHandle};
-use super::host::HealthProbe;
 use super::metadata::ComponentMetadata;
 use super::registry::{ComponentError, Registry};
-use super::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
+use super::supervisor::start_test_supervisor;
 use crate::config::ComponentSpec;
-use crate::runtime::restart::RestartPolicy;
 
 static CLOSED: AtomicUsize = AtomicUsize::new(0);
 
@@ -75,21 +71,7 @@ async fn a_category_defined_in_test_code_runs_through_the_whole_machinery() {
 
     let registry = Registry::default();
     let directory = DirectoryHandle::default();
-    let args = ComponentSupervisorArgs {
-        runtime_id: "category-test".into(),
-        app_id: "app".into(),
-        specs: vec![ComponentSpec::new("loud", "echo.upper"), ComponentSpec::new("odd", "echo.nosuch"), ComponentSpec::new("st", "state.in-memory")],
-        load_errors: vec![],
-        registry: Arc::new(registry),
-        directory: directory.clone(),
-        policy: RestartPolicy::default(),
-        call_timeout: Duration::from_secs(5),
-        probe: HealthProbe { interval: Duration::from_millis(100), threshold: 2 },
-        metrics: crate::runtime::metrics::Metrics::new("app", false, false),
-    };
-    let (sup, _) = Actor::spawn(Some("category-test/components".into()), ComponentSupervisor, args).await.unwrap();
-    let sup = ComponentSupervisorClient::new(sup);
-    sup.await_initial().await;
+    let sup = start_test_supervisor("category-test", registry, vec![ComponentSpec::new("loud", "echo.upper"), ComponentSpec::new("odd", "echo.nosuch"), ComponentSpec::new("st", "state.in-memory")], &directory).await;
 
     let d = directory.load();
     assert_eq!(d.echoes.get("loud").map(|e| e.echo("hi")).as_deref(), Some("HI"), "published in its own typed map");

@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ractor::Actor;
 
 use super::directory::{ComponentState, DirectoryHandle};
-use super::host::HealthProbe;
 use super::registry::Registry;
 use super::state::{DeleteRequest, Feature, GetRequest, SetRequest, StateStore, StoreError, StoredItem};
-use super::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
+use super::supervisor::start_test_supervisor;
 use crate::config::ComponentSpec;
-use crate::runtime::restart::RestartPolicy;
 
 static BUILT: AtomicUsize = AtomicUsize::new(0);
 static CLOSED: AtomicUsize = AtomicUsize::new(0);
@@ -67,21 +64,7 @@ async fn a_failing_instance_is_reported_then_replaced_in_place_and_closed() {
         Box::pin(async { Ok(Arc::new(Generation(BUILT.fetch_add(1, Ordering::SeqCst) + 1)) as Arc<dyn StateStore>) })
     });
     let directory = DirectoryHandle::default();
-    let args = ComponentSupervisorArgs {
-        runtime_id: "host-test".into(),
-        app_id: "app".into(),
-        specs: vec![spec()],
-        load_errors: vec![],
-        registry: Arc::new(registry),
-        directory: directory.clone(),
-        policy: RestartPolicy::default(),
-        call_timeout: Duration::from_secs(5),
-        probe: HealthProbe { interval: Duration::from_millis(100), threshold: 2 },
-        metrics: crate::runtime::metrics::Metrics::new("app", false, false),
-    };
-    let (sup, _) = Actor::spawn(Some("host-test/components".into()), ComponentSupervisor, args).await.unwrap();
-    let sup = ComponentSupervisorClient::new(sup);
-    sup.await_initial().await;
+    let sup = start_test_supervisor("host-test", registry, vec![spec()], &directory).await;
     assert_eq!(served_generation(&directory).await.as_deref(), Some("1"));
 
     let mut saw_failing = false;

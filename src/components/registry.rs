@@ -118,18 +118,7 @@ mod tests {
     use super::*;
 
     fn spec(type_name: &str) -> ComponentSpec {
-        ComponentSpec {
-            name: "c".into(),
-            namespace: None,
-            type_name: type_name.into(),
-            version: "v1".into(),
-            metadata: vec![],
-            scopes: vec![],
-            init_timeout: Duration::from_secs(5),
-            ignore_errors: false,
-            secret_store: None,
-            source: "c.yaml".into(),
-        }
+        ComponentSpec::new("c", type_name)
     }
 
     #[tokio::test]

@@ -428,3 +428,25 @@ impl ComponentSupervisorClient {
         let _ = self.sup.call(ComponentSupervisorMsg::StopAll, Some(Duration::from_secs(30))).await;
     }
 }
+
+/// Starts a `ComponentSupervisor` over `specs` with a fast health probe (100 ms, threshold 2) and
+/// waits for every component's first start: the unit tests' way into the real machinery.
+#[cfg(test)]
+pub(crate) async fn start_test_supervisor(name: &str, registry: Registry, specs: Vec<ComponentSpec>, directory: &DirectoryHandle) -> ComponentSupervisorClient {
+    let args = ComponentSupervisorArgs {
+        runtime_id: name.into(),
+        app_id: "app".into(),
+        specs,
+        load_errors: vec![],
+        registry: std::sync::Arc::new(registry),
+        directory: directory.clone(),
+        policy: crate::runtime::restart::RestartPolicy::default(),
+        call_timeout: std::time::Duration::from_secs(5),
+        probe: super::host::HealthProbe { interval: std::time::Duration::from_millis(100), threshold: 2 },
+        metrics: crate::runtime::metrics::Metrics::new("app", false, false),
+    };
+    let (sup, _) = ractor::Actor::spawn(Some(format!("{name}/components")), ComponentSupervisor, args).await.expect("the supervisor starts");
+    let sup = ComponentSupervisorClient::new(sup);
+    sup.await_initial().await;
+    sup
+}
