@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod sidecar;
 pub mod invoke;
 pub mod net_ports;
+pub mod pubsub;

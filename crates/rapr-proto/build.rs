@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dapr/proto/runtime/v1/metadata.proto",
         "dapr/proto/runtime/v1/secret.proto",
         "dapr/proto/runtime/v1/invoke.proto",
+        "dapr/proto/runtime/v1/appcallback.proto",
+        "dapr/proto/runtime/v1/pubsub.proto",
         "dapr/proto/runtime/v1/dapr.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -37,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .out_dir(&private_out)
         .extern_path(".dapr.proto.common.v1", "crate::common::v1")
+        // The callback messages are generated once, in the served module.
+        .extern_path(".dapr.proto.runtime.v1", "crate::runtime::v1")
         .compile_protos(&private.map(|f| root.join(f)), &includes)?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())

@@ -76,4 +76,16 @@ impl AppCallback for Echo {
         let r = r.into_inner();
         Ok(tonic::Response::new(InvokeResponse { data: r.data, content_type: r.content_type }))
     }
+    async fn list_topic_subscriptions(&self, _r: tonic::Request<()>) -> Result<tonic::Response<rapr_proto::app::ListTopicSubscriptionsResponse>, tonic::Status> {
+        // The echo app declares no subscriptions; the pub/sub benchmark declares them in files.
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn on_topic_event(&self, _r: tonic::Request<rapr_proto::app::TopicEventRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventResponse>, tonic::Status> {
+        // SUCCESS (status 0): every event is accepted.
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn on_bulk_topic_event(&self, r: tonic::Request<rapr_proto::app::TopicEventBulkRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventBulkResponse>, tonic::Status> {
+        let statuses = r.into_inner().entries.into_iter().map(|e| rapr_proto::app::TopicEventBulkResponseEntry { entry_id: e.entry_id, status: 0 }).collect();
+        Ok(tonic::Response::new(rapr_proto::app::TopicEventBulkResponse { statuses }))
+    }
 }

@@ -8,6 +8,8 @@ crate::components::category::define_categories! {
     State => crate::components::state::kind::StateKind { ready: state, unavailable: state_unavailable, add: add_state },
     /// `secretstores.*`
     SecretStores => crate::components::secretstores::kind::SecretKind { ready: secrets, unavailable: secrets_unavailable, add: add_secret },
+    /// `pubsub.*`
+    PubSub => crate::components::pubsub::kind::PubSubKind { ready: pubsubs, unavailable: pubsubs_unavailable, add: add_pubsub },
     /// `echo.*`: a throwaway category that exists only in unit tests (`category_tests.rs`), to
     /// show a category needs nothing outside this line and its own code.
     #[cfg(test)]

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::state_keys::KeyPrefix;
@@ -33,6 +34,9 @@ pub struct EntryContext<'a> {
     pub in_flight: &'a TaskTracker,
     /// How keys are prefixed for this component (state stores use it).
     pub prefix: &'a KeyPrefix,
+    /// Fires when the host retires the live instance (replaced or stopping), before it drains:
+    /// long-lived work on it (a pub/sub subscription) stops there.
+    pub retired: &'a CancellationToken,
 }
 
 /// One building-block category, implemented by a marker type in the category's folder.

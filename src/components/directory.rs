@@ -101,18 +101,37 @@ impl Directory {
     }
 }
 
-/// Shared handle to the current snapshot.
-#[derive(Clone, Default)]
-pub struct DirectoryHandle(Arc<ArcSwap<Directory>>);
+/// Shared handle to the current snapshot, with a change signal for long-lived readers (a
+/// pub/sub `Delivery` waits for its component to come back after a restart).
+#[derive(Clone)]
+pub struct DirectoryHandle(Arc<Shared>);
+
+struct Shared {
+    current: ArcSwap<Directory>,
+    /// Bumped on every publish.
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for DirectoryHandle {
+    fn default() -> Self {
+        Self(Arc::new(Shared { current: ArcSwap::default(), version: tokio::sync::watch::channel(0).0 }))
+    }
+}
 
 impl DirectoryHandle {
     /// The current snapshot.
     pub fn load(&self) -> Arc<Directory> {
-        self.0.load_full()
+        self.0.current.load_full()
+    }
+
+    /// A receiver that wakes on every publish after this call (`changed().await`).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
     }
 
     /// Publishes a new snapshot (supervisor only).
     pub(crate) fn publish(&self, d: Directory) {
-        self.0.store(Arc::new(d));
+        self.0.current.store(Arc::new(d));
+        self.0.version.send_modify(|v| *v += 1);
     }
 }

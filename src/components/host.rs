@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::category::Instance;
@@ -47,15 +48,19 @@ pub struct Live {
     pub instance: Instance,
     /// Calls running on it (the per-call wrappers take a token).
     pub in_flight: TaskTracker,
+    /// Fired when the instance is retired, before draining: subscriptions on it stop taking
+    /// messages (the deliveries subscribe again on the next instance).
+    pub retired: CancellationToken,
 }
 
 impl Live {
     fn new(instance: Instance) -> Self {
-        Self { instance, in_flight: TaskTracker::new() }
+        Self { instance, in_flight: TaskTracker::new(), retired: CancellationToken::new() }
     }
 
     /// Waits (at most `deadline`) for the calls running on this instance, then closes it.
     async fn drain_and_close(self, deadline: Duration) {
+        self.retired.cancel();
         self.in_flight.close();
         // Callers gave up at their own deadline; a backend that never answers must not hold the
         // shutdown forever.

@@ -12,6 +12,7 @@ pub mod host;
 #[cfg(test)]
 mod host_tests;
 pub mod metadata;
+pub mod pubsub;
 pub mod registry;
 pub mod secret_refs;
 pub mod secretstores;

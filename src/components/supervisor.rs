@@ -128,7 +128,7 @@ impl ComponentSupervisorState {
             }
             match (&c.running, Category::of(&c.spec.type_name)) {
                 (Some(Running { live, .. }), _) => {
-                    let ctx = EntryContext { call_timeout: self.args.call_timeout, in_flight: &live.in_flight, prefix: &c.prefix };
+                    let ctx = EntryContext { call_timeout: self.args.call_timeout, in_flight: &live.in_flight, prefix: &c.prefix, retired: &live.retired };
                     d.insert_ready(name.clone(), &live.instance, ctx);
                 }
                 (None, Some(category)) => {

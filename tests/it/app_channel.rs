@@ -226,6 +226,7 @@ mod grpc_app {
 
     #[tonic::async_trait]
     impl AppCallback for App {
+        no_topic_callbacks!();
         async fn on_invoke(&self, r: tonic::Request<InvokeRequest>) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
             let data = format!("grpc:{}", r.into_inner().method).into_bytes();
             Ok(tonic::Response::new(InvokeResponse { data: Some(prost_types::Any { type_url: String::new(), value: data }), content_type: "text/plain".into() }))

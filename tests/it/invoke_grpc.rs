@@ -42,6 +42,7 @@ struct App;
 
 #[tonic::async_trait]
 impl AppCallback for App {
+    no_topic_callbacks!();
     async fn on_invoke(&self, r: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
         let metadata = metadata_json(r.metadata());
         let req = r.into_inner();

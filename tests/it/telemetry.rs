@@ -146,6 +146,7 @@ async fn grpc_app() -> u16 {
     struct Echo;
     #[tonic::async_trait]
     impl AppCallback for Echo {
+        no_topic_callbacks!();
         async fn on_invoke(&self, r: tonic::Request<InvokeRequest>) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
             let data = Some(prost_types::Any { type_url: String::new(), value: r.into_inner().method.into_bytes() });
             Ok(tonic::Response::new(InvokeResponse { data, content_type: "text/plain".into() }))

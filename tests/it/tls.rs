@@ -180,6 +180,7 @@ struct GrpcApp(Arc<AtomicBool>);
 
 #[tonic::async_trait]
 impl AppCallback for GrpcApp {
+    no_topic_callbacks!();
     async fn on_invoke(&self, r: tonic::Request<InvokeRequest>) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
         let req = r.into_inner();
         if req.method == "fail" {

@@ -23,8 +23,15 @@ pub mod runtime {
     }
 }
 
-/// The app callback protocol rapr calls on gRPC apps (`AppCallback.OnInvoke`, health checks).
+/// The app callback protocol rapr calls on gRPC apps (`AppCallback`: invocation, topic events,
+/// subscriptions; health checks). Its messages are generated in `runtime::v1` (the streaming
+/// subscription serves two of them) and re-exported here.
 pub mod app {
+    pub use crate::runtime::v1::{
+        topic_event_bulk_request_entry, topic_event_response, BulkSubscribeConfig, HealthCheckResponse, ListTopicSubscriptionsResponse,
+        TopicEventBulkRequest, TopicEventBulkRequestEntry, TopicEventBulkResponse, TopicEventBulkResponseEntry, TopicEventCeRequest,
+        TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule, TopicSubscription,
+    };
     include!(concat!(env!("OUT_DIR"), "/private/dapr.proto.runtime.v1.rs"));
 }
 

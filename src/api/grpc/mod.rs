@@ -7,6 +7,7 @@
 
 mod invoke;
 mod metadata;
+mod pubsub;
 mod secrets;
 mod state;
 
@@ -43,6 +44,20 @@ impl std::ops::Deref for DaprService {
 impl Dapr for DaprService {
     async fn invoke_service(&self, r: GrpcRequest<pb::InvokeServiceRequest>) -> Result<GrpcResponse<rapr_proto::common::v1::InvokeResponse>, Status> {
         self.invoke_service_impl(r).await
+    }
+    async fn publish_event(&self, r: GrpcRequest<pb::PublishEventRequest>) -> Result<GrpcResponse<()>, Status> {
+        note_store(&r, "pubsub", &r.get_ref().pubsub_name);
+        self.publish_event_impl(r).await
+    }
+    async fn bulk_publish_event_alpha1(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
+        self.bulk_publish_event_impl(r).await
+    }
+    async fn bulk_publish_event(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
+        self.bulk_publish_event_impl(r).await
+    }
+    type SubscribeTopicEventsAlpha1Stream = pubsub::TopicEventStream;
+    async fn subscribe_topic_events_alpha1(&self, r: GrpcRequest<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>) -> Result<GrpcResponse<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
+        self.subscribe_topic_events_impl(r).await
     }
     async fn get_state(&self, r: GrpcRequest<pb::GetStateRequest>) -> Result<GrpcResponse<pb::GetStateResponse>, Status> {
         note_store(&r, "state", &r.get_ref().store_name);

@@ -33,6 +33,10 @@ EXPECTED_DAPR_METHODS = {
     "GetMetadata",
     "SetMetadata",
     "Shutdown",
+    "PublishEvent",
+    "BulkPublishEventAlpha1",
+    "BulkPublishEvent",
+    "SubscribeTopicEventsAlpha1",
 }
 
 
