@@ -42,6 +42,7 @@ mod logs;
 mod metadata_templates;
 mod multi_app;
 mod netns;
+mod pubsub;
 mod resiliency;
 mod resources;
 mod secrets;

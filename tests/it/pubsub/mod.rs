@@ -1,0 +1,9 @@
+//! Pub/sub through the real binary (issue 11): one module per part; broker conformance runs at the
+//! trait level in `src/components/pubsub/conformance.rs`.
+
+mod delivery;
+mod publish;
+mod redis;
+mod sqlite;
+mod streaming;
+mod subscriptions;

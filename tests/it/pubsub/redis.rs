@@ -1,0 +1,1 @@
+//! pubsub.redis through the sidecar (issue 11 C.10).
