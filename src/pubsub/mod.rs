@@ -4,5 +4,7 @@
 //! the app and decides, per message, acknowledge / redeliver / park (docs/architecture.md §3).
 
 pub mod subscription;
+pub mod table;
 
 pub use subscription::{BulkSubscribe, Rule, Subscription, SubscriptionKind};
+pub use table::{SubscriptionStatus, SubscriptionTable};
