@@ -1,6 +1,7 @@
 //! Pub/sub through the real binary (issue 11): one module per part; broker conformance runs at the
 //! trait level in `src/components/pubsub/conformance.rs`.
 
+pub mod app;
 mod delivery;
 mod publish;
 mod redis;
