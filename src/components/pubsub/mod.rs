@@ -11,6 +11,7 @@
 //! exception, as daprd's: it has nowhere to keep a message and drops it.
 
 pub mod client;
+pub mod conformance;
 pub mod kind;
 
 use std::collections::HashMap;
