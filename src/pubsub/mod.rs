@@ -3,6 +3,7 @@
 //! the `SubscriptionManager` with one `Delivery` process per subscription that hands messages to
 //! the app and decides, per message, acknowledge / redeliver / park (docs/architecture.md §3).
 
+pub mod app_stream;
 pub mod routing;
 pub mod subscription;
 pub mod table;
