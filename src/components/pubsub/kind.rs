@@ -20,9 +20,10 @@ impl CategoryKind for PubSubKind {
     type Factory = PubSubFactory;
     type Entry = PubSubClient;
 
-    fn register(_reg: &mut Registry) {
+    fn register(reg: &mut Registry) {
         // Each broker's module adds its line here: `memory::register(reg)`, `sqlite::register(reg)`,
         // `redis::register(reg)`.
+        super::redis::register(reg);
     }
 
     fn build(factory: PubSubFactory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, ComponentError>> {
