@@ -8,7 +8,8 @@
 //! are contrib's: `processingTimeout` 60 s and `redeliverInterval` 15 s (a bare integer is
 //! milliseconds for these two), `queueDepth` 100, `concurrency` 10, `maxLenApprox` and `streamTTL`
 //! off. `consumerID` names the consumer group (and the consumer, as contrib does); the runtime
-//! fills it with the app id when the YAML leaves it out, as daprd's pub/sub processor does.
+//! fills it with the app id when the YAML leaves it out, as daprd's pub/sub processor does, and
+//! a subscription's own `consumerID` metadata wins over it.
 //! `maxDeliveryCount` (default 10) is rapr's poison limit (issue 11 B.6).
 
 use std::time::Duration;
@@ -33,8 +34,9 @@ const GO_REDIS_MIN_BACKOFF: Duration = Duration::from_millis(8);
 pub struct StreamsConfig {
     /// How to reach the server.
     pub conn: RedisConfig,
-    /// The consumer group, and the consumer name inside it.
-    pub consumer_id: String,
+    /// The consumer group, and the consumer name inside it; a subscription's own `consumerID`
+    /// wins, and a subscription with neither is refused.
+    pub consumer_id: Option<String>,
     /// A pending message idle this long is handed out again; zero disables redelivery.
     pub processing_timeout: Duration,
     /// How often pending messages are checked; zero disables redelivery.
@@ -90,16 +92,15 @@ impl StreamsConfig {
         if !min_retry_set {
             conn.min_retry_backoff = GO_REDIS_MIN_BACKOFF;
         }
-        let consumer_id = md
-            .string(&["consumerID"])
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| err("consumerID", "is required (the runtime sets it to the app id when the component leaves it out)"))?;
+        let consumer_id = md.string(&["consumerID"]).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let processing_timeout = stream_duration(md, "processingTimeout", PROCESSING_TIMEOUT)?;
         let redeliver_interval = stream_duration(md, "redeliverInterval", REDELIVER_INTERVAL)?;
         let queue_depth = positive(md, "queueDepth", QUEUE_DEPTH)?;
-        // rapr also reads the words Dapr's other brokers use for their concurrency mode.
+        // contrib's common `concurrencyMode: single` (other brokers') means one at a time here
+        // too; rapr also reads its words as values of `concurrency`.
+        let single = md.string(&["concurrencyMode"]).is_some_and(|m| m.trim().eq_ignore_ascii_case("single"));
         let concurrency = match md.string(&["concurrency"]).map(|s| s.trim().to_ascii_lowercase()) {
+            _ if single => 1,
             Some(s) if s == "single" => 1,
             Some(s) if s == "parallel" => CONCURRENCY as usize,
             Some(s) => {
@@ -124,11 +125,6 @@ impl StreamsConfig {
     /// Whether pending messages are ever handed out again (contrib: both settings non-zero).
     pub fn redelivers(&self) -> bool {
         !self.processing_timeout.is_zero() && !self.redeliver_interval.is_zero()
-    }
-
-    /// The consumer that holds parked messages: never reclaimed, still pending and counted.
-    pub fn parked_consumer(&self) -> String {
-        format!("{}-parked", self.consumer_id)
     }
 
     /// How long one blocking read waits for new entries: contrib blocks for the read timeout;
@@ -162,8 +158,9 @@ mod tests {
         assert_eq!(c.processing_timeout, Duration::from_secs(60));
         assert_eq!(c.redeliver_interval, Duration::from_secs(15));
         assert_eq!((c.queue_depth, c.concurrency, c.max_len_approx, c.stream_ttl, c.max_delivery_count), (100, 10, 0, None, 10));
+        assert_eq!(c.consumer_id.as_deref(), Some("app"));
+        assert_eq!(cfg(&[("redisHost", "h")]).unwrap().consumer_id, None);
         assert_eq!(c.conn.min_retry_backoff, Duration::from_millis(8), "go-redis's, not the state store's 2 s");
-        assert_eq!(c.parked_consumer(), "app-parked");
         assert!(c.redelivers());
         assert_eq!(c.block(), Duration::from_secs(3));
         assert_eq!(c.trim(10_000), None);
@@ -192,6 +189,8 @@ mod tests {
         assert_eq!(c("single").unwrap(), 1);
         assert_eq!(c("parallel").unwrap(), 10);
         assert_eq!(c("3").unwrap(), 3);
+        let mode = cfg(&[("redisHost", "h"), ("consumerID", "a"), ("concurrencyMode", "single")]).unwrap();
+        assert_eq!(mode.concurrency, 1);
         assert_eq!(c("0").unwrap_err().key, "concurrency");
         assert_eq!(c("many").unwrap_err().key, "concurrency");
     }
@@ -199,7 +198,6 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         for (pairs, key) in [
-            (vec![("redisHost", "h")], "consumerID"),
             (vec![("redisHost", "h"), ("consumerID", "a"), ("enableTLS", "true")], "enableTLS"),
             (vec![("redisHost", "h"), ("consumerID", "a"), ("processingTimeout", "-5")], "processingTimeout"),
             (vec![("redisHost", "h"), ("consumerID", "a"), ("redeliverInterval", "soon")], "redeliverInterval"),

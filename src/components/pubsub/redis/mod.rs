@@ -147,6 +147,11 @@ impl RedisStreams {
     }
 }
 
+/// A subscription metadata value (keys compared as Dapr's, case-insensitively), if set.
+fn sub_md(req: &SubscribeRequest, key: &str) -> Option<String> {
+    req.metadata.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
+}
+
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
@@ -185,6 +190,9 @@ impl PubSub for RedisStreams {
             return Err(PubSubError::Closed);
         }
         let cfg = &self.shared.cfg;
+        let group = sub_md(&req, "consumerID")
+            .or_else(|| cfg.consumer_id.clone())
+            .ok_or_else(|| PubSubError::Metadata("consumerID is required to subscribe (the runtime sets it to the app id)".into()))?;
         // The blocking read's answer may take the whole block time on top of the usual deadline.
         let reader = open(&cfg.conn, Some(cfg.block() + self.shared.timeout))
             .await
@@ -198,7 +206,7 @@ impl PubSub for RedisStreams {
                 _ = inner.cancelled() => {}
             }
         });
-        let sub = Arc::new(StreamLoop::new(self.shared.clone(), req.topic, reader, handler, stop.clone()));
+        let sub = Arc::new(StreamLoop::new(self.shared.clone(), req, group, reader, handler, stop.clone()));
         if let Err(e) = sub.create_group().await {
             stop.cancel();
             return Err(e);

@@ -18,11 +18,12 @@ use std::time::Duration;
 use ::redis::aio::ConnectionManager;
 use ::redis::Value;
 use dashmap::DashSet;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::{self, Entry};
 use super::Shared;
-use crate::components::pubsub::{Message, MessageHandler, Metadata, Outcome, PubSubError};
+use crate::components::pubsub::{Message, MessageHandler, Metadata, Outcome, PubSubError, SubscribeRequest};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -34,6 +35,10 @@ const SETTLE_ATTEMPTS: u32 = 3;
 pub(super) struct StreamLoop {
     shared: Arc<Shared>,
     stream: String,
+    /// The consumer group and consumer name: the subscription's `consumerID`, else the component's.
+    group: String,
+    /// Concurrency slots: the component's, or one of its own for `concurrencyMode: single`.
+    slots: Arc<Semaphore>,
     reader: ConnectionManager,
     handler: Arc<dyn MessageHandler>,
     stop: CancellationToken,
@@ -72,12 +77,17 @@ fn is_nogroup(e: &PubSubError) -> bool {
 }
 
 impl StreamLoop {
-    pub(super) fn new(shared: Arc<Shared>, stream: String, reader: ConnectionManager, handler: Arc<dyn MessageHandler>, stop: CancellationToken) -> Self {
-        Self { shared, stream, reader, handler, stop, owned: Arc::new(DashSet::new()) }
+    /// A subscription of `req.topic` in consumer group `group`.
+    pub(super) fn new(shared: Arc<Shared>, req: SubscribeRequest, group: String, reader: ConnectionManager, handler: Arc<dyn MessageHandler>, stop: CancellationToken) -> Self {
+        let slots = match super::sub_md(&req, "concurrencyMode") {
+            Some(m) if m.eq_ignore_ascii_case("single") => Arc::new(Semaphore::new(1)),
+            _ => shared.slots.clone(),
+        };
+        Self { shared, stream: req.topic, group, slots, reader, handler, stop, owned: Arc::new(DashSet::new()) }
     }
 
     fn group(&self) -> &str {
-        &self.shared.cfg.consumer_id
+        &self.group
     }
 
     /// `XGROUP CREATE <stream> <group> 0 MKSTREAM`: a new group starts at the stream's first
@@ -225,7 +235,7 @@ impl StreamLoop {
     async fn dispatch(&self, entry: Entry, delivery_count: u32) -> bool {
         let permit = tokio::select! {
             _ = self.stop.cancelled() => return false,
-            p = self.shared.slots.clone().acquire_owned() => match p {
+            p = self.slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return false,
             },
@@ -233,7 +243,7 @@ impl StreamLoop {
         let guard = Owned { set: self.owned.clone(), id: entry.id.clone() };
         let msg = self.message(entry, delivery_count);
         let handler = self.handler.clone();
-        let settler = Settler { shared: self.shared.clone(), stream: self.stream.clone() };
+        let settler = Settler { shared: self.shared.clone(), stream: self.stream.clone(), group: self.group.clone() };
         self.shared.tasks.spawn(async move {
             let _permit = permit;
             let _guard = guard;
@@ -256,7 +266,7 @@ impl StreamLoop {
     }
 
     async fn settle(&self, id: &str, outcome: Outcome) {
-        Settler { shared: self.shared.clone(), stream: self.stream.clone() }.settle(id, outcome).await;
+        Settler { shared: self.shared.clone(), stream: self.stream.clone(), group: self.group.clone() }.settle(id, outcome).await;
     }
 }
 
@@ -264,22 +274,23 @@ impl StreamLoop {
 struct Settler {
     shared: Arc<Shared>,
     stream: String,
+    group: String,
 }
 
 impl Settler {
     async fn settle(&self, id: &str, outcome: Outcome) {
-        let cfg = &self.shared.cfg;
+        let parked = format!("{}-parked", self.group);
         let cmd = match outcome {
             Outcome::Retry => return,
             Outcome::Ack => {
                 let mut c = ::redis::cmd("XACK");
-                c.arg(&self.stream).arg(&cfg.consumer_id).arg(id);
+                c.arg(&self.stream).arg(&self.group).arg(id);
                 c
             }
             Outcome::Park => {
-                tracing::error!(stream = %self.stream, id = %id, consumer = %cfg.parked_consumer(), "redis streams: message parked: it stays pending under the parked consumer and is not delivered again");
+                tracing::error!(stream = %self.stream, id = %id, consumer = %parked, "redis streams: message parked: it stays pending under the parked consumer and is not delivered again");
                 let mut c = ::redis::cmd("XCLAIM");
-                c.arg(&self.stream).arg(&cfg.consumer_id).arg(cfg.parked_consumer()).arg(0).arg(id).arg("JUSTID");
+                c.arg(&self.stream).arg(&self.group).arg(&parked).arg(0).arg(id).arg("JUSTID");
                 c
             }
         };

@@ -281,3 +281,34 @@ async fn resumes_after_a_broker_restart() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The shared conformance suite against the shared Redis (fresh topics and groups per check).
+#[tokio::test]
+async fn conformance() {
+    use crate::components::pubsub::conformance::{matrix, run, Capabilities, Probe, Target};
+    let b = Arc::new(broker(&unique("component-group"), &[]).await);
+    let probe_conn = b.clone();
+    // "Held for the group": in the group's pending list (acknowledged entries leave it; parked
+    // ones stay, under the parked consumer).
+    let still_stored: Probe = Arc::new(move |topic: String, group: String, id: String| {
+        let b = probe_conn.clone();
+        Box::pin(async move {
+            let mut cmd = ::redis::cmd("XPENDING");
+            cmd.arg(&topic).arg(&group).arg(&id).arg(&id).arg(1);
+            let v: Value = b.shared.call(&cmd).await.map_err(|e| e.to_string())?;
+            Ok(matches!(v, Value::Array(rows) if !rows.is_empty()))
+        })
+    });
+    let target = Target {
+        label: "pubsub.redis".into(),
+        broker: b.clone(),
+        caps: Capabilities::DURABLE,
+        still_stored: Some(still_stored),
+        // processingTimeout 300 ms, checked every 100 ms.
+        redelivery_within: Duration::from_millis(600),
+        subscribe_metadata: Metadata::new(),
+    };
+    let report = run(target).await;
+    println!("{}", matrix(std::slice::from_ref(&report)));
+    assert!(report.failures().is_empty(), "{:#?}", report.failures());
+}
