@@ -4,6 +4,7 @@
 //! the app and decides, per message, acknowledge / redeliver / park (docs/architecture.md §3).
 
 pub mod app_stream;
+pub mod cloudevents;
 pub mod routing;
 pub mod subscription;
 pub mod table;
