@@ -23,6 +23,7 @@ impl CategoryKind for PubSubKind {
     fn register(reg: &mut Registry) {
         // Each broker's module adds its line here: `memory::register(reg)`, `sqlite::register(reg)`,
         // `redis::register(reg)`.
+        super::memory::register(reg);
         super::redis::register(reg);
     }
 

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod conformance;
 pub mod kind;
+pub mod memory;
 pub mod redis;
 
 use std::collections::HashMap;
