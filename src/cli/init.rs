@@ -1,5 +1,6 @@
 //! `rapr init`: writes the default resources under `~/.rapr/` (or `$RAPR_HOME`): a `statestore`
-//! of type `state.sqlite` backed by a file in the same folder, so a newcomer needs no server.
+//! of type `state.sqlite` and a `pubsub` of type `pubsub.sqlite`, each backed by a file in the
+//! same folder, so a newcomer needs no server (every app on the host shares the broker's file).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,15 @@ pub fn ensure_defaults(home: &Path) -> std::io::Result<PathBuf> {
             db.display()
         );
         std::fs::write(&statestore, yaml)?;
+    }
+    let pubsub = dir.join("pubsub.yaml");
+    if !pubsub.exists() {
+        // `consumerID` spelled out as daprd defaults it: one consumer group per app id.
+        let yaml = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: consumerID\n    value: \"{{appID}}\"\n",
+            data.join("pubsub.db").display()
+        );
+        std::fs::write(&pubsub, yaml)?;
     }
     let config = home.join("config.yaml");
     if !config.exists() {
@@ -62,5 +72,15 @@ mod tests {
         std::fs::write(dir.join("statestore.yaml"), "edited").unwrap();
         ensure_defaults(home.path()).unwrap();
         assert_eq!(std::fs::read_to_string(dir.join("statestore.yaml")).unwrap(), "edited");
+    }
+
+    #[test]
+    fn the_default_pubsub_is_the_sqlite_broker_under_the_data_dir() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = ensure_defaults(home.path()).unwrap();
+        let yaml = std::fs::read_to_string(dir.join("pubsub.yaml")).unwrap();
+        assert!(yaml.contains("name: pubsub\n") && yaml.contains("type: pubsub.sqlite"), "{yaml}");
+        assert!(yaml.contains(&home.path().join("data").join("pubsub.db").display().to_string()), "{yaml}");
+        assert!(yaml.contains("value: \"{appID}\""), "{yaml}");
     }
 }

@@ -326,8 +326,10 @@ async fn competing(c: &Ctx) -> CheckResult {
     let topic = c.topic("compete");
     let (h_a, mut a) = Recorder::new(Duration::from_millis(30), |_, _| Outcome::Ack);
     let (h_b, mut b) = Recorder::new(Duration::from_millis(30), |_, _| Outcome::Ack);
-    c.subscribe(&topic, "shared", &[], h_a).await?;
-    c.subscribe(&topic, "shared", &[], h_b).await?;
+    // One message at a time each, so a consumer busy with one leaves the next to the other.
+    let single = [("concurrencyMode", "single")];
+    c.subscribe(&topic, "shared", &single, h_a).await?;
+    c.subscribe(&topic, "shared", &single, h_b).await?;
     let n = 20;
     for i in 0..n {
         c.publish(&topic, &format!("c{i:02}")).await?;

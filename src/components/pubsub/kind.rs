@@ -25,6 +25,7 @@ impl CategoryKind for PubSubKind {
         // `redis::register(reg)`.
         super::memory::register(reg);
         super::redis::register(reg);
+        super::sqlite::register(reg);
     }
 
     fn build(factory: PubSubFactory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, ComponentError>> {

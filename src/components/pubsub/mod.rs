@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod kind;
 pub mod memory;
 pub mod redis;
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
