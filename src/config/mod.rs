@@ -9,6 +9,7 @@ pub mod flags;
 pub mod home;
 pub mod http_endpoint;
 pub mod resources;
+pub mod subscription;
 
 pub use component::{ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::ConfigurationSpec;

@@ -42,6 +42,8 @@ pub struct Resources {
     pub resiliency: Vec<(PathBuf, yaml_serde::Value)>,
     /// `HTTPEndpoint` resources for this app, their `secretKeyRef`s not yet resolved.
     pub http_endpoints: Vec<super::http_endpoint::PendingHttpEndpoint>,
+    /// Declarative `Subscription`s for this app, in load order, their routes already compiled once.
+    pub subscriptions: Vec<crate::pubsub::Subscription>,
     /// Component names already taken (a second one with the same name is an error).
     seen: HashSet<String>,
 }
@@ -173,6 +175,11 @@ fn load_document(value: yaml_serde::Value, file: &Path, app_id: &str, seen: &mut
             Ok(None) => {}
             Err(e) => out.errors.push(e),
         },
+        "Subscription" => match super::subscription::parse(value, &header.api_version, file, app_id) {
+            Ok(Some(sub)) => out.subscriptions.push(sub),
+            Ok(None) => {}
+            Err(e) => out.errors.push(e),
+        },
         other => out.skipped_kinds.push((other.to_string(), file.to_path_buf())),
     }
 }
@@ -253,7 +260,7 @@ mod tests {
         let r = parse(&[
             ("a.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: n\n    value: 3\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: two\nspec:\n  type: state.sqlite\n  ignoreErrors: true\n  initTimeout: 10s\nscopes: [other]\n"),
             ("b.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [broken\n"),
-            ("c.yml", "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s\n"),
+            ("c.yml", "apiVersion: dapr.io/v1alpha1\nkind: Unknown\nmetadata:\n  name: s\n"),
             ("e.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: one\nspec:\n  type: state.in-memory\n"),
         ]);
         assert_eq!(r.components.len(), 1, "scoped component skipped");
@@ -263,7 +270,7 @@ mod tests {
         assert!(r.errors[0].file.ends_with("b.yaml"));
         assert!(r.errors[0].to_string().contains("invalid YAML"));
         assert!(r.errors[1].to_string().contains("already loaded"), "names are unique across files: {}", r.errors[1]);
-        assert_eq!(r.skipped_kinds[0].0, "Subscription");
+        assert_eq!(r.skipped_kinds[0].0, "Unknown");
     }
 
     #[test]

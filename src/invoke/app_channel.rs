@@ -132,6 +132,14 @@ impl AppChannel {
         self.protocol
     }
 
+    /// What another `AppCallback` method (pub/sub's `OnTopicEvent`) needs to call a gRPC app as
+    /// invocations do: the channel, the app token, and a permit of `--app-max-concurrency`
+    /// (held until the call ends). `None` for an HTTP app.
+    pub async fn grpc_call(&self) -> Option<(Channel, Option<HeaderValue>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+        let channel = self.grpc.clone()?;
+        Some((channel, self.token.clone(), self.permit().await))
+    }
+
     async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         match &self.limit {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),

@@ -5,6 +5,7 @@
 
 pub mod app_stream;
 pub mod cloudevents;
+pub mod programmatic;
 pub mod routing;
 pub mod subscription;
 pub mod table;
