@@ -14,6 +14,7 @@ use crate::api::errors::{codes, ApiError};
 use crate::components::directory::{ComponentState, DirectoryHandle};
 use crate::config::SidecarArgs;
 use crate::invoke::app_health::{go_duration, AppHealthConfig, AppHealthHandle};
+use crate::pubsub::{Subscription, SubscriptionKind, SubscriptionStatus, SubscriptionTable};
 
 /// rapr's version, reported as the runtime version.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -29,6 +30,23 @@ pub struct RegisteredComponent {
     pub version: String,
     /// Capabilities.
     pub capabilities: Vec<String>,
+}
+
+/// A subscription as metadata lists it (daprd's `PubsubSubscription`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedSubscription {
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// Subscription metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Rules in order as (`match`, `path`); the default route has an empty `match`.
+    pub rules: Vec<(String, String)>,
+    /// Dead-letter topic, empty for none.
+    pub dead_letter_topic: String,
+    /// Declarative, programmatic or streaming.
+    pub kind: SubscriptionKind,
 }
 
 /// How the sidecar reaches its app.
@@ -90,6 +108,8 @@ pub struct MetadataSnapshot {
     pub app_connection: AppConnection,
     /// Loaded `HTTPEndpoint` names.
     pub http_endpoints: Vec<String>,
+    /// Subscriptions, in the order `SubscriptionManager` publishes them.
+    pub subscriptions: Vec<ListedSubscription>,
 }
 
 /// The metadata facade.
@@ -105,18 +125,24 @@ pub struct MetadataApi {
     /// so "healthy" also means "other apps can call me".
     registered: Arc<std::sync::atomic::AtomicBool>,
     http_endpoints: Vec<String>,
+    subscriptions: SubscriptionTable,
 }
 
 impl MetadataApi {
     /// Builds the facade.
     pub fn new(app_id: String, enabled_features: Vec<String>, app_connection: AppConnection, directory: DirectoryHandle) -> Self {
-        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default(), http_endpoints: Vec::new() }
+        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default(), http_endpoints: Vec::new(), subscriptions: SubscriptionTable::default() }
     }
 
     /// Lists the loaded `HTTPEndpoint`s.
     pub fn with_http_endpoints(mut self, names: Vec<String>) -> Self {
         self.http_endpoints = names;
         self
+    }
+
+    /// The table metadata lists subscriptions from: `SubscriptionManager` publishes into it.
+    pub fn subscription_table(&self) -> SubscriptionTable {
+        self.subscriptions.clone()
     }
 
     /// Marks name registration done (the root calls it right after registering).
@@ -156,6 +182,10 @@ impl MetadataApi {
                 extended.insert(format!("rapr.component.{}", c.name), format!("{}: {detail}", c.state.as_str()));
             }
         }
+        let subs = self.subscriptions.load();
+        for s in subs.iter() {
+            extended.insert(subscription_key(&s.subscription), subscription_state(s));
+        }
         extended.extend(self.extended.load().iter().map(|(k, v)| (k.clone(), v.clone())));
         MetadataSnapshot {
             id: self.app_id.clone(),
@@ -165,6 +195,7 @@ impl MetadataApi {
             extended,
             app_connection: self.app_connection.clone(),
             http_endpoints: self.http_endpoints.clone(),
+            subscriptions: subs.iter().map(|s| listed(&s.subscription)).collect(),
         }
     }
 
@@ -192,5 +223,62 @@ impl MetadataApi {
         // daprd's plain APIError: the code and `dapr is not ready: [targets]` (Go's `%v` of the
         // list), no ErrorInfo.
         Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal, codes::ERR_HEALTH_NOT_READY, format!("dapr is not ready: [{}]", unhealthy.join(" "))))
+    }
+}
+
+/// The extended key of a subscription's state: `rapr.subscription.<pubsub>/<topic>`.
+pub fn subscription_key(s: &Subscription) -> String {
+    format!("rapr.subscription.{}/{}", s.pubsub, s.topic)
+}
+
+/// A subscription's state for extended metadata (daprd's schema has no place for it):
+/// `active` or `inactive: <why>`, then `; parked <n>` once messages were parked.
+fn subscription_state(s: &SubscriptionStatus) -> String {
+    let mut out = if s.active { "active".to_string() } else { format!("inactive: {}", s.error.as_deref().unwrap_or("not started")) };
+    if s.active {
+        if let Some(e) = &s.error {
+            out.push_str(&format!(" (last error: {e})"));
+        }
+    }
+    if s.parked > 0 {
+        out.push_str(&format!("; parked {}", s.parked));
+    }
+    out
+}
+
+fn listed(s: &Subscription) -> ListedSubscription {
+    ListedSubscription {
+        pubsub: s.pubsub.clone(),
+        topic: s.topic.clone(),
+        metadata: s.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        rules: s.rules.iter().map(|r| (r.match_expr.clone(), r.path.clone())).collect(),
+        dead_letter_topic: s.dead_letter_topic.clone().unwrap_or_default(),
+        kind: s.kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::Rule;
+
+    #[test]
+    fn subscriptions_are_listed_with_their_state_in_extended() {
+        let api = MetadataApi::new("a".into(), vec![], AppConnection::default(), DirectoryHandle::default());
+        let mut declared = Subscription::new(SubscriptionKind::Declarative, "ps", "orders", "/default");
+        declared.rules.insert(0, Rule { match_expr: "event.type == 'x'".into(), path: "/x".into() });
+        declared.dead_letter_topic = Some("dead".into());
+        let streaming = Subscription::new(SubscriptionKind::Streaming, "ps", "s/t", "");
+        api.subscription_table().publish(vec![
+            SubscriptionStatus { subscription: declared, active: true, error: None, parked: 2 },
+            SubscriptionStatus { subscription: streaming, active: false, error: Some("component restarting".into()), parked: 0 },
+        ]);
+        let m = api.get();
+        assert_eq!(m.subscriptions.len(), 2);
+        assert_eq!(m.subscriptions[0].rules, vec![("event.type == 'x'".to_string(), "/x".to_string()), (String::new(), "/default".to_string())]);
+        assert_eq!(m.subscriptions[0].dead_letter_topic, "dead");
+        assert_eq!(m.subscriptions[1].kind, SubscriptionKind::Streaming);
+        assert_eq!(m.extended.get("rapr.subscription.ps/orders").map(String::as_str), Some("active; parked 2"));
+        assert_eq!(m.extended.get("rapr.subscription.ps/s/t").map(String::as_str), Some("inactive: component restarting"));
     }
 }

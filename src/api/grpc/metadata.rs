@@ -4,6 +4,24 @@ use rapr_proto::runtime::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::DaprService;
+use crate::pubsub::SubscriptionKind;
+
+/// daprd's `PubsubSubscription`: the rules always as a (possibly empty) list.
+fn subscription(s: crate::api::metadata::ListedSubscription) -> pb::PubsubSubscription {
+    let kind = match s.kind {
+        SubscriptionKind::Declarative => pb::PubsubSubscriptionType::Declarative,
+        SubscriptionKind::Programmatic => pb::PubsubSubscriptionType::Programmatic,
+        SubscriptionKind::Streaming => pb::PubsubSubscriptionType::Streaming,
+    };
+    pb::PubsubSubscription {
+        pubsub_name: s.pubsub,
+        topic: s.topic,
+        metadata: s.metadata.into_iter().collect(),
+        rules: Some(pb::PubsubSubscriptionRules { rules: s.rules.into_iter().map(|(r#match, path)| pb::PubsubSubscriptionRule { r#match, path }).collect() }),
+        dead_letter_topic: s.dead_letter_topic,
+        r#type: kind as i32,
+    }
+}
 
 impl DaprService {
     pub(super) async fn get_metadata_impl(&self, _r: Request<pb::GetMetadataRequest>) -> Result<Response<pb::GetMetadataResponse>, Status> {
@@ -17,6 +35,7 @@ impl DaprService {
                 .map(|c| pb::RegisteredComponents { name: c.name, r#type: c.type_name, version: c.version, capabilities: c.capabilities })
                 .collect(),
             extended_metadata: m.extended.into_iter().collect(),
+            subscriptions: m.subscriptions.into_iter().map(subscription).collect(),
             http_endpoints: m.http_endpoints.into_iter().map(|name| pb::MetadataHttpEndpoint { name }).collect(),
             runtime_version: m.runtime_version,
             enabled_features: m.enabled_features,

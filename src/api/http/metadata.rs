@@ -52,10 +52,24 @@ fn metadata_json(m: &crate::api::metadata::MetadataSnapshot) -> Value {
         "actors": [],
         "components": components,
         "extended": m.extended,
+        "subscriptions": m.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
         "httpEndpoints": m.http_endpoints.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>(),
         "appConnectionProperties": app_json,
         "actorRuntime": { "runtimeStatus": "DISABLED", "hostReady": false },
     }))
+}
+
+/// daprd's `metadataResponsePubsubSubscription`: `metadata` and `rules` (and a rule's `match`
+/// and `path`) are `omitempty`; `deadLetterTopic` and `type` are always written.
+fn subscription_json(s: &crate::api::metadata::ListedSubscription) -> Value {
+    let mut v = json!({ "pubsubname": s.pubsub, "topic": s.topic, "deadLetterTopic": s.dead_letter_topic, "type": s.kind.as_str() });
+    if !s.metadata.is_empty() {
+        v["metadata"] = json!(s.metadata);
+    }
+    if !s.rules.is_empty() {
+        v["rules"] = s.rules.iter().map(|(m, p)| omit_empty(json!({ "match": m, "path": p }))).collect();
+    }
+    v
 }
 
 /// Go's `omitempty` on one level of an object: empty strings, arrays and objects, zero numbers,
@@ -126,13 +140,14 @@ mod tests {
             extended: [("daprRuntimeVersion".to_string(), "1".to_string())].into(),
             app_connection: AppConnection { port: 0, protocol: "http".into(), channel_address: "127.0.0.1".into(), max_concurrency: -1, health: None },
             http_endpoints: vec![],
+            subscriptions: vec![],
         }
     }
 
     #[test]
     fn empty_lists_are_left_out_as_daprd_does() {
         let v = metadata_json(&snapshot());
-        for key in ["actors", "components", "httpEndpoints", "enabledFeatures"] {
+        for key in ["actors", "components", "httpEndpoints", "enabledFeatures", "subscriptions"] {
             assert!(v.get(key).is_none(), "{key}: {v}");
         }
         assert_eq!(v["appConnectionProperties"], json!({ "protocol": "http", "channelAddress": "127.0.0.1", "maxConcurrency": -1 }), "protocol without an app port");
@@ -143,5 +158,36 @@ mod tests {
         let v = metadata_json(&m);
         assert_eq!(v["components"], json!([{ "name": "s", "type": "state.redis", "version": "v1" }]), "no empty capabilities");
         assert_eq!(v["enabledFeatures"], json!(["F"]));
+    }
+
+    #[test]
+    fn subscriptions_as_daprd_writes_them() {
+        use crate::api::metadata::ListedSubscription;
+        use crate::pubsub::SubscriptionKind;
+        let mut m = snapshot();
+        m.subscriptions.push(ListedSubscription {
+            pubsub: "ps".into(),
+            topic: "t".into(),
+            metadata: [("rawPayload".to_string(), "true".to_string())].into(),
+            rules: vec![("event.type == 'a'".into(), "/a".into()), (String::new(), "/d".into())],
+            dead_letter_topic: String::new(),
+            kind: SubscriptionKind::Declarative,
+        });
+        m.subscriptions.push(ListedSubscription {
+            pubsub: "ps".into(),
+            topic: "s".into(),
+            metadata: Default::default(),
+            rules: vec![],
+            dead_letter_topic: "dl".into(),
+            kind: SubscriptionKind::Streaming,
+        });
+        let v = metadata_json(&m);
+        assert_eq!(
+            v["subscriptions"],
+            json!([
+                { "pubsubname": "ps", "topic": "t", "metadata": { "rawPayload": "true" }, "rules": [{ "match": "event.type == 'a'", "path": "/a" }, { "path": "/d" }], "deadLetterTopic": "", "type": "DECLARATIVE" },
+                { "pubsubname": "ps", "topic": "s", "deadLetterTopic": "dl", "type": "STREAMING" },
+            ])
+        );
     }
 }
