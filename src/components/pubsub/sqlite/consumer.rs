@@ -17,6 +17,9 @@ use super::store::{self, Claimed, Settle, Tables};
 use crate::components::pubsub::{Message, MessageHandler, Outcome};
 use crate::components::sqlite_pool::SqlitePool;
 
+/// The longest wait between claims while the database keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Everything a consumer task needs.
 pub struct Consumer {
     /// The broker's connections.
@@ -49,6 +52,9 @@ impl Consumer {
         let slots = Arc::new(Semaphore::new(self.workers));
         let me = Arc::new(self);
         tracing::debug!(topic = %me.topic, group = %me.group, "sqlite subscription started");
+        // Grows while claims fail (file locked for long, disk full), so a broken database is
+        // neither hammered nor logged every poll.
+        let mut backoff = me.poll;
         loop {
             // Register for the wake-up before looking, so a publish in between is not missed.
             let woken = me.published.notified();
@@ -71,10 +77,18 @@ impl Consumer {
                 .write(move |c| store::claim(c, &pool_me.tables, &pool_me.topic, &pool_me.group, limit, pool_me.lease_ms))
                 .await;
             let claimed = match claimed {
-                Ok(c) => c,
+                Ok(c) => {
+                    backoff = me.poll;
+                    c
+                }
                 Err(e) => {
-                    tracing::warn!(topic = %me.topic, group = %me.group, error = %e, "sqlite pubsub: claim failed; retrying");
-                    Vec::new()
+                    tracing::warn!(topic = %me.topic, group = %me.group, error = %e, retry_in = ?backoff, "sqlite pubsub: claim failed");
+                    tokio::select! {
+                        _ = me.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
             };
             if me.cancel.is_cancelled() {
