@@ -205,6 +205,14 @@ impl PubSub for SqliteBroker {
     }
 }
 
+impl Drop for SqliteBroker {
+    /// A broker dropped without `close` still stops its sweep and subscriptions, so the
+    /// connection thread ends with the last of them.
+    fn drop(&mut self) {
+        self.closing.cancel();
+    }
+}
+
 /// Registers `pubsub.sqlite` (alias `pubsub.sqlite3`).
 pub fn register(reg: &mut Registry) {
     reg.add_pubsub(&["pubsub.sqlite", "pubsub.sqlite3"], "v1", |name, mut md| {
