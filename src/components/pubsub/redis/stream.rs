@@ -6,7 +6,8 @@
 //! Both loops feed the component's concurrency slots; the read loop waits for a slot per entry
 //! in stream order, so `concurrency: 1` keeps a stream's order. An entry this subscription has
 //! handed to its handler and not settled is "owned": the reclaim loop skips it, so a slow
-//! handler never gets a second copy from this sidecar while it still works on the first.
+//! handler never gets a second copy from this sidecar while it still works on the first, and
+//! each reclaim pass first resets their idle time so other sidecars of the group leave them be.
 //! Errors (Redis away, the group gone after a restart without persistence) are logged and
 //! retried with backoff; cancelling the stop token ends both loops, while handler calls already
 //! running finish and settle.
@@ -171,12 +172,33 @@ impl StreamLoop {
                 _ = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if let Err(e) = self.keep_owned().await {
+                tracing::debug!(stream = %self.stream, error = %e, "redis streams: could not refresh the messages being handled");
+            }
             if let Err(e) = self.reclaim_once().await {
                 if !is_nogroup(&e) {
                     tracing::warn!(stream = %self.stream, error = %e, "redis streams: error reclaiming pending messages; retrying at the next interval");
                 }
             }
         }
+    }
+
+    /// Resets the idle time of the entries this subscription is handling (`XCLAIM` to itself,
+    /// `JUSTID`: no delivery counted), so a handler slower than `processingTimeout` does not get
+    /// its message reclaimed by another sidecar of the group while it still works on it. An
+    /// entry settled meanwhile is no longer pending, and `XCLAIM` leaves it alone.
+    async fn keep_owned(&self) -> Result<(), PubSubError> {
+        let ids: Vec<String> = self.owned.iter().map(|id| id.key().clone()).collect();
+        for chunk in ids.chunks(self.shared.cfg.queue_depth.max(1)) {
+            let mut cmd = ::redis::cmd("XCLAIM");
+            cmd.arg(&self.stream).arg(self.group()).arg(self.group()).arg(0);
+            for id in chunk {
+                cmd.arg(id);
+            }
+            cmd.arg("JUSTID");
+            self.shared.call::<Value>(&cmd).await?;
+        }
+        Ok(())
     }
 
     /// One pass over this consumer's pending entries idle for `processingTimeout`, a page of

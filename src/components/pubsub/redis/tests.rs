@@ -312,3 +312,42 @@ async fn conformance() {
     println!("{}", matrix(std::slice::from_ref(&report)));
     assert!(report.failures().is_empty(), "{:#?}", report.failures());
 }
+
+/// A handler slower than `processingTimeout` keeps its message: the other sidecar of the group
+/// (here a second broker instance) does not reclaim it while it is being handled.
+#[tokio::test]
+async fn a_slow_handler_keeps_its_message_from_other_sidecars() {
+    let (stream, group) = (unique("slow"), unique("group"));
+    let a = broker(&group, &[]).await;
+    let b = broker(&group, &[]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let slow = Arc::new(Slow { seen: tx.clone(), delay: Duration::from_millis(1500) });
+    let fast = Arc::new(Slow { seen: tx, delay: Duration::ZERO });
+    let cancel = CancellationToken::new();
+    a.subscribe(SubscribeRequest { topic: stream.clone(), metadata: Metadata::new() }, slow, cancel.clone()).await.unwrap();
+    b.publish(publish_req(&stream, "one")).await.unwrap();
+    let first = next(&mut rx).await;
+    // Only now the second sidecar: its first read finds nothing new, its reclaim pass finds the
+    // message idle unless the first keeps it.
+    b.subscribe(SubscribeRequest { topic: stream.clone(), metadata: Metadata::new() }, fast, cancel.clone()).await.unwrap();
+    nothing_within(&mut rx, Duration::from_millis(2000)).await;
+    eventually(|| async { pending(&a, &stream, &group).await.0 == 0 }).await;
+    assert_eq!(first.delivery_count, 1);
+    cancel.cancel();
+    cleanup(&a, &stream).await;
+}
+
+/// Reports, waits, acknowledges.
+struct Slow {
+    seen: mpsc::UnboundedSender<Message>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl MessageHandler for Slow {
+    async fn handle(&self, msg: Message) -> Outcome {
+        let _ = self.seen.send(msg);
+        tokio::time::sleep(self.delay).await;
+        Outcome::Ack
+    }
+}
