@@ -32,6 +32,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// duplicate later, never a loss).
 const SETTLE_ATTEMPTS: u32 = 3;
 
+/// Refreshes the idle time of the entries (ARGV[3..]) still pending for consumer ARGV[2] of group
+/// ARGV[1] on stream KEYS[1]: `XCLAIM ... JUSTID` to the same consumer counts no delivery.
+static REFRESH: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+    ::redis::Script::new(
+        r"
+local n = 0
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #row > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
 /// One subscription's loops and state.
 pub(super) struct StreamLoop {
     shared: Arc<Shared>,
@@ -183,20 +201,23 @@ impl StreamLoop {
         }
     }
 
-    /// Resets the idle time of the entries this subscription is handling (`XCLAIM` to itself,
-    /// `JUSTID`: no delivery counted), so a handler slower than `processingTimeout` does not get
-    /// its message reclaimed by another sidecar of the group while it still works on it. An
-    /// entry settled meanwhile is no longer pending, and `XCLAIM` leaves it alone.
+    /// Resets the idle time of the entries this subscription is handling, so a handler slower
+    /// than `processingTimeout` does not get its message reclaimed by another sidecar of the
+    /// group while it still works on it. One script per batch, so an entry settled meanwhile
+    /// (acknowledged, or parked: now another consumer's) is left alone.
     async fn keep_owned(&self) -> Result<(), PubSubError> {
         let ids: Vec<String> = self.owned.iter().map(|id| id.key().clone()).collect();
         for chunk in ids.chunks(self.shared.cfg.queue_depth.max(1)) {
-            let mut cmd = ::redis::cmd("XCLAIM");
-            cmd.arg(&self.stream).arg(self.group()).arg(self.group()).arg(0);
+            let mut inv = REFRESH.prepare_invoke();
+            inv.key(&self.stream).arg(self.group()).arg(self.group());
             for id in chunk {
-                cmd.arg(id);
+                inv.arg(id);
             }
-            cmd.arg("JUSTID");
-            self.shared.call::<Value>(&cmd).await?;
+            let mut conn = self.shared.conn.clone();
+            match tokio::time::timeout(self.shared.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+                Err(_) => return Err(PubSubError::Timeout(self.shared.timeout)),
+                Ok(r) => r.map_err(|e| self.shared.failure(e))?,
+            };
         }
         Ok(())
     }
