@@ -80,6 +80,19 @@ impl AppHealthHandle {
         self.rx.borrow().healthy
     }
 
+    /// Resolves once calls may go to the app (at once when they may; also when the monitor is
+    /// gone, as nothing will gate calls then): pub/sub deliveries wait here.
+    pub async fn until_healthy(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|s| s.healthy).await;
+    }
+
+    /// Resolves once the app's port has accepted a connection (subscriptions start then).
+    pub async fn until_port_open(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|s| s.port_open).await;
+    }
+
     /// Whether the sidecar may report ready: the port opened and, with checks, the app was healthy once.
     pub fn is_ready(&self) -> bool {
         let s = self.status();

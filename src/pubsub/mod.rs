@@ -3,10 +3,18 @@
 //! the `SubscriptionManager` with one `Delivery` process per subscription that hands messages to
 //! the app and decides, per message, acknowledge / redeliver / park (docs/architecture.md §3).
 
+pub mod app_grpc;
+pub mod app_http;
+pub mod app_sink;
 pub mod app_stream;
 pub mod cloudevents;
+pub mod delivery;
+pub mod handler;
+pub mod manager;
+pub mod outcome;
 pub mod programmatic;
 pub mod routing;
+pub mod start;
 pub mod subscription;
 pub mod table;
 

@@ -22,6 +22,8 @@ pub struct Invocation {
     pub api: InvokeApi,
     /// The internal gRPC router (served on the internal port).
     pub internal: axum::Router,
+    /// The channel to the app (`None` without `--app-port`); pub/sub delivers through it.
+    pub app: Option<Arc<AppChannel>>,
     resolver: Option<Arc<SqliteNameResolver>>,
     app_health: Option<AppHealthSetup>,
 }
@@ -74,11 +76,12 @@ impl Invocation {
             metrics: metrics.clone(),
             max_message: max_body,
         }));
+        let app_channel = app.clone();
         let api = InvokeApi::new(&flags.app_id, app.clone(), resolver.clone(), remote, resiliency).with_proxy(Arc::clone(&proxy));
         // A call carrying `dapr-app-id` is another sidecar's proxied gRPC call for this app; the
         // internal protocol itself never sends that header.
         let internal = tonic::service::Routes::new(InternalService::new(app).with_metrics(metrics.clone()).into_server(max_body)).into_axum_router().layer(axum::middleware::from_fn_with_state(proxy, deliver_proxied));
-        Ok(Self { api, internal, resolver, app_health })
+        Ok(Self { api, internal, app: app_channel, resolver, app_health })
     }
 
     /// Starts `AppHealthMonitor` (with `--app-port`) under `supervisor`; returns the read handle

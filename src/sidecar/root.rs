@@ -4,6 +4,8 @@
 //! RuntimeRoot                      one per sidecar; escalation ends here (the sidecar exits)
 //! ├── ComponentSupervisor          restarts failed components with backoff; never escalates
 //! │   └── ComponentHost (category/name)*  one per component instance, lifecycle only
+//! ├── SubscriptionManager          pub/sub: one Delivery per subscription, restarts them; escalates
+//! │   └── Delivery*
 //! └── ApiGateway                   HTTP, gRPC, internal and metrics listeners, graceful drain; escalates
 //! ```
 //! Start order: resources are loaded, components get their first init attempt, `HTTPEndpoint`s
@@ -67,6 +69,8 @@ pub struct RuntimeRootState {
     gateway: ActorRef<ApiGatewayMsg>,
     registration: Option<Registration>,
     tracer: Tracing,
+    pubsub: Option<crate::pubsub::manager::SubscriptionManagerClient>,
+    drain_deadline: Duration,
 }
 
 fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
@@ -153,14 +157,27 @@ impl Actor for RuntimeRoot {
         let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
         let endpoints = resolve_http_endpoints(std::mem::take(&mut resources.http_endpoints), &directory, &components).await;
-        let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory).with_http_endpoints(endpoints.iter().map(|e| e.name.clone()).collect());
-        let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency, &metrics).await?;
+        let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory.clone()).with_http_endpoints(endpoints.iter().map(|e| e.name.clone()).collect());
+        let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency.clone(), &metrics).await?;
         invocation.api = invocation.api.clone().with_http_endpoints(endpoints);
 
-        let metadata = match invocation.start_app_health(&runtime_id, me.get_cell()).await? {
-            Some(h) => metadata.with_app_health(h),
+        let app_health = invocation.start_app_health(&runtime_id, me.get_cell()).await?;
+        let metadata = match &app_health {
+            Some(h) => metadata.with_app_health(h.clone()),
             None => metadata,
         };
+        let subscriptions = crate::pubsub::SubscriptionTable::default();
+        let pubsub_setup = crate::pubsub::start::PubSubSetup {
+            app_id: flags.app_id.clone(),
+            app: invocation.app.clone(),
+            health: app_health,
+            directory: directory.clone(),
+            table: subscriptions.clone(),
+            resiliency: resiliency.clone(),
+            metrics: metrics.clone(),
+            declared: Vec::new(),
+        };
+        let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
         let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone() };
         let http = crate::api::http::router(HttpState::new(HttpShared {
@@ -194,7 +211,8 @@ impl Actor for RuntimeRoot {
         let bound = call(&gateway, ApiGatewayMsg::Addresses, Duration::from_secs(5)).await.unwrap_or_default();
         let registration = invocation.register(&flags.app_id, &listen, &bound.internal).await;
         metadata_ready.set_registered();
-        Ok(RuntimeRootState { components, gateway, registration, tracer })
+        let drain_deadline = flags.graceful_shutdown().max(Duration::from_secs(1));
+        Ok(RuntimeRootState { components, gateway, registration, tracer, pubsub, drain_deadline })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -210,6 +228,11 @@ impl Actor for RuntimeRoot {
             RuntimeRootMsg::Shutdown(reply) => {
                 if let Some(r) = st.registration.take() {
                     r.deregister().await;
+                }
+                if let Some(p) = &st.pubsub {
+                    // daprd's order: subscriptions stop taking messages and drain first.
+                    tracing::info!("draining pub/sub deliveries");
+                    p.drain(st.drain_deadline).await;
                 }
                 tracing::info!("draining the APIs");
                 let _ = st.gateway.call(ApiGatewayMsg::Drain, Some(Duration::from_secs(60))).await;

@@ -14,6 +14,7 @@
 mod component;
 mod grpc;
 mod http;
+mod pubsub_ingress;
 
 pub use component::ComponentOp;
 pub use grpc::{grpc_server, grpc_status, watch_grpc_status, ProxiedDelivery};
@@ -99,6 +100,7 @@ struct Families {
     component_init: Family<Labels, Counter>,
     component_init_fail: Family<Labels, Counter>,
     component: component::ComponentFamilies,
+    pubsub_ingress: pubsub_ingress::IngressFamilies,
 }
 
 struct Inner {
@@ -149,6 +151,7 @@ impl Metrics {
             component_init: Family::default(),
             component_init_fail: Family::default(),
             component: component::ComponentFamilies::new(),
+            pubsub_ingress: pubsub_ingress::IngressFamilies::new(),
         };
         let mut r = Registry::default();
         r.register("dapr_http_server_request_count", "The number of HTTP requests", f.http_server_request_count.clone());
@@ -171,6 +174,7 @@ impl Metrics {
         r.register("dapr_runtime_component_init", "The number of initialized components", f.component_init.clone());
         r.register("dapr_runtime_component_init_fail", "The number of component initialization failures", f.component_init_fail.clone());
         f.component.register(&mut r);
+        f.pubsub_ingress.register(&mut r);
         let namespace = std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into());
         Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), namespace, enabled, increased_cardinality }))
     }
