@@ -15,6 +15,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio_util::sync::CancellationToken;
 
+use super::bulk::Batcher;
 use super::handler::{DeliveryShared, EventHandler};
 use super::manager::SubscriptionManagerMsg;
 use super::routing::Routes;
@@ -132,6 +133,7 @@ impl Actor for Delivery {
                     policy: st.args.resiliency.for_component_inbound(&sub.pubsub, ComponentKind::PubSub),
                     shared: Arc::clone(&st.args.shared),
                     manager: st.args.manager.clone(),
+                    batcher: sub.bulk.enabled.then(|| Batcher::start(Arc::clone(&st.args.shared.sink), &sub.bulk)),
                 });
                 let req = SubscribeRequest { topic: sub.topic.clone(), metadata: sub.metadata.clone() };
                 let me = me.clone();

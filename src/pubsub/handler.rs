@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::app_sink::{AppEvent, AppSink};
+use super::bulk::Batcher;
 use super::cloudevents::{self, PUBSUB_NAME_KEY};
 use super::manager::SubscriptionManagerMsg;
 use super::outcome::{self, AppAnswer, Limits, Step};
@@ -55,6 +56,8 @@ pub struct EventHandler {
     pub shared: Arc<DeliveryShared>,
     /// Where parked messages are reported.
     pub manager: ActorRef<SubscriptionManagerMsg>,
+    /// With `bulkSubscribe` enabled: gathers events into batches for the app.
+    pub batcher: Option<Batcher>,
 }
 
 #[async_trait]
@@ -127,7 +130,10 @@ impl EventHandler {
             .policy
             .run(|| async {
                 let started = Instant::now();
-                let answer = self.shared.sink.deliver(&ev).await;
+                let answer = match &self.batcher {
+                    Some(b) => b.submit(ev.clone()).await,
+                    None => self.shared.sink.deliver(&ev).await,
+                };
                 self.count(answer.metric_labels(), Some(started));
                 match answer {
                     // Draining: no new attempt; the broker keeps the message.

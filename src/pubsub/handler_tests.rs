@@ -113,7 +113,7 @@ async fn fixture(dead_letter: bool, rules: Vec<Rule>, policy: Policy) -> Fixture
         load: Box::pin(async { vec![Subscription::new(SubscriptionKind::Programmatic, "absent", "t", "/t")] }),
     };
     let (manager, _) = Actor::spawn(None, SubscriptionManager, args).await.expect("manager starts");
-    let handler = EventHandler { index: 0, routes: Routes::compile(&sub).expect("rules compile"), subscription: Arc::new(sub), client, policy, shared, manager: manager.clone() };
+    let handler = EventHandler { index: 0, routes: Routes::compile(&sub).expect("rules compile"), subscription: Arc::new(sub), client, policy, shared, manager: manager.clone(), batcher: None };
     Fixture { handler, broker, sink, table, manager }
 }
 

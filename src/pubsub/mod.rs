@@ -7,6 +7,7 @@ pub mod app_grpc;
 pub mod app_http;
 pub mod app_sink;
 pub mod app_stream;
+pub mod bulk;
 pub mod cloudevents;
 pub mod delivery;
 pub mod handler;
