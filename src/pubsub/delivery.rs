@@ -178,3 +178,7 @@ impl Actor for Delivery {
 async fn subscribe(client: PubSubClient, req: SubscribeRequest, handler: Arc<EventHandler>, cancel: &CancellationToken) -> Result<CancellationToken, String> {
     client.subscribe(req, handler, cancel).await.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;
