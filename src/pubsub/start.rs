@@ -1,5 +1,6 @@
 //! Starting pub/sub delivery for one sidecar: the app sink for its protocol, the shared
-//! delivery parts, and the `SubscriptionManager` under the runtime root. Subscriptions are
+//! delivery parts, and the `SubscriptionManager` under the runtime root. Subscriptions (the
+//! declarative ones, then the app's own from `/dapr/subscribe` or `ListTopicSubscriptions`) are
 //! collected once the app's port is open (daprd starts them when the app channel is ready).
 
 use std::sync::Arc;
@@ -63,12 +64,14 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
         metrics: setup.metrics.enabled().then_some(setup.metrics),
     });
     let health = setup.health;
-    let declared = setup.declared;
+    let mut subscriptions = setup.declared;
+    let app_id = setup.app_id.clone();
     let load = Box::pin(async move {
         if let Some(h) = &health {
             h.until_port_open().await;
         }
-        declared
+        subscriptions.extend(super::programmatic::load(&app, &app_id).await);
+        subscriptions
     });
     let args = SubscriptionManagerArgs { app_id: setup.app_id, directory: setup.directory, table: setup.table, resiliency: setup.resiliency, shared, load };
     let (manager, _) = Actor::spawn_linked(Some(name), SubscriptionManager, args, supervisor).await?;

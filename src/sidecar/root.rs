@@ -175,7 +175,7 @@ impl Actor for RuntimeRoot {
             table: subscriptions.clone(),
             resiliency: resiliency.clone(),
             metrics: metrics.clone(),
-            declared: Vec::new(),
+            declared: std::mem::take(&mut resources.subscriptions),
         };
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
