@@ -166,7 +166,8 @@ impl Actor for RuntimeRoot {
             Some(h) => metadata.with_app_health(h.clone()),
             None => metadata,
         };
-        let subscriptions = crate::pubsub::SubscriptionTable::default();
+        // `/v1.0/metadata` reads the table the manager publishes.
+        let subscriptions = metadata.subscription_table();
         let pubsub_setup = crate::pubsub::start::PubSubSetup {
             app_id: flags.app_id.clone(),
             app: invocation.app.clone(),
