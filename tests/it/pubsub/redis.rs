@@ -1,14 +1,19 @@
 //! pubsub.redis through the sidecar (issue 11 C.10): the component loads and is listed, a bad
 //! value fails it naming the key while the sidecar keeps serving, and a broker down at start
-//! fails it until a PRIVATE redis-server (free port, appendonly on, graceful SHUTDOWN) appears,
-//! after which the host's retry brings it up with no restart. The shared server is never stopped.
+//! fails it until a PRIVATE redis-server (free port, appendonly on, graceful shutdown) appears,
+//! after which the host's retry brings it up with no restart. Delivery to the recording app:
+//! an entry as Dapr's publisher writes it (`data`, `metadata` fields) is delivered and `XACK`ed;
+//! one the app keeps retrying stays pending, comes back, and is parked at the poison limit
+//! (still in `XPENDING`, under `<consumerID>-parked`); a broker restarted mid-stream loses nothing
+//! and delivery resumes with no sidecar restart. The shared server is never stopped.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::app::{Answer, SubscriberApp};
 use crate::harness::private_server::PrivateServer;
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
@@ -100,4 +105,123 @@ async fn broker_down_at_start_comes_up_when_redis_appears() {
     eventually(Duration::from_secs(45), "late to come up", || async { status(&sc, "late").await.is_none().then_some(()) }).await;
     assert!(listed(&metadata(&sc).await, "late").is_some());
     assert!(sc.logs().contains("retrying component"), "the host retried: {}", sc.logs());
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn conn(addr: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}/")).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Writes an entry as Dapr's publisher does: the CloudEvent in `data`, the request metadata as
+/// JSON in `metadata`.
+async fn xadd(addr: &str, topic: &str, n: i64) {
+    let event = json!({"specversion": "1.0", "id": unique("ev"), "source": "publisher", "type": "com.dapr.event.sent",
+        "datacontenttype": "application/json", "topic": topic, "pubsubname": "ps", "data": {"n": n}});
+    let _: String = redis::cmd("XADD").arg(topic).arg("*").arg("data").arg(event.to_string()).arg("metadata").arg("{}").query_async(&mut conn(addr).await).await.unwrap();
+}
+
+/// The `XPENDING` summary: total, smallest and largest id, (consumer, count) pairs.
+type PendingSummary = (i64, Option<String>, Option<String>, Option<Vec<(String, String)>>);
+
+/// `XPENDING <topic> <group>`: the total and (consumer, count) pairs.
+async fn pending(addr: &str, topic: &str, group: &str) -> (i64, Vec<(String, String)>) {
+    let (total, _, _, consumers): PendingSummary = redis::cmd("XPENDING").arg(topic).arg(group).query_async(&mut conn(addr).await).await.unwrap();
+    (total, consumers.unwrap_or_default())
+}
+
+async fn drop_stream(addr: &str, topic: &str) {
+    let _: i64 = redis::cmd("DEL").arg(topic).query_async(&mut conn(addr).await).await.unwrap();
+}
+
+/// A declarative subscription of `topic` to `route` on `ps`.
+fn subscription(topic: &str, route: &str) -> String {
+    format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s-{topic}\nspec:\n  pubsubname: ps\n  topic: {topic}\n  routes:\n    default: {route}\n")
+}
+
+/// A sidecar for `app` with `ps` on `addr` (fast redelivery, poison limit 3) subscribing `topic`.
+async fn subscriber(app_id: &str, app: &SubscriberApp, addr: &str, topic: &str, route: &str) -> Sidecar {
+    let md = [("redisHost", addr), ("consumerID", app_id), ("processingTimeout", "300"), ("redeliverInterval", "100"), ("maxDeliveryCount", "3"), ("dialTimeout", "500"), ("readTimeout", "1s")];
+    SidecarBuilder::new(app_id)
+        .args(&["--app-port", &app.port_arg()])
+        .file("ps.yaml", &component("ps", &md))
+        .file("sub.yaml", &subscription(topic, route))
+        .start()
+        .await
+}
+
+fn with_n(app: &SubscriberApp, route: &str, n: i64) -> usize {
+    app.received(route).iter().filter(|r| r.json().pointer("/data/n").and_then(Value::as_i64) == Some(n)).count()
+}
+
+#[tokio::test]
+async fn a_dapr_written_entry_is_delivered_and_acknowledged() {
+    let (topic, group) = (unique("rdeliver"), unique("rdeliver-app"));
+    let app = SubscriberApp::start(json!([])).await;
+    xadd(SHARED, &topic, 1).await;
+    let sc = subscriber(&group, &app, SHARED, &topic, "/in").await;
+    let got = app.wait_for("/in", 1, WAIT).await;
+    assert_eq!(got[0].json().pointer("/data/n"), Some(&json!(1)), "{:?}", got[0].json());
+    assert_eq!(got[0].content_type, "application/cloudevents+json");
+    eventually(WAIT, "the entry acknowledged", || async { (pending(SHARED, &topic, &group).await.0 == 0).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(with_n(&app, "/in", 1), 1, "acknowledged: not delivered again");
+    drop(sc);
+    drop_stream(SHARED, &topic).await;
+}
+
+#[tokio::test]
+async fn a_retried_entry_stays_pending_comes_back_and_is_parked_at_the_limit() {
+    let (topic, group) = (unique("rpoison"), unique("rpoison-app"));
+    let app = SubscriberApp::start(json!([])).await;
+    app.answer("/in", Answer::Retry);
+    let sc = subscriber(&group, &app, SHARED, &topic, "/in").await;
+    xadd(SHARED, &topic, 7).await;
+    eventually(WAIT, "three deliveries (the poison limit)", || async { (with_n(&app, "/in", 7) >= 3).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(with_n(&app, "/in", 7), 3, "delivered maxDeliveryCount times, then parked");
+    let (total, consumers) = pending(SHARED, &topic, &group).await;
+    assert_eq!(total, 1, "never acknowledged");
+    assert_eq!(consumers, vec![(format!("{group}-parked"), "1".to_string())]);
+    assert!(sc.logs().contains("parked"), "{}", sc.logs());
+    drop(sc);
+    drop_stream(SHARED, &topic).await;
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_stream_loses_nothing_and_delivery_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
+    let (topic, group) = ("orders", "rrestart-app");
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = subscriber(group, &app, &addr, topic, "/in").await;
+    let pid = sc.pid();
+    xadd(&addr, topic, 1).await;
+    app.wait_for("/in", 1, WAIT).await;
+    eventually(WAIT, "the first entry acknowledged", || async { (pending(&addr, topic, group).await.0 == 0).then_some(()) }).await;
+
+    // A message the app keeps retrying is pending when the broker goes away.
+    app.answer("/in", Answer::Retry);
+    xadd(&addr, topic, 2).await;
+    eventually(WAIT, "the second entry delivered", || async { (with_n(&app, "/in", 2) >= 1).then_some(()) }).await;
+    assert_eq!(pending(&addr, topic, group).await.0, 1, "pending before the restart");
+    server.stop_with("TERM");
+    let before = with_n(&app, "/in", 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start().await;
+    app.answer("/in", Answer::Success);
+    xadd(&addr, topic, 3).await;
+    eventually(WAIT, "the retried and the new entry delivered after the restart", || async {
+        (with_n(&app, "/in", 2) > before && with_n(&app, "/in", 3) >= 1).then_some(())
+    })
+    .await;
+    eventually(WAIT, "everything acknowledged", || async { (pending(&addr, topic, group).await.0 == 0).then_some(()) }).await;
+    assert_eq!(sc.pid(), pid, "the same sidecar process");
+    assert_eq!(status(&sc, "ps").await, None, "ps is ready again");
 }
