@@ -225,3 +225,53 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_delivery_resumes() {
     assert_eq!(sc.pid(), pid, "the same sidecar process");
     assert_eq!(status(&sc, "ps").await, None, "ps is ready again");
 }
+
+/// `concurrency: 1` on the component: one stream's entries reach the app in stream order.
+#[tokio::test]
+async fn concurrency_one_keeps_the_stream_order_to_the_app() {
+    let (topic, group) = (unique("rorder"), unique("rorder-app"));
+    let app = SubscriberApp::start(json!([])).await;
+    for n in 0..30 {
+        xadd(SHARED, &topic, n).await;
+    }
+    let md = [("redisHost", SHARED), ("consumerID", group.as_str()), ("concurrency", "1")];
+    let _sc = SidecarBuilder::new(&group)
+        .args(&["--app-port", &app.port_arg()])
+        .file("ps.yaml", &component("ps", &md))
+        .file("sub.yaml", &subscription(&topic, "/in"))
+        .start()
+        .await;
+    let got: Vec<i64> = app.wait_for("/in", 30, WAIT).await.iter().filter_map(|r| r.json().pointer("/data/n").and_then(Value::as_i64)).collect();
+    assert_eq!(got, (0..30).collect::<Vec<i64>>());
+    drop_stream(SHARED, &topic).await;
+}
+
+/// Two sidecars of one app id share a stream's entries (each gets some, none gets one twice);
+/// a sidecar of another app id gets every entry.
+#[tokio::test]
+async fn sidecars_of_one_app_id_share_the_work_and_other_app_ids_get_everything() {
+    let topic = unique("rshare");
+    let (group, other) = (unique("rshare-app"), unique("rshare-other"));
+    let (a, b, c) = (SubscriberApp::start(json!([])).await, SubscriberApp::start(json!([])).await, SubscriberApp::start(json!([])).await);
+    for app in [&a, &b] {
+        // The app is slow enough that one sidecar cannot take every entry first.
+        app.answer("/in", Answer::Slow(Duration::from_millis(50), Box::new(Answer::Success)));
+    }
+    let _sa = subscriber(&group, &a, SHARED, &topic, "/in").await;
+    let _sb = subscriber(&group, &b, SHARED, &topic, "/in").await;
+    let _sc = subscriber(&other, &c, SHARED, &topic, "/in").await;
+    let n = 40;
+    for i in 0..n {
+        xadd(SHARED, &topic, i).await;
+    }
+    c.wait_for("/in", n as usize, WAIT).await;
+    eventually(WAIT, "the shared group to take every entry", || async { (a.received("/in").len() + b.received("/in").len() >= n as usize).then_some(()) }).await;
+    eventually(WAIT, "the shared group to acknowledge every entry", || async { (pending(SHARED, &topic, &group).await.0 == 0).then_some(()) }).await;
+    let ids = |app: &SubscriberApp| app.received("/in").iter().map(|r| r.event_id()).collect::<Vec<_>>();
+    let (ia, ib) = (ids(&a), ids(&b));
+    assert!(!ia.is_empty() && !ib.is_empty(), "each sidecar got some: {} / {}", ia.len(), ib.len());
+    let all: std::collections::HashSet<&String> = ia.iter().chain(&ib).collect();
+    assert_eq!((all.len(), ia.len() + ib.len()), (n as usize, n as usize), "every entry once");
+    assert_eq!(c.received("/in").len(), n as usize, "the other app id got every entry once");
+    drop_stream(SHARED, &topic).await;
+}
