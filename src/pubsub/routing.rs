@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::objects::{Key, Map as CelMap};
-use cel::{Context, Program, Value};
+use cel::{Context, Env, Program, Value};
 use serde_json::Value as Json;
 
 use super::Subscription;
@@ -57,11 +57,18 @@ struct CompiledRule {
 
 /// A subscription's rules, compiled; cheap to share (`Clone` copies an `Arc`).
 #[derive(Clone)]
-pub struct Routes(Arc<Vec<CompiledRule>>);
+pub struct Routes(Arc<Inner>);
+
+struct Inner {
+    rules: Vec<CompiledRule>,
+    /// CEL's standard functions, built once: building them per event costs more than most
+    /// expressions do.
+    env: Arc<Env>,
+}
 
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|r| (&r.expr, &r.path))).finish()
+        f.debug_list().entries(self.0.rules.iter().map(|r| (&r.expr, &r.path))).finish()
     }
 }
 
@@ -86,7 +93,7 @@ impl Routes {
                 path: rule.path.clone(),
             });
         }
-        Ok(Routes(Arc::new(rules)))
+        Ok(Routes(Arc::new(Inner { rules, env: Arc::new(Env::stdlib()) })))
     }
 
     /// The path of the first rule `event` matches; `Ok(None)` when none does (the event is not
@@ -94,12 +101,12 @@ impl Routes {
     pub fn select(&self, event: &serde_json::Map<String, Json>) -> Result<Option<&str>, RouteError> {
         // Built lazily: an empty-match default route (the common case) needs no interpreter.
         let mut ctx: Option<Context<'_, '_>> = None;
-        for rule in self.0.iter() {
+        for rule in self.0.rules.iter() {
             let Some(program) = &rule.program else {
                 return Ok(Some(&rule.path));
             };
             let ctx = ctx.get_or_insert_with(|| {
-                let mut c = Context::default();
+                let mut c = Context::with_env(Arc::clone(&self.0.env));
                 c.add_variable_from_value("event", object_to_cel(event));
                 c
             });
@@ -122,7 +129,7 @@ impl Routes {
 
     /// Whether the subscription has any rule (one with none delivers nothing).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.rules.is_empty()
     }
 }
 
