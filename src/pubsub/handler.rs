@@ -80,7 +80,7 @@ impl MessageHandler for EventHandler {
         let step = match outcome::admit(&limits) {
             Step::Deliver => self.deliver(&msg, &limits).await,
             step => {
-                tracing::warn!(pubsub = %self.subscription.pubsub, topic = %self.subscription.topic, message = %msg.id, deliveries = msg.delivery_count, "message past the poison limit is not delivered again");
+                tracing::warn!(pubsub = %self.subscription.pubsub, topic = %self.subscription.topic, message_id = %msg.id, deliveries = msg.delivery_count, "message past the poison limit is not delivered again");
                 step
             }
         };
@@ -102,7 +102,7 @@ impl EventHandler {
         let event = match cloudevents::decode(msg, raw) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, message = %msg.id, error = %e, "error deserializing cloud event");
+                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, message_id = %msg.id, error = %e, "error deserializing cloud event");
                 self.count(("retry", "retry"), None);
                 return outcome::undeliverable(limits);
             }
@@ -163,7 +163,7 @@ impl EventHandler {
             Step::DeadLetter => outcome::after_dead_letter(self.dead_letter(msg).await),
             Step::Park => {
                 let sub = &self.subscription;
-                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, message = %msg.id, deliveries = msg.delivery_count, "message parked at the poison limit (maxDeliveryCount) with no dead-letter topic: kept by the broker, not redelivered");
+                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, message_id = %msg.id, deliveries = msg.delivery_count, "message parked at the poison limit (maxDeliveryCount) with no dead-letter topic: kept by the broker, not redelivered");
                 if let Some(m) = &self.shared.metrics {
                     m.pubsub_parked(&sub.pubsub, &sub.topic);
                 }
@@ -179,17 +179,17 @@ impl EventHandler {
         let sub = &self.subscription;
         let Some(topic) = sub.dead_letter_topic.clone() else { return false };
         fail::fail_point!("pubsub:deadletter:publish", |_| {
-            tracing::warn!(pubsub = %sub.pubsub, topic = %topic, message = %msg.id, "failpoint pubsub:deadletter:publish: dead-letter publish failed; the message stays unacknowledged");
+            tracing::warn!(pubsub = %sub.pubsub, topic = %topic, message_id = %msg.id, "failpoint pubsub:deadletter:publish: dead-letter publish failed; the message stays unacknowledged");
             false
         });
         let req = PublishRequest { topic: topic.clone(), data: msg.data.clone(), content_type: msg.content_type.clone(), metadata: msg.metadata.clone() };
         match self.client.publish(req).await {
             Ok(()) => {
-                tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %topic, message = %msg.id, "message sent to the dead-letter topic");
+                tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %topic, message_id = %msg.id, "message sent to the dead-letter topic");
                 true
             }
             Err(e) => {
-                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %topic, message = %msg.id, error = %e, "failed to send the message to the dead-letter topic; it stays unacknowledged");
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %topic, message_id = %msg.id, error = %e, "failed to send the message to the dead-letter topic; it stays unacknowledged");
                 false
             }
         }

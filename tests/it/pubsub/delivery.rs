@@ -1,12 +1,16 @@
 //! Delivery to the app: answers, retries, dead letters, poison limit, health pause, concurrency, drain (issue 11 B.5-B.7).
 //!
 //! Runs the real binary with the embedded `pubsub.sqlite` broker (it redelivers and counts
-//! deliveries) and the recording app of `app.rs`; subscriptions are declarative files, events are
-//! published through the sidecar's own publish API. Every topic is unique per test.
+//! deliveries) and the recording app of `app.rs`; subscriptions are declarative files. Events are
+//! published by the test into the same database file (the broker is shared by processes), as
+//! CloudEvents; the publish API has its own tests. Every topic is unique per test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rapr::components::metadata::ComponentMetadata;
+use rapr::components::pubsub::sqlite::{BrokerConfig, SqliteBroker};
+use rapr::components::pubsub::{PubSub, PublishRequest};
 use serde_json::{json, Value};
 
 use super::app::{Answer, SubscriberApp};
@@ -21,7 +25,7 @@ fn unique(prefix: &str) -> String {
 
 /// `pubsub.sqlite` named `ps` in `dir`, fast redelivery, poison limit 3.
 fn broker_yaml(dir: &Path, extra: &[(&str, &str)]) -> String {
-    let mut md = format!("  - name: connectionString\n    value: \"{}\"\n  - name: redeliverInterval\n    value: \"200\"\n  - name: pollInterval\n    value: 50ms\n  - name: maxDeliveryCount\n    value: \"3\"\n", dir.join("ps.db").display());
+    let mut md = format!("  - name: connectionString\n    value: \"{}\"\n  - name: redeliverInterval\n    value: \"200\"\n  - name: pollInterval\n    value: 50ms\n  - name: maxDeliveryCount\n    value: \"3\"\n", db_file(dir).display());
     for (k, v) in extra {
         md.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
     }
@@ -34,35 +38,51 @@ fn subscription_yaml(name: &str, topic: &str, route: &str, dead_letter: Option<&
     format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: {name}\nspec:\n  pubsubname: ps\n  topic: {topic}\n  routes:\n    default: {route}\n{dl}")
 }
 
-/// A sidecar for `app` with the broker and `subs` (topic, route, dead letter).
-async fn sidecar(app_id: &str, app: &SubscriberApp, subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
-    sidecar_on(app_id, app, subs, None, extra).await
+/// The test's side of the broker: the database file the sidecars use, and a publisher on it.
+struct Broker {
+    dir: tempfile::TempDir,
+    publisher: SqliteBroker,
 }
 
-/// As [`sidecar`], with the broker's database in `db` (to outlive the sidecar) and its metadata.
-async fn sidecar_on(app_id: &str, app: &SubscriberApp, subs: &[(&str, &str, Option<&str>)], db: Option<(&Path, &[(&str, &str)])>, extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
+impl Broker {
+    async fn open() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let pairs: Vec<(String, String)> = vec![("connectionString".into(), db_file(dir.path()).display().to_string())];
+        let cfg = BrokerConfig::from_metadata(&mut ComponentMetadata::new("ps", &pairs)).expect("valid test config");
+        let publisher = SqliteBroker::open("test-publisher", cfg).await.expect("open the broker file");
+        Self { dir, publisher }
+    }
+}
+
+fn db_file(dir: &Path) -> PathBuf {
+    dir.join("ps.db")
+}
+
+/// A sidecar for `app` with the broker (its metadata over the defaults) and `subs` (topic, route,
+/// dead letter).
+async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
     let mut b = SidecarBuilder::new(app_id).args(&["--app-port", &app.port_arg()]);
-    let yaml = match db {
-        Some((dir, md)) => broker_yaml(dir, md),
-        None => broker_yaml(&b.dir(), &[]),
-    };
-    b = b.file("ps.yaml", &yaml);
+    // The consumer group is the app id (set explicitly: the default is the component loader's).
+    let md: Vec<(&str, &str)> = md.iter().copied().chain([("consumerID", app_id)]).collect();
+    b = b.file("ps.yaml", &broker_yaml(broker.dir.path(), &md));
     for (i, (topic, route, dl)) in subs.iter().enumerate() {
         b = b.file(&format!("sub{i}.yaml"), &subscription_yaml(&format!("sub{i}"), topic, route, *dl));
     }
     extra(b).start().await
 }
 
-async fn publish(sc: &Sidecar, topic: &str, body: Value) {
-    let r = sc.client.post(sc.url(&format!("/v1.0/publish/ps/{topic}"))).json(&body).send().await.expect("publish");
-    assert_eq!(r.status(), 204, "publish to {topic}: {}", r.text().await.unwrap_or_default());
+/// Publishes a CloudEvent with `data` on `topic`, as the publish API would.
+async fn publish(broker: &Broker, topic: &str, data: Value) {
+    let ev = json!({"id": uuid::Uuid::new_v4().to_string(), "specversion": "1.0", "type": "com.dapr.event.sent", "source": "test", "datacontenttype": "application/json", "data": data, "topic": topic, "pubsubname": "ps"});
+    let req = PublishRequest { topic: topic.to_string(), data: ev.to_string().into(), content_type: Some("application/cloudevents+json".into()), metadata: Default::default() };
+    broker.publisher.publish(req).await.expect("publish");
 }
 
 /// Publishes a probe on `topic` until `route` got one: the subscription is running.
-async fn warm_up(sc: &Sidecar, app: &SubscriberApp, topic: &str, route: &str) {
+async fn warm_up(broker: &Broker, app: &SubscriberApp, topic: &str, route: &str) {
     eventually(WAIT, &format!("the subscription of {topic} to run"), || async {
         if app.received(route).is_empty() {
-            publish(sc, topic, json!({"probe": true})).await;
+            publish(broker, topic, json!({"probe": true})).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         (!app.received(route).is_empty()).then_some(())
@@ -81,11 +101,12 @@ async fn success_drop_and_404_ack_once_and_dead_letter_the_dropped_ones() {
     let app = SubscriberApp::start(json!([])).await;
     app.answer("/drop", Answer::Drop);
     app.answer("/gone", Answer::Status(404));
-    let sc = sidecar("deliv-answers", &app, &[(&ok, "/ok", None), (&drop, "/drop", Some(&dead)), (&gone, "/gone", Some(&dead)), (&dead, "/dead", None)], |b| b).await;
-    warm_up(&sc, &app, &ok, "/ok").await;
-    publish(&sc, &ok, json!({"n": 1})).await;
-    publish(&sc, &drop, json!({"n": 2})).await;
-    publish(&sc, &gone, json!({"n": 3})).await;
+    let broker = Broker::open().await;
+    let sc = sidecar("deliv-answers", &app, &broker, &[], &[(&ok, "/ok", None), (&drop, "/drop", Some(&dead)), (&gone, "/gone", Some(&dead)), (&dead, "/dead", None)], |b| b).await;
+    warm_up(&broker, &app, &ok, "/ok").await;
+    publish(&broker, &ok, json!({"n": 1})).await;
+    publish(&broker, &drop, json!({"n": 2})).await;
+    publish(&broker, &gone, json!({"n": 3})).await;
     eventually(WAIT, "both dropped events in the dead-letter topic", || async { (with_n(&app, "/dead", 2) == 1 && with_n(&app, "/dead", 3) == 1).then_some(()) }).await;
     let first = app.received("/ok").into_iter().find(|r| r.json().pointer("/data/n") == Some(&json!(1))).expect("the event");
     assert_eq!(first.content_type, "application/cloudevents+json");
@@ -109,10 +130,11 @@ async fn success_drop_and_404_ack_once_and_dead_letter_the_dropped_ones() {
 async fn retry_is_redelivered_and_parked_at_the_poison_limit() {
     let topic = unique("retry");
     let app = SubscriberApp::start(json!([])).await;
-    let sc = sidecar("deliv-poison", &app, &[(&topic, "/retry", None)], |b| b).await;
-    warm_up(&sc, &app, &topic, "/retry").await;
+    let broker = Broker::open().await;
+    let sc = sidecar("deliv-poison", &app, &broker, &[], &[(&topic, "/retry", None)], |b| b).await;
+    warm_up(&broker, &app, &topic, "/retry").await;
     app.answer("/retry", Answer::Retry);
-    publish(&sc, &topic, json!({"n": 7})).await;
+    publish(&broker, &topic, json!({"n": 7})).await;
     eventually(WAIT, "three deliveries (the poison limit)", || async { (with_n(&app, "/retry", 7) >= 3).then_some(()) }).await;
     // Parked: kept, not redelivered.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -127,10 +149,11 @@ async fn exhausted_inbound_retries_leave_the_message_for_redelivery() {
     let topic = unique("flaky");
     let app = SubscriberApp::start(json!([])).await;
     let resiliency = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      once:\n        policy: constant\n        duration: 20ms\n        maxRetries: 1\n  targets:\n    components:\n      ps:\n        inbound:\n          retry: once\n";
-    let sc = sidecar("deliv-exhausted", &app, &[(&topic, "/flaky", None)], |b| b.file("resiliency.yaml", resiliency)).await;
-    warm_up(&sc, &app, &topic, "/flaky").await;
+    let broker = Broker::open().await;
+    let _sc = sidecar("deliv-exhausted", &app, &broker, &[], &[(&topic, "/flaky", None)], |b| b.file("resiliency.yaml", resiliency)).await;
+    warm_up(&broker, &app, &topic, "/flaky").await;
     app.answer("/flaky", Answer::Status(500));
-    publish(&sc, &topic, json!({"n": 9})).await;
+    publish(&broker, &topic, json!({"n": 9})).await;
     // Two attempts per delivery (the policy), then the broker redelivers: a third arrives.
     eventually(WAIT, "a redelivery after the policy gave up", || async { (with_n(&app, "/flaky", 9) >= 3).then_some(()) }).await;
     app.answer("/flaky", Answer::Success);
@@ -148,8 +171,9 @@ async fn a_failed_dead_letter_publish_keeps_the_message_until_it_works() {
     let app = SubscriberApp::start(json!([])).await;
     app.answer("/drop", Answer::Drop);
     // The first two dead-letter publishes fail, then the point is off.
-    let sc = sidecar("deliv-dlfail", &app, &[(&topic, "/drop", Some(&dead)), (&dead, "/dead", None)], |b| b.env("FAILPOINTS", "pubsub:deadletter:publish=2*return->off")).await;
-    publish(&sc, &topic, json!({"n": 4})).await;
+    let broker = Broker::open().await;
+    let sc = sidecar("deliv-dlfail", &app, &broker, &[], &[(&topic, "/drop", Some(&dead)), (&dead, "/dead", None)], |b| b.env("FAILPOINTS", "pubsub:deadletter:publish=2*return->off")).await;
+    publish(&broker, &topic, json!({"n": 4})).await;
     eventually(WAIT, "the event in the dead-letter topic", || async { (with_n(&app, "/dead", 4) == 1).then_some(()) }).await;
     assert!(with_n(&app, "/drop", 4) >= 3, "redelivered while the dead-letter publish failed: {}", with_n(&app, "/drop", 4));
     assert!(sc.logs().contains("failpoint pubsub:deadletter:publish"), "{}", sc.logs());
@@ -162,15 +186,18 @@ async fn delivery_waits_while_the_app_is_unhealthy() {
     let topic = unique("health");
     let app = SubscriberApp::start(json!([])).await;
     let flags = ["--enable-app-health-check", "--app-health-probe-interval", "1", "--app-health-probe-timeout", "500", "--app-health-threshold", "1", "--app-health-check-path", "/healthz"];
-    let sc = sidecar("deliv-health", &app, &[(&topic, "/h", None)], |b| b.args(&flags)).await;
-    warm_up(&sc, &app, &topic, "/h").await;
+    let broker = Broker::open().await;
+    let sc = sidecar("deliv-health", &app, &broker, &[], &[(&topic, "/h", None)], |b| b.args(&flags)).await;
+    warm_up(&broker, &app, &topic, "/h").await;
     app.set_healthy(false);
+    // An invocation of the app fails once the sidecar sees it unhealthy.
     eventually(WAIT, "the sidecar to see the app unhealthy", || async {
-        let r = sc.client.get(sc.url("/v1.0/healthz")).send().await.ok()?;
-        (r.status() != 204).then_some(())
+        let r = sc.client.post(sc.url("/v1.0/invoke/deliv-health/method/ping")).send().await.ok()?;
+        let body = r.text().await.ok()?;
+        body.contains("app is not in a healthy state").then_some(())
     })
     .await;
-    publish(&sc, &topic, json!({"n": 5})).await;
+    publish(&broker, &topic, json!({"n": 5})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(with_n(&app, "/h", 5), 0, "nothing delivered to an unhealthy app");
     app.set_healthy(true);
@@ -181,11 +208,12 @@ async fn delivery_waits_while_the_app_is_unhealthy() {
 async fn app_max_concurrency_bounds_deliveries_in_flight() {
     let topic = unique("conc");
     let app = SubscriberApp::start(json!([])).await;
-    let sc = sidecar("deliv-conc", &app, &[(&topic, "/c", None)], |b| b.args(&["--app-max-concurrency", "1"])).await;
-    warm_up(&sc, &app, &topic, "/c").await;
+    let broker = Broker::open().await;
+    let _sc = sidecar("deliv-conc", &app, &broker, &[], &[(&topic, "/c", None)], |b| b.args(&["--app-max-concurrency", "1"])).await;
+    warm_up(&broker, &app, &topic, "/c").await;
     app.answer("/c", Answer::Slow(Duration::from_millis(200), Box::new(Answer::Success)));
     for n in 0..4 {
-        publish(&sc, &topic, json!({"n": 100 + n})).await;
+        publish(&broker, &topic, json!({"n": 100 + n})).await;
     }
     eventually(WAIT, "four deliveries", || async { ((100..104).all(|n| with_n(&app, "/c", n) >= 1)).then_some(()) }).await;
     assert_eq!(app.max_in_flight(), 1);
@@ -194,14 +222,14 @@ async fn app_max_concurrency_bounds_deliveries_in_flight() {
 #[tokio::test]
 async fn sigterm_drains_the_delivery_in_the_apps_hands() {
     let topic = unique("drain");
-    let db = tempfile::tempdir().expect("a temp dir");
+    let broker = Broker::open().await;
     let md: &[(&str, &str)] = &[("processingTimeout", "500")];
     let app = SubscriberApp::start(json!([])).await;
     let subs = [(topic.as_str(), "/d", None)];
-    let mut sc = sidecar_on("deliv-drain", &app, &subs, Some((db.path(), md)), |b| b.args(&["--dapr-graceful-shutdown-seconds", "10"])).await;
-    warm_up(&sc, &app, &topic, "/d").await;
+    let mut sc = sidecar("deliv-drain", &app, &broker, md, &subs, |b| b.args(&["--dapr-graceful-shutdown-seconds", "10"])).await;
+    warm_up(&broker, &app, &topic, "/d").await;
     app.answer("/d", Answer::Slow(Duration::from_millis(1500), Box::new(Answer::Success)));
-    publish(&sc, &topic, json!({"n": 11})).await;
+    publish(&broker, &topic, json!({"n": 11})).await;
     eventually(WAIT, "the slow delivery to start", || async { (with_n(&app, "/d", 11) == 1).then_some(()) }).await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sc.pid() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = sc.wait_exit(Duration::from_secs(15)).await;
@@ -210,8 +238,8 @@ async fn sigterm_drains_the_delivery_in_the_apps_hands() {
     assert!(!sc.logs().contains("deliveries in flight; they stay unacknowledged"), "drained in time: {}", sc.logs());
     // The drained delivery was acknowledged: a new sidecar on the same broker does not get it.
     app.answer("/d", Answer::Success);
-    let again = sidecar_on("deliv-drain", &app, &subs, Some((db.path(), md)), |b| b).await;
-    publish(&again, &topic, json!({"n": 12})).await;
+    let _again = sidecar("deliv-drain", &app, &broker, md, &subs, |b| b).await;
+    publish(&broker, &topic, json!({"n": 12})).await;
     eventually(WAIT, "the new sidecar to deliver", || async { (with_n(&app, "/d", 12) == 1).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(with_n(&app, "/d", 11), 1, "not redelivered after the drain");
