@@ -1,1 +1,237 @@
-//! Subscriptions: programmatic, declarative v1alpha1/v2alpha1, CEL routing, metadata listing (issue 11 B.4).
+//! Subscriptions through the real binary (issue 11 B.4, A.3 metadata): declarative v1alpha1 and
+//! v2alpha1 with scopes, a bad CEL expression rejected with the others kept, an unknown pub/sub,
+//! programmatic over HTTP (`/dapr/subscribe`) and gRPC (`ListTopicSubscriptions`), all as
+//! `/v1.0/metadata` lists them; and CEL routing end to end over `pubsub.in-memory`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::app::SubscriberApp;
+use crate::harness::{eventually, Sidecar, SidecarBuilder};
+
+const PUBSUB: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ps\nspec:\n  type: pubsub.in-memory\n  version: v1\n";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn metadata(sc: &Sidecar) -> Value {
+    sc.client.get(sc.url("/v1.0/metadata")).send().await.expect("metadata answers").json().await.expect("metadata is JSON")
+}
+
+/// The listed subscription of `topic`, once there.
+async fn listed(sc: &Sidecar, topic: &str) -> Value {
+    eventually(Duration::from_secs(20), &format!("subscription {topic} in /v1.0/metadata"), || async {
+        metadata(sc).await["subscriptions"].as_array()?.iter().find(|s| s["topic"] == topic).cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn declarative_v1_and_v2_with_scopes_are_listed_as_daprd() {
+    let (t1, t2, other) = (unique("v1"), unique("v2"), unique("other"));
+    let v1 = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: s1\nspec:\n  topic: {t1}\n  route: /orders\n  pubsubname: ps\n  metadata:\n    rawPayload: \"true\"\nscopes: [subs-decl, someone-else]\n"
+    );
+    let v2 = format!(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s2\nspec:\n  topic: {t2}\n  pubsubname: ps\n  deadLetterTopic: dead\n  routes:\n    rules:\n    - match: event.data.n == 5\n      path: /five\n    default: /rest\n"
+    );
+    let scoped_out = format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s3\nspec:\n  topic: {other}\n  pubsubname: ps\n  routes:\n    default: /x\nscopes: [someone-else]\n");
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = SidecarBuilder::new("subs-decl")
+        .file("ps.yaml", PUBSUB)
+        .file("subs.yaml", &format!("{v1}---\n{v2}---\n{scoped_out}"))
+        .args(&["--app-port", &app.port_arg()])
+        .start()
+        .await;
+    assert_eq!(
+        listed(&sc, &t1).await,
+        json!({ "pubsubname": "ps", "topic": t1, "metadata": { "rawPayload": "true" }, "rules": [{ "path": "/orders" }], "deadLetterTopic": "", "type": "DECLARATIVE" })
+    );
+    assert_eq!(
+        listed(&sc, &t2).await,
+        json!({ "pubsubname": "ps", "topic": t2, "rules": [{ "match": "event.data.n == 5", "path": "/five" }, { "path": "/rest" }], "deadLetterTopic": "dead", "type": "DECLARATIVE" })
+    );
+    let m = metadata(&sc).await;
+    assert!(m["subscriptions"].as_array().is_some_and(|s| s.iter().all(|s| s["topic"] != other)), "scoped to another app: {m}");
+    let c = m["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "ps").cloned()).unwrap_or_else(|| panic!("ps listed: {m}"));
+    assert_eq!(c["type"], "pubsub.in-memory", "{c}");
+    let mut grpc = sc.grpc().await;
+    let g = grpc.get_metadata(rapr_proto::runtime::v1::GetMetadataRequest {}).await.expect("GetMetadata").into_inner();
+    let s2 = g.subscriptions.iter().find(|s| s.topic == t2).unwrap_or_else(|| panic!("{t2} over gRPC: {g:?}"));
+    assert_eq!(s2.r#type, rapr_proto::runtime::v1::PubsubSubscriptionType::Declarative as i32);
+    let rules: Vec<_> = s2.rules.as_ref().map(|r| r.rules.iter().map(|r| (r.r#match.as_str(), r.path.as_str())).collect()).unwrap_or_default();
+    assert_eq!(rules, vec![("event.data.n == 5", "/five"), ("", "/rest")]);
+    assert_eq!(s2.dead_letter_topic, "dead");
+}
+
+#[tokio::test]
+async fn a_bad_expression_rejects_that_subscription_naming_file_and_expression() {
+    let (good, bad) = (unique("good"), unique("bad"));
+    let bad_doc = format!(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: broken\nspec:\n  topic: {bad}\n  pubsubname: ps\n  routes:\n    rules:\n    - match: event.type == (\n      path: /x\n    default: /d\n"
+    );
+    let good_doc = format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: fine\nspec:\n  topic: {good}\n  pubsubname: ps\n  routes:\n    default: /d\n");
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = SidecarBuilder::new("subs-badcel")
+        .file("ps.yaml", PUBSUB)
+        .file("broken.yaml", &bad_doc)
+        .file("fine.yaml", &good_doc)
+        .args(&["--app-port", &app.port_arg()])
+        .allow_unhealthy()
+        .start()
+        .await;
+    let m = metadata(&sc).await;
+    let report = m["extended"]
+        .as_object()
+        .and_then(|e| e.iter().find(|(k, _)| k.starts_with("rapr.component.") && k.ends_with("broken.yaml")).map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| panic!("the rejected file is reported: {m}"));
+    let report = report.as_str().unwrap_or_default();
+    assert!(report.contains("broken") && report.contains("event.type == ("), "{report}");
+    assert!(sc.logs().contains("event.type == ("), "the error log names the expression:\n{}", sc.logs());
+    let r = sc.client.get(sc.url("/v1.0/healthz")).send().await.expect("healthz");
+    assert_eq!(r.status().as_u16(), 500, "a resource that failed to load holds readiness, as for components");
+    let r = sc.client.get(sc.url("/v1.0/healthz/outbound")).send().await.expect("outbound");
+    assert_eq!(r.status().as_u16(), 204, "the sidecar keeps serving");
+    listed(&sc, &good).await;
+    let m = metadata(&sc).await;
+    assert!(m["subscriptions"].as_array().is_some_and(|s| s.iter().all(|s| s["topic"] != bad)), "{m}");
+}
+
+#[tokio::test]
+async fn an_unknown_pubsub_is_a_warning_and_the_others_run() {
+    let (good, lost) = (unique("good"), unique("lost"));
+    let docs = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: lost\nspec:\n  topic: {lost}\n  route: /l\n  pubsubname: nope\n---\napiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: fine\nspec:\n  topic: {good}\n  route: /g\n  pubsubname: ps\n"
+    );
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = SidecarBuilder::new("subs-unknown").file("ps.yaml", PUBSUB).file("subs.yaml", &docs).args(&["--app-port", &app.port_arg()]).start().await;
+    listed(&sc, &good).await;
+    eventually(Duration::from_secs(10), "a warning naming the unknown pub/sub", || async {
+        let logs = sc.logs();
+        logs.lines().any(|l| l.contains("WARN") && l.contains("nope")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn programmatic_http_subscriptions_are_listed() {
+    let (t1, t2) = (unique("p1"), unique("p2"));
+    let app = SubscriberApp::start(json!([
+        { "pubsubname": "ps", "topic": t1, "route": "/one", "metadata": { "rawPayload": "true" } },
+        { "pubsubname": "ps", "topic": t2, "routes": { "rules": [{ "match": "event.type == 'a'", "path": "/a" }], "default": "/b" }, "deadLetterTopic": "dl" },
+        { "pubsubname": "ps", "topic": "bad", "routes": { "rules": [{ "match": "event.type ==", "path": "/x" }] } }
+    ]))
+    .await;
+    let sc = SidecarBuilder::new("subs-prog-http").file("ps.yaml", PUBSUB).args(&["--app-port", &app.port_arg()]).start().await;
+    assert_eq!(
+        listed(&sc, &t1).await,
+        json!({ "pubsubname": "ps", "topic": t1, "metadata": { "rawPayload": "true" }, "rules": [{ "path": "/one" }], "deadLetterTopic": "", "type": "PROGRAMMATIC" })
+    );
+    assert_eq!(
+        listed(&sc, &t2).await,
+        json!({ "pubsubname": "ps", "topic": t2, "rules": [{ "match": "event.type == 'a'", "path": "/a" }, { "path": "/b" }], "deadLetterTopic": "dl", "type": "PROGRAMMATIC" })
+    );
+    let m = metadata(&sc).await;
+    assert!(m["subscriptions"].as_array().is_some_and(|s| s.iter().all(|s| s["topic"] != "bad")), "a bad expression drops its entry: {m}");
+    assert!(sc.logs().contains("event.type =="), "the rejected expression is logged:\n{}", sc.logs());
+}
+
+mod grpc_app {
+    use rapr_proto::app::app_callback_server::{AppCallback, AppCallbackServer};
+    use rapr_proto::app::{ListTopicSubscriptionsResponse, TopicRoutes, TopicRule, TopicSubscription};
+    use rapr_proto::common::v1::{InvokeRequest, InvokeResponse};
+
+    /// A gRPC app that subscribes to `topic` with one rule and a default.
+    #[derive(Clone)]
+    pub struct App {
+        pub topic: String,
+    }
+
+    #[tonic::async_trait]
+    impl AppCallback for App {
+        async fn on_invoke(&self, _r: tonic::Request<InvokeRequest>) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no invocations"))
+        }
+
+        async fn list_topic_subscriptions(&self, _r: tonic::Request<()>) -> Result<tonic::Response<ListTopicSubscriptionsResponse>, tonic::Status> {
+            Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
+                subscriptions: vec![TopicSubscription {
+                    pubsub_name: "ps".into(),
+                    topic: self.topic.clone(),
+                    routes: Some(TopicRoutes { rules: vec![TopicRule { r#match: "event.data.n > 1".into(), path: "big".into() }], default: "small".into() }),
+                    dead_letter_topic: "dl".into(),
+                    ..Default::default()
+                }],
+            }))
+        }
+
+        async fn on_topic_event(&self, _r: tonic::Request<rapr_proto::app::TopicEventRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventResponse>, tonic::Status> {
+            Ok(tonic::Response::new(rapr_proto::app::TopicEventResponse::default()))
+        }
+
+        async fn on_bulk_topic_event(&self, _r: tonic::Request<rapr_proto::app::TopicEventBulkRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventBulkResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no bulk"))
+        }
+    }
+
+    /// Serves the app on a free port.
+    pub async fn serve(app: App) -> u16 {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the gRPC app");
+        let port = l.local_addr().expect("bound").port();
+        let router = tonic::service::Routes::new(AppCallbackServer::new(app)).into_axum_router();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router).await;
+        });
+        port
+    }
+}
+
+#[tokio::test]
+async fn programmatic_grpc_subscriptions_are_listed() {
+    let topic = unique("g");
+    let port = grpc_app::serve(grpc_app::App { topic: topic.clone() }).await;
+    let sc = SidecarBuilder::new("subs-prog-grpc").file("ps.yaml", PUBSUB).args(&["--app-port", &port.to_string(), "--app-protocol", "grpc"]).start().await;
+    assert_eq!(
+        listed(&sc, &topic).await,
+        json!({ "pubsubname": "ps", "topic": topic, "rules": [{ "match": "event.data.n > 1", "path": "big" }, { "path": "small" }], "deadLetterTopic": "dl", "type": "PROGRAMMATIC" })
+    );
+}
+
+#[tokio::test]
+async fn cel_routes_events_end_to_end() {
+    let topic = unique("route");
+    let doc = format!(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: routed\nspec:\n  topic: {topic}\n  pubsubname: ps\n  routes:\n    rules:\n    - match: event.data.n == 5\n      path: /five\n    - match: event.type == 'com.example.big' && event.data.n > 100.5\n      path: /big\n    default: /rest\n"
+    );
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = SidecarBuilder::new("subs-route").file("ps.yaml", PUBSUB).file("sub.yaml", &doc).args(&["--app-port", &app.port_arg()]).start().await;
+    eventually(Duration::from_secs(20), "the subscription active", || async {
+        let m = metadata(&sc).await;
+        (m["extended"][format!("rapr.subscription.ps/{topic}")].as_str() == Some("active")).then_some(())
+    })
+    .await;
+    let publish = |body: Value, ce_type: Option<&str>| {
+        let mut url = sc.url(&format!("/v1.0/publish/ps/{topic}"));
+        if let Some(t) = ce_type {
+            url.push_str(&format!("?metadata.cloudevent.type={t}"));
+        }
+        let req = sc.client.post(url).header("content-type", "application/json").body(body.to_string());
+        async move {
+            let r = req.send().await.expect("publish");
+            assert_eq!(r.status().as_u16(), 204, "publish: {}", r.text().await.unwrap_or_default());
+        }
+    };
+    publish(json!({ "n": 5 }), None).await;
+    publish(json!({ "n": 6 }), None).await;
+    publish(json!({ "n": 101 }), Some("com.example.big")).await;
+    let five = app.wait_for("/five", 1, Duration::from_secs(20)).await;
+    assert_eq!(five[0].json()["data"], json!({ "n": 5 }));
+    let big = app.wait_for("/big", 1, Duration::from_secs(20)).await;
+    assert_eq!(big[0].json()["data"], json!({ "n": 101 }));
+    let rest = app.wait_for("/rest", 1, Duration::from_secs(20)).await;
+    assert_eq!(rest[0].json()["data"], json!({ "n": 6 }));
+    // Each went to exactly one route.
+    assert_eq!((app.received("/five").len(), app.received("/big").len(), app.received("/rest").len()), (1, 1, 1));
+}
