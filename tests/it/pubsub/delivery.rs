@@ -19,7 +19,7 @@ use crate::telemetry::{metrics_port, sample, scrape};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn unique(prefix: &str) -> String {
+pub(super) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -39,13 +39,13 @@ fn subscription_yaml(name: &str, topic: &str, route: &str, dead_letter: Option<&
 }
 
 /// The test's side of the broker: the database file the sidecars use, and a publisher on it.
-struct Broker {
+pub(super) struct Broker {
     dir: tempfile::TempDir,
     publisher: SqliteBroker,
 }
 
 impl Broker {
-    async fn open() -> Self {
+    pub(super) async fn open() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let pairs: Vec<(String, String)> = vec![("connectionString".into(), db_file(dir.path()).display().to_string())];
         let cfg = BrokerConfig::from_metadata(&mut ComponentMetadata::new("ps", &pairs)).expect("valid test config");
@@ -61,7 +61,12 @@ fn db_file(dir: &Path) -> PathBuf {
 /// A sidecar for `app` with the broker (its metadata over the defaults) and `subs` (topic, route,
 /// dead letter).
 async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
-    let mut b = SidecarBuilder::new(app_id).args(&["--app-port", &app.port_arg()]);
+    sidecar_with(app_id, &app.port_arg(), broker, md, subs, extra).await
+}
+
+/// As [`sidecar`], for an app on `app_port` (any protocol).
+pub(super) async fn sidecar_with(app_id: &str, app_port: &str, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
+    let mut b = SidecarBuilder::new(app_id).args(&["--app-port", app_port]);
     // The consumer group is the app id (set explicitly: the default is the component loader's).
     let md: Vec<(&str, &str)> = md.iter().copied().chain([("consumerID", app_id)]).collect();
     b = b.file("ps.yaml", &broker_yaml(broker.dir.path(), &md));
@@ -72,7 +77,7 @@ async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str
 }
 
 /// Publishes a CloudEvent with `data` on `topic`, as the publish API would.
-async fn publish(broker: &Broker, topic: &str, data: Value) {
+pub(super) async fn publish(broker: &Broker, topic: &str, data: Value) {
     let ev = json!({"id": uuid::Uuid::new_v4().to_string(), "specversion": "1.0", "type": "com.dapr.event.sent", "source": "test", "datacontenttype": "application/json", "data": data, "topic": topic, "pubsubname": "ps"});
     let req = PublishRequest { topic: topic.to_string(), data: ev.to_string().into(), content_type: Some("application/cloudevents+json".into()), metadata: Default::default() };
     broker.publisher.publish(req).await.expect("publish");
@@ -142,6 +147,37 @@ async fn retry_is_redelivered_and_parked_at_the_poison_limit() {
     assert!(sc.logs().contains("parked at the poison limit"), "{}", sc.logs());
     let text = scrape(&sc, metrics_port(&sc).await).await;
     assert_eq!(sample(&text, "rapr_pubsub_parked_count", &[("topic", &topic)]), Some(1.0), "{text}");
+    let md: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.expect("metadata").json().await.expect("json");
+    let state = md["extended"][format!("rapr.subscription.ps/{topic}")].as_str().unwrap_or_default().to_string();
+    assert_eq!(state, "active; parked 1", "{md}");
+}
+
+#[tokio::test]
+async fn bulk_subscribe_batches_events_and_settles_each_entry() {
+    let (topic, dead) = (unique("bulk"), unique("bulk-dead"));
+    let app = SubscriberApp::start(json!([])).await;
+    let broker = Broker::open().await;
+    let bulk = format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: bulk\nspec:\n  pubsubname: ps\n  topic: {topic}\n  routes:\n    default: /bulk\n  deadLetterTopic: {dead}\n  bulkSubscribe:\n    enabled: true\n    maxMessagesCount: 3\n    maxAwaitDurationMs: 300\n");
+    let _sc = sidecar("deliv-bulk", &app, &broker, &[], &[(&dead, "/dead", None)], |b| b.file("bulk.yaml", &bulk)).await;
+    warm_up(&broker, &app, &dead, "/dead").await;
+    app.answer("/bulk", Answer::Drop);
+    for n in 0..3 {
+        publish(&broker, &topic, json!({"n": 200 + n})).await;
+    }
+    eventually(WAIT, "every dropped entry in the dead-letter topic", || async { ((200..203).all(|n| with_n(&app, "/dead", n) == 1)).then_some(()) }).await;
+    let batches = app.received("/bulk");
+    let entries: usize = batches.iter().map(|r| r.json()["entries"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(entries, 3, "each event once, in batches");
+    assert!(batches.len() < 3, "events waited for each other (maxAwaitDurationMs): {} requests", batches.len());
+    let first = &batches[0];
+    assert_eq!(first.content_type, "application/json");
+    assert_eq!(first.json()["topic"], json!(topic));
+    assert_eq!(first.json()["entries"][0]["event"]["pubsubname"], "ps");
+    assert!(first.json()["entries"][0]["entryId"].as_str().is_some_and(|id| !id.is_empty()));
+    // Settled: nothing comes back.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let again: usize = app.received("/bulk").iter().map(|r| r.json()["entries"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(again, 3);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod app;
 mod delivery;
+mod delivery_grpc;
 mod publish;
 mod redis;
 mod sqlite;
