@@ -21,9 +21,12 @@ use crate::harness::eventually;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// One event as the app got it, with the call's metadata.
+type Got = (TopicEventRequest, HashMap<String, String>);
+
 #[derive(Clone, Default)]
 struct App {
-    got: Arc<Mutex<Vec<(TopicEventRequest, HashMap<String, String>)>>>,
+    got: Arc<Mutex<Vec<Got>>>,
 }
 
 impl App {
