@@ -13,7 +13,7 @@ use crate::config::duration::{self, BareInteger, GoDuration};
 pub mod templates;
 
 /// Metadata keys read by the runtime rather than by a component implementation.
-const RUNTIME_KEYS: &[&str] = &["keyprefix", "actorstatestore", "outboxpublishpubsub", "outboxpublishtopic"];
+const RUNTIME_KEYS: &[&str] = &["keyprefix", "actorstatestore", "outboxpublishpubsub", "outboxpublishtopic", "consumerid"];
 
 /// A metadata value that could not be decoded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

@@ -8,7 +8,7 @@
 //! literal value, so the runtime's own keys (`keyPrefix`, `actorStateStore`) see the expanded
 //! value too, as daprd's state processor does.
 
-use crate::config::{ComponentSpec, ResourceError, Resources};
+use crate::config::{ComponentSpec, MetadataItem, ResourceError, Resources};
 
 /// A metadata value that refers to `{podName}` while no pod name is set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +65,13 @@ impl Identity {
                 item.value = Some(self.expand(&item.name, v)?);
             }
         }
+        // As daprd's pub/sub processor: a broker without a `consumerID` (absent or blank) gets
+        // the app id, so every sidecar of one app shares one consumer group.
+        let has_consumer = |m: &MetadataItem| m.name.eq_ignore_ascii_case("consumerID") && (m.secret_key_ref.is_some() || m.value.as_deref().is_some_and(|v| !v.trim().is_empty()));
+        if out.type_name.starts_with("pubsub.") && !out.metadata.iter().any(has_consumer) {
+            out.metadata.retain(|m| !m.name.eq_ignore_ascii_case("consumerID"));
+            out.metadata.push(MetadataItem { name: "consumerID".into(), value: Some(self.app_id.clone()), secret_key_ref: None });
+        }
         Ok(out)
     }
 }
@@ -84,7 +91,6 @@ pub fn expand_components(resources: &mut Resources, identity: &Identity) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MetadataItem;
 
     fn id(pod: &str) -> Identity {
         Identity { app_id: "shop".into(), namespace: "prod".into(), pod_name: pod.into() }
@@ -144,5 +150,23 @@ mod tests {
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].component.as_deref(), Some("bad"));
         assert!(r.errors[0].reason.contains("{podName}"), "{}", r.errors[0].reason);
+    }
+
+    #[test]
+    fn a_pubsub_without_consumer_id_gets_the_app_id() {
+        let with = |ty: &str, items: &[(&str, Option<&str>)]| {
+            let mut s = spec("p", items);
+            s.type_name = ty.into();
+            id("").expand_spec(&s).unwrap()
+        };
+        assert_eq!(with("pubsub.redis", &[]).metadata_value("consumerID"), Some("shop"));
+        assert_eq!(with("pubsub.redis", &[("consumerid", Some(" "))]).metadata_value("consumerID"), Some("shop"), "blank is unset");
+        assert_eq!(with("pubsub.redis", &[("consumerID", Some("{appID}-x"))]).metadata_value("consumerID"), Some("shop-x"));
+        let mut secret = spec("p", &[("consumerID", None)]);
+        secret.type_name = "pubsub.redis".into();
+        secret.metadata[0].secret_key_ref = Some(crate::config::SecretKeyRef { name: "s".into(), key: "k".into() });
+        let secret = id("").expand_spec(&secret).unwrap();
+        assert_eq!((secret.metadata.len(), secret.metadata[0].value.as_deref()), (1, None), "a secretKeyRef stays");
+        assert_eq!(with("state.redis", &[]).metadata_value("consumerID"), None, "only pub/sub");
     }
 }

@@ -144,8 +144,9 @@ fn subscription(topic: &str, route: &str) -> String {
 }
 
 /// A sidecar for `app` with `ps` on `addr` (fast redelivery, poison limit 3) subscribing `topic`.
+/// No `consumerID`: the consumer group is the app id, as daprd defaults it.
 async fn subscriber(app_id: &str, app: &SubscriberApp, addr: &str, topic: &str, route: &str) -> Sidecar {
-    let md = [("redisHost", addr), ("consumerID", app_id), ("processingTimeout", "300"), ("redeliverInterval", "100"), ("maxDeliveryCount", "3"), ("dialTimeout", "500"), ("readTimeout", "1s")];
+    let md = [("redisHost", addr), ("processingTimeout", "300"), ("redeliverInterval", "100"), ("maxDeliveryCount", "3"), ("dialTimeout", "500"), ("readTimeout", "1s")];
     SidecarBuilder::new(app_id)
         .args(&["--app-port", &app.port_arg()])
         .file("ps.yaml", &component("ps", &md))
