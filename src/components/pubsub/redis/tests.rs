@@ -351,3 +351,26 @@ impl MessageHandler for Slow {
         Outcome::Ack
     }
 }
+
+/// The group vanishes under a running subscription (a server restarted without persistence, an
+/// operator's `XGROUP DESTROY`): the read loop recreates it and delivery goes on.
+#[tokio::test]
+async fn a_vanished_group_is_recreated() {
+    let (stream, group) = (unique("nogroup"), unique("group"));
+    let b = broker(&group, &[]).await;
+    let (h, mut rx) = script(&[]);
+    let cancel = CancellationToken::new();
+    b.subscribe(SubscribeRequest { topic: stream.clone(), metadata: Metadata::new() }, h, cancel.clone()).await.unwrap();
+    b.publish(publish_req(&stream, "one")).await.unwrap();
+    assert_eq!(next(&mut rx).await.data.as_ref(), b"one");
+    let destroyed: i64 = b.shared.call(::redis::cmd("XGROUP").arg("DESTROY").arg(&stream).arg(&group)).await.unwrap();
+    assert_eq!(destroyed, 1);
+    b.publish(publish_req(&stream, "two")).await.unwrap();
+    // The recreated group starts at the stream's beginning, as contrib's: "one" comes again.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|d: &Bytes| d.as_ref() == b"two") {
+        seen.push(next(&mut rx).await.data);
+    }
+    cancel.cancel();
+    cleanup(&b, &stream).await;
+}
