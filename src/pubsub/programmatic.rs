@@ -51,6 +51,38 @@ pub async fn load(channel: &AppChannel, app_id: &str) -> Vec<Subscription> {
     subs
 }
 
+/// One subscription per (pub/sub, topic), as daprd keeps them (compstore
+/// `ListSubscriptionsAppByPubSub`): the first declarative one of a topic, replaced in place by
+/// the app's own for that topic (the app's last one when it lists a topic twice). Two
+/// subscriptions of one topic would otherwise be two consumers splitting its messages.
+pub fn merge(declared: Vec<Subscription>, programmatic: Vec<Subscription>) -> Vec<Subscription> {
+    let mut out: Vec<Subscription> = Vec::with_capacity(declared.len() + programmatic.len());
+    let mut taken: HashMap<(String, String), usize> = HashMap::new();
+    for sub in declared {
+        let key = (sub.pubsub.clone(), sub.topic.clone());
+        if taken.contains_key(&key) {
+            tracing::warn!(subscription = %sub.name, pubsub = %sub.pubsub, topic = %sub.topic, "another Subscription already covers this topic; ignored");
+            continue;
+        }
+        taken.insert(key, out.len());
+        out.push(sub);
+    }
+    for sub in programmatic {
+        let key = (sub.pubsub.clone(), sub.topic.clone());
+        match taken.get(&key) {
+            Some(&i) => {
+                tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, replaced = %out[i].name, "the app's own subscription replaces the declared one for this topic");
+                out[i] = sub;
+            }
+            None => {
+                taken.insert(key, out.len());
+                out.push(sub);
+            }
+        }
+    }
+    out
+}
+
 /// `sub` if its routes compile; otherwise logged and dropped.
 fn compiled(sub: Subscription) -> Option<Subscription> {
     match Routes::compile(&sub) {

@@ -147,3 +147,29 @@ async fn load_gives_up_after_daprd_s_retries() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(2200) && took < Duration::from_secs(10), "{took:?}");
 }
+
+#[test]
+fn merge_keeps_one_subscription_per_topic_as_daprd() {
+    let decl = |name: &str, topic: &str| {
+        let mut s = Subscription::new(SubscriptionKind::Declarative, "ps", topic, "/d");
+        s.name = name.into();
+        s
+    };
+    let prog = |topic: &str, path: &str| Subscription::new(SubscriptionKind::Programmatic, "ps", topic, path);
+    let mut other_ps = decl("other", "a");
+    other_ps.pubsub = "ps2".into();
+    let merged = merge(
+        vec![decl("first", "a"), decl("second", "a"), decl("b", "b"), other_ps],
+        vec![prog("b", "/p1"), prog("c", "/c"), prog("b", "/p2")],
+    );
+    let seen: Vec<_> = merged.iter().map(|s| (s.pubsub.as_str(), s.topic.as_str(), s.kind, s.name.as_str(), s.rules[0].path.as_str())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("ps", "a", SubscriptionKind::Declarative, "first", "/d"),
+            ("ps", "b", SubscriptionKind::Programmatic, "", "/p2"),
+            ("ps2", "a", SubscriptionKind::Declarative, "other", "/d"),
+            ("ps", "c", SubscriptionKind::Programmatic, "", "/c"),
+        ]
+    );
+}

@@ -64,14 +64,13 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
         metrics: setup.metrics.enabled().then_some(setup.metrics),
     });
     let health = setup.health;
-    let mut subscriptions = setup.declared;
+    let subscriptions = setup.declared;
     let app_id = setup.app_id.clone();
     let load = Box::pin(async move {
         if let Some(h) = &health {
             h.until_port_open().await;
         }
-        subscriptions.extend(super::programmatic::load(&app, &app_id).await);
-        subscriptions
+        super::programmatic::merge(subscriptions, super::programmatic::load(&app, &app_id).await)
     });
     let args = SubscriptionManagerArgs { app_id: setup.app_id, directory: setup.directory, table: setup.table, resiliency: setup.resiliency, shared, load };
     let (manager, _) = Actor::spawn_linked(Some(name), SubscriptionManager, args, supervisor).await?;

@@ -142,6 +142,23 @@ async fn programmatic_http_subscriptions_are_listed() {
     assert!(sc.logs().contains("event.type =="), "the rejected expression is logged:\n{}", sc.logs());
 }
 
+#[tokio::test]
+async fn the_app_s_own_subscription_replaces_a_declared_one_of_its_topic() {
+    let topic = unique("both");
+    let app = SubscriberApp::start(json!([{ "pubsubname": "ps", "topic": topic, "route": "/app" }])).await;
+    let decl = |name: &str, route: &str| format!("apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\nspec:\n  topic: {topic}\n  route: {route}\n  pubsubname: ps\n");
+    let sc = SidecarBuilder::new("subs-both")
+        .file("ps.yaml", PUBSUB)
+        .file("subs.yaml", &format!("{}---\n{}", decl("d1", "/d1"), decl("d2", "/d2")))
+        .args(&["--app-port", &app.port_arg()])
+        .start()
+        .await;
+    assert_eq!(listed(&sc, &topic).await["type"], "PROGRAMMATIC");
+    let m = metadata(&sc).await;
+    let of_topic: Vec<_> = m["subscriptions"].as_array().map(|s| s.iter().filter(|s| s["topic"] == topic).cloned().collect()).unwrap_or_default();
+    assert_eq!(of_topic, vec![json!({ "pubsubname": "ps", "topic": topic, "rules": [{ "path": "/app" }], "deadLetterTopic": "", "type": "PROGRAMMATIC" })]);
+}
+
 mod grpc_app {
     use rapr_proto::app::app_callback_server::{AppCallback, AppCallbackServer};
     use rapr_proto::app::{ListTopicSubscriptionsResponse, TopicRoutes, TopicRule, TopicSubscription};
