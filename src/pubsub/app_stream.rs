@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use rapr_proto::runtime::v1 as pb;
 use pb::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as Req;
@@ -22,6 +23,10 @@ use pb::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+
+use super::app_sink::{AppBatch, AppEvent, AppSink};
+use super::cloudevents::grpc_request;
+use super::outcome::AppAnswer;
 
 /// What the server writes on the stream.
 pub type Outbound = Result<pb::SubscribeTopicEventsResponseAlpha1, Status>;
@@ -96,7 +101,7 @@ pub struct AppStream {
 impl AppStream {
     /// Sends `event` to the app and waits for its answer. A delivery that stops waiting (its
     /// future dropped) is forgotten; a late answer for it is logged and ignored.
-    pub async fn deliver(&self, event: pb::TopicEventRequest) -> Result<StreamAnswer, StreamError> {
+    pub async fn send_event(&self, event: pb::TopicEventRequest) -> Result<StreamAnswer, StreamError> {
         let (reply, rx) = oneshot::channel();
         tokio::select! {
             sent = self.tx.send(Deliver { event, reply }) => sent.map_err(|_| StreamError::Closed)?,
@@ -111,6 +116,42 @@ impl AppStream {
     }
 }
 
+/// The streaming postman (daprd's `streaming.Deliver`): the event goes out as daprd's gRPC
+/// envelope, the app's status is its answer; a stream that ended reads as `RETRY`, which the
+/// delivery leaves in the broker (its drain token is this stream's `closed`).
+#[async_trait]
+impl AppSink for AppStream {
+    async fn deliver(&self, ev: &AppEvent) -> AppAnswer {
+        let envelope = match grpc_request(&ev.event, &ev.topic, &ev.pubsub, &ev.path) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(pubsub = %ev.pubsub, topic = %ev.topic, event = %ev.id(), error = %e, "error building the envelope of a pub/sub event for a subscription stream");
+                return AppAnswer::Retry;
+            }
+        };
+        match self.send_event(envelope).await {
+            Ok(StreamAnswer::Success) => AppAnswer::Success,
+            Ok(StreamAnswer::Drop) => {
+                tracing::warn!(pubsub = %ev.pubsub, topic = %ev.topic, event = %ev.id(), "DROP status returned from app while processing pub/sub event");
+                AppAnswer::Drop
+            }
+            Ok(StreamAnswer::Retry) => AppAnswer::Retry,
+            Ok(StreamAnswer::Unknown(status)) => {
+                tracing::warn!(pubsub = %ev.pubsub, topic = %ev.topic, event = %ev.id(), status, "unknown status returned from app while processing pub/sub event; retrying");
+                AppAnswer::Retry
+            }
+            Err(StreamError::Closed) => AppAnswer::Retry,
+        }
+    }
+
+    /// daprd's streaming postman has no bulk form; a streaming subscription never asks for
+    /// batches (its initial request has no `bulkSubscribe`), and were one handed over, each
+    /// entry goes out as its own event, answered in the batch's order.
+    async fn deliver_bulk(&self, batch: &AppBatch) -> Vec<AppAnswer> {
+        futures::future::join_all(batch.entries.iter().map(|e| self.deliver(&e.event))).await
+    }
+}
+
 /// A stream's task before it runs: [`AppStream`] handles can be given out first (the
 /// subscription starts before the app gets `initial_response`).
 pub struct StreamTask {
@@ -118,16 +159,20 @@ pub struct StreamTask {
     closed: CancellationToken,
 }
 
-/// A new stream: the front door and the task to [`serve`] it with.
-pub fn channel() -> (AppStream, StreamTask) {
+/// A new stream: the front door and the task to [`serve`] it with. `closed` is the stream's
+/// life: [`serve`] fires it when the stream ends, and ends the stream when something else fires
+/// it (a child of the deliveries' drain token, so a draining sidecar ends its streams). The
+/// subscription's delivery reads the same token as its own drain: an event that failed because
+/// the stream ended is never retried nor dead-lettered, it stays in the broker.
+pub fn channel(closed: CancellationToken) -> (AppStream, StreamTask) {
     let (tx, rx) = mpsc::channel(UNSENT_MAX);
-    let closed = CancellationToken::new();
     (AppStream { tx, closed: closed.clone() }, StreamTask { rx, closed })
 }
 
 /// Runs one stream until it ends: writes events to `out`, pairs the app's answers read from
-/// `inbound` with them. On return, every waiting delivery has failed with `Closed` and new ones
-/// fail at once.
+/// `inbound` with them. On return the stream's `closed` token has fired (before any waiting
+/// delivery hears of it), every waiting delivery has failed with `Closed`, and new ones fail at
+/// once.
 pub async fn serve<S, F>(task: StreamTask, mut inbound: S, out: mpsc::Sender<Outbound>, shutdown: F) -> StreamEnd
 where
     S: Stream<Item = Result<pb::SubscribeTopicEventsRequestAlpha1, Status>> + Unpin,
@@ -142,6 +187,7 @@ where
     let end = loop {
         tokio::select! {
             _ = &mut shutdown => break StreamEnd::Shutdown,
+            _ = closed.cancelled() => break StreamEnd::Shutdown,
             _ = out.closed() => break StreamEnd::AppGone,
             m = inbound.next() => match m {
                 Some(Ok(pb::SubscribeTopicEventsRequestAlpha1 { subscribe_topic_events_request_type: Some(Req::EventProcessed(p)) })) => answer(&mut waiting, p),
@@ -178,8 +224,11 @@ where
             },
         }
     };
+    // First the token (a delivery that hears `Closed` finds its drain token fired), then
+    // dropping `waiting` and `rx` fails every delivery still waiting or queued.
     closed.cancel();
-    // Dropping `waiting` and `rx` fails every delivery still waiting or queued.
+    drop(waiting);
+    drop(rx);
     end
 }
 

@@ -14,7 +14,7 @@ struct App {
 }
 
 fn start() -> App {
-    let (sink, task) = channel();
+    let (sink, task) = channel(CancellationToken::new());
     let (send, inbound) = mpsc::unbounded_channel();
     let (out, read) = mpsc::channel(4);
     let shutdown = CancellationToken::new();
@@ -45,7 +45,7 @@ async fn read_id(app: &mut App) -> String {
 fn deliver(app: &App, id: &str) -> tokio::task::JoinHandle<Result<StreamAnswer, StreamError>> {
     let sink = app.sink.clone();
     let e = event(id);
-    tokio::spawn(async move { sink.deliver(e).await })
+    tokio::spawn(async move { sink.send_event(e).await })
 }
 
 #[test]
@@ -112,7 +112,7 @@ async fn the_app_leaving_fails_waiting_and_new_deliveries() {
     assert_eq!(app.task.await.expect("task"), StreamEnd::AppGone);
     assert_eq!(waiting.await.expect("task"), Err(StreamError::Closed));
     assert!(app.sink.closed().is_cancelled());
-    assert_eq!(app.sink.deliver(event("b")).await, Err(StreamError::Closed));
+    assert_eq!(app.sink.send_event(event("b")).await, Err(StreamError::Closed));
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn shutdown_ends_the_stream() {
 #[tokio::test]
 async fn a_late_answer_for_a_delivery_that_gave_up_is_ignored() {
     let mut app = start();
-    let r = tokio::time::timeout(Duration::from_millis(50), app.sink.deliver(event("a"))).await;
+    let r = tokio::time::timeout(Duration::from_millis(50), app.sink.send_event(event("a"))).await;
     assert!(r.is_err(), "no answer came");
     assert_eq!(read_id(&mut app).await, "a");
     app.send.send(processed("a", Some(0))).expect("task runs");
@@ -155,4 +155,19 @@ async fn a_late_answer_for_a_delivery_that_gave_up_is_ignored() {
     assert_eq!(read_id(&mut app).await, "b");
     app.send.send(processed("b", Some(1))).expect("task runs");
     assert_eq!(b.await.expect("task"), Ok(StreamAnswer::Retry));
+}
+
+#[tokio::test]
+async fn the_closed_token_fires_before_deliveries_fail_and_firing_it_ends_the_stream() {
+    let mut app = start();
+    let closed = app.sink.closed().clone();
+    let sink = app.sink.clone();
+    let waiting = tokio::spawn(async move {
+        let r = sink.send_event(event("a")).await;
+        (r, closed.is_cancelled())
+    });
+    read_id(&mut app).await;
+    app.sink.closed().cancel();
+    assert_eq!(app.task.await.expect("task"), StreamEnd::Shutdown);
+    assert_eq!(waiting.await.expect("task"), (Err(StreamError::Closed), true));
 }

@@ -7,7 +7,13 @@
 //! It is the table's only writer: deliveries report through its mailbox (status changes and
 //! parked messages are rare), and every slow step (loading the app's subscriptions, waiting for
 //! in-flight messages on drain) runs on a spawned task.
+//!
+//! Streaming subscriptions (`SubscribeTopicEventsAlpha1`, `streams.rs`) come and go with their
+//! gRPC streams: each gets its own `DeliveryShared` (the stream as sink, the stream's life as
+//! drain token) and a key that is never reused, so a late report from a stopped delivery cannot
+//! reach another subscription.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +21,11 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
+use super::app_sink::AppSink;
 use super::delivery::{Delivery, DeliveryArgs, DeliveryMsg};
 use super::handler::DeliveryShared;
 use super::routing::Routes;
+use super::streams::StreamRefused;
 use super::{Subscription, SubscriptionStatus, SubscriptionTable};
 use crate::components::directory::DirectoryHandle;
 use crate::resiliency::Resiliency;
@@ -43,6 +51,19 @@ pub enum SubscriptionManagerMsg {
     /// Stop taking messages, wait (at most the deadline) for those in the app's hands, stop
     /// the deliveries.
     Drain(Duration, RpcReplyPort<()>),
+    /// Run a streaming subscription delivering to `sink` until `closed` fires; answers its key.
+    StartStream {
+        /// The subscription (kind Streaming; boxed, the message is otherwise small).
+        subscription: Box<Subscription>,
+        /// The app's stream.
+        sink: Arc<dyn AppSink>,
+        /// The stream's life: the delivery's drain token.
+        closed: CancellationToken,
+        /// Its key, or why it did not start.
+        reply: RpcReplyPort<Result<usize, StreamRefused>>,
+    },
+    /// A streaming subscription's stream ended: stop its delivery and forget it.
+    StopStream(usize),
 }
 
 /// What the manager is started with.
@@ -72,6 +93,8 @@ struct Running {
     routes: Option<Routes>,
     child: Option<ActorRef<DeliveryMsg>>,
     stop: CancellationToken,
+    /// Its delivery's sink and drain token: the manager's, or a stream's own.
+    shared: Arc<DeliveryShared>,
 }
 
 /// The manager's state.
@@ -81,16 +104,18 @@ pub struct SubscriptionManagerState {
     table: SubscriptionTable,
     resiliency: Resiliency,
     shared: Arc<DeliveryShared>,
-    running: Vec<Running>,
+    /// By key, in the order they started (a key is never reused).
+    running: BTreeMap<usize, Running>,
+    next_key: usize,
 }
 
 impl SubscriptionManagerState {
     fn publish(&self) {
-        self.table.publish(self.running.iter().map(|r| r.status.clone()).collect());
+        self.table.publish(self.running.values().map(|r| r.status.clone()).collect());
     }
 
     async fn spawn(&mut self, me: &ActorRef<SubscriptionManagerMsg>, index: usize) {
-        let Some(r) = self.running.get_mut(index) else { return };
+        let Some(r) = self.running.get_mut(&index) else { return };
         let Some(routes) = r.routes.clone() else { return };
         r.stop = CancellationToken::new();
         let args = DeliveryArgs {
@@ -99,7 +124,7 @@ impl SubscriptionManagerState {
             routes,
             directory: self.directory.clone(),
             resiliency: self.resiliency.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: Arc::clone(&r.shared),
             manager: me.clone(),
             stop: r.stop.clone(),
         };
@@ -113,7 +138,33 @@ impl SubscriptionManagerState {
     }
 
     fn index_of(&self, cell: &ActorCell) -> Option<usize> {
-        self.running.iter().position(|r| r.child.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
+        self.running.iter().find(|(_, r)| r.child.as_ref().is_some_and(|c| c.get_id() == cell.get_id())).map(|(k, _)| *k)
+    }
+
+    /// Adds a subscription under a fresh key and starts its delivery.
+    async fn add(&mut self, me: &ActorRef<SubscriptionManagerMsg>, status: SubscriptionStatus, routes: Option<Routes>, shared: Arc<DeliveryShared>) -> usize {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.running.insert(key, Running { status, routes, child: None, stop: CancellationToken::new(), shared });
+        self.spawn(me, key).await;
+        key
+    }
+
+    /// Starts a streaming subscription, checking what daprd checks first.
+    async fn start_stream(&mut self, me: &ActorRef<SubscriptionManagerMsg>, sub: Subscription, sink: Arc<dyn AppSink>, closed: CancellationToken) -> Result<usize, StreamRefused> {
+        if self.shared.draining.is_cancelled() {
+            return Err(StreamRefused::Closed);
+        }
+        let dir = self.directory.load();
+        if !dir.pubsubs.contains_key(&sub.pubsub) && !dir.pubsubs_unavailable.contains_key(&sub.pubsub) {
+            return Err(StreamRefused::NotFound(sub.pubsub));
+        }
+        let routes = Routes::compile(&sub).map_err(|e| StreamRefused::Failed(e.to_string()))?;
+        let shared = Arc::new(DeliveryShared { sink, draining: closed, in_flight: self.shared.in_flight.clone(), metrics: self.shared.metrics.clone() });
+        let status = SubscriptionStatus { subscription: sub, active: false, error: None, parked: 0 };
+        let key = self.add(me, status, Some(routes), shared).await;
+        self.publish();
+        Ok(key)
     }
 }
 
@@ -145,7 +196,15 @@ impl Actor for SubscriptionManager {
                 _ = draining.cancelled() => {}
             }
         });
-        Ok(SubscriptionManagerState { args_app_id: a.app_id, directory: a.directory, table: a.table, resiliency: a.resiliency, shared: a.shared, running: Vec::new() })
+        Ok(SubscriptionManagerState {
+            args_app_id: a.app_id,
+            directory: a.directory,
+            table: a.table,
+            resiliency: a.resiliency,
+            shared: a.shared,
+            running: BTreeMap::new(),
+            next_key: 0,
+        })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -163,33 +222,34 @@ impl Actor for SubscriptionManager {
                         }
                     };
                     let status = SubscriptionStatus { subscription: sub, active: false, error, parked: 0 };
-                    st.running.push(Running { status, routes, child: None, stop: CancellationToken::new() });
-                    let index = st.running.len() - 1;
-                    st.spawn(&me, index).await;
+                    let shared = Arc::clone(&st.shared);
+                    st.add(&me, status, routes, shared).await;
                 }
                 st.publish();
             }
             SubscriptionManagerMsg::Status { index, active, error } => {
-                if let Some(r) = st.running.get_mut(index) {
+                if let Some(r) = st.running.get_mut(&index) {
                     r.status.active = active;
                     r.status.error = error;
                     st.publish();
                 }
             }
             SubscriptionManagerMsg::Parked { index } => {
-                if let Some(r) = st.running.get_mut(index) {
+                if let Some(r) = st.running.get_mut(&index) {
                     r.status.parked += 1;
                     st.publish();
                 }
             }
             SubscriptionManagerMsg::Drain(deadline, reply) => {
                 st.shared.draining.cancel();
-                for r in &mut st.running {
+                for r in st.running.values_mut() {
+                    // A stream's own drain token: its stream ends too.
+                    r.shared.draining.cancel();
                     r.status.active = false;
                 }
                 st.publish();
                 let in_flight = st.shared.in_flight.clone();
-                let children: Vec<_> = st.running.iter().filter_map(|r| r.child.clone()).collect();
+                let children: Vec<_> = st.running.values().filter_map(|r| r.child.clone()).collect();
                 tokio::spawn(async move {
                     in_flight.close();
                     if tokio::time::timeout(deadline, in_flight.wait()).await.is_err() {
@@ -200,6 +260,20 @@ impl Actor for SubscriptionManager {
                     }
                     let _ = reply.send(());
                 });
+            }
+            SubscriptionManagerMsg::StartStream { subscription, sink, closed, reply } => {
+                let _ = reply.send(st.start_stream(&me, *subscription, sink, closed).await);
+            }
+            SubscriptionManagerMsg::StopStream(key) => {
+                // Forgotten first, so its delivery's termination is not taken for a crash.
+                if let Some(r) = st.running.remove(&key) {
+                    r.shared.draining.cancel();
+                    r.stop.cancel();
+                    if let Some(c) = r.child {
+                        c.stop(Some("subscription stream ended".into()));
+                    }
+                    st.publish();
+                }
             }
         }
         Ok(())
@@ -215,7 +289,7 @@ impl Actor for SubscriptionManager {
         if st.shared.draining.is_cancelled() {
             return Ok(());
         }
-        let r = &mut st.running[index];
+        let Some(r) = st.running.get_mut(&index) else { return Ok(()) };
         // Its subscription ends before the replacement subscribes, whatever state it died in.
         r.stop.cancel();
         r.child = None;
@@ -228,7 +302,7 @@ impl Actor for SubscriptionManager {
     }
 
     async fn post_stop(&self, _me: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        for r in &st.running {
+        for r in st.running.values() {
             r.stop.cancel();
         }
         Ok(())
@@ -249,6 +323,21 @@ impl SubscriptionManagerClient {
     /// hands are settled, or after `deadline`.
     pub async fn drain(&self, deadline: Duration) {
         let _ = self.0.call(|r| SubscriptionManagerMsg::Drain(deadline, r), Some(deadline + Duration::from_secs(5))).await;
+    }
+
+    /// Runs a streaming subscription delivering to `sink` until `closed` fires (see
+    /// `streams.rs`); returns its key for [`Self::stop_stream`].
+    pub async fn start_stream(&self, subscription: Subscription, sink: Arc<dyn AppSink>, closed: CancellationToken) -> Result<usize, StreamRefused> {
+        let msg = |reply| SubscriptionManagerMsg::StartStream { subscription: Box::new(subscription), sink, closed, reply };
+        match self.0.call(msg, Some(Duration::from_secs(10))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => Err(StreamRefused::Closed),
+        }
+    }
+
+    /// Stops a streaming subscription and forgets it.
+    pub fn stop_stream(&self, key: usize) {
+        let _ = self.0.cast(SubscriptionManagerMsg::StopStream(key));
     }
 
     /// The manager's reference (to link or stop it).

@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod programmatic;
 pub mod routing;
 pub mod start;
+pub mod streams;
 pub mod subscription;
 pub mod table;
 

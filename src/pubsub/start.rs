@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use ractor::{Actor, ActorCell};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::app_grpc::GrpcSink;
 use super::app_http::HttpSink;
-use super::app_sink::AppSink;
+use super::app_sink::{AppBatch, AppEvent, AppSink};
+use super::outcome::AppAnswer;
 use super::handler::DeliveryShared;
 use super::manager::{SubscriptionManager, SubscriptionManagerArgs, SubscriptionManagerClient};
 use super::{Subscription, SubscriptionTable};
@@ -49,16 +51,35 @@ pub fn sink_for(app: Arc<AppChannel>, health: Option<AppHealthHandle>) -> Arc<dy
     }
 }
 
-/// Spawns the manager linked to `supervisor`; `None` when there is no app to deliver to.
-pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> Result<Option<SubscriptionManagerClient>, ractor::SpawnErr> {
-    let Some(app) = setup.app else {
-        if !setup.declared.is_empty() {
-            tracing::warn!(count = setup.declared.len(), "subscriptions declared but no app port: nothing to deliver to");
-        }
-        return Ok(None);
+/// The sink of a sidecar without an app port. No app subscription is loaded there, so nothing
+/// is handed to it: only streaming subscriptions run, each with its own sink. An event that
+/// reached it anyway would stay unacknowledged (`RETRY`).
+struct NoApp;
+
+#[async_trait]
+impl AppSink for NoApp {
+    async fn deliver(&self, _ev: &AppEvent) -> AppAnswer {
+        AppAnswer::Retry
+    }
+
+    async fn deliver_bulk(&self, batch: &AppBatch) -> Vec<AppAnswer> {
+        vec![AppAnswer::Retry; batch.entries.len()]
+    }
+}
+
+/// Spawns the manager linked to `supervisor`. Without an app port it runs only streaming
+/// subscriptions (which need no app channel), as daprd.
+pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> Result<SubscriptionManagerClient, ractor::SpawnErr> {
+    let app = setup.app;
+    if app.is_none() && !setup.declared.is_empty() {
+        tracing::warn!(count = setup.declared.len(), "subscriptions declared but no app port: nothing to deliver to");
+    }
+    let sink: Arc<dyn AppSink> = match &app {
+        Some(app) => sink_for(Arc::clone(app), setup.health.clone()),
+        None => Arc::new(NoApp),
     };
     let shared = Arc::new(DeliveryShared {
-        sink: sink_for(Arc::clone(&app), setup.health.clone()),
+        sink,
         draining: CancellationToken::new(),
         in_flight: TaskTracker::new(),
         metrics: setup.metrics.enabled().then_some(setup.metrics),
@@ -67,6 +88,7 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
     let subscriptions = setup.declared;
     let app_id = setup.app_id.clone();
     let load = Box::pin(async move {
+        let Some(app) = app else { return Vec::new() };
         if let Some(h) = &health {
             h.until_port_open().await;
         }
@@ -74,5 +96,5 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
     });
     let args = SubscriptionManagerArgs { app_id: setup.app_id, directory: setup.directory, table: setup.table, resiliency: setup.resiliency, shared, load };
     let (manager, _) = Actor::spawn_linked(Some(name), SubscriptionManager, args, supervisor).await?;
-    Ok(Some(SubscriptionManagerClient::new(manager)))
+    Ok(SubscriptionManagerClient::new(manager))
 }

@@ -69,7 +69,7 @@ pub struct RuntimeRootState {
     gateway: ActorRef<ApiGatewayMsg>,
     registration: Option<Registration>,
     tracer: Tracing,
-    pubsub: Option<crate::pubsub::manager::SubscriptionManagerClient>,
+    pubsub: crate::pubsub::manager::SubscriptionManagerClient,
     drain_deadline: Duration,
 }
 
@@ -180,6 +180,7 @@ impl Actor for RuntimeRoot {
         };
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
+        let pubsub_streams = crate::pubsub::streams::StreamSubscriptions::new(pubsub.clone());
         let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone() };
         let http = crate::api::http::router(HttpState::new(HttpShared {
             facades: facades.clone(),
@@ -188,7 +189,7 @@ impl Actor for RuntimeRoot {
             max_body,
             api_token: api_token.clone(),
         }));
-        let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { facades, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token }))?;
+        let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { facades, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token, pubsub_streams }))?;
         // The internal gRPC router: each subsystem that serves other sidecars merges its own.
         let internal = axum::Router::new().merge(invocation.internal.clone());
         let listen = flags.listen_addresses();
@@ -230,11 +231,9 @@ impl Actor for RuntimeRoot {
                 if let Some(r) = st.registration.take() {
                     r.deregister().await;
                 }
-                if let Some(p) = &st.pubsub {
-                    // daprd's order: subscriptions stop taking messages and drain first.
-                    tracing::info!("draining pub/sub deliveries");
-                    p.drain(st.drain_deadline).await;
-                }
+                // daprd's order: subscriptions stop taking messages and drain first.
+                tracing::info!("draining pub/sub deliveries");
+                st.pubsub.drain(st.drain_deadline).await;
                 tracing::info!("draining the APIs");
                 let _ = st.gateway.call(ApiGatewayMsg::Drain, Some(Duration::from_secs(60))).await;
                 st.gateway.stop(None);

@@ -10,6 +10,7 @@ mod metadata;
 mod pubsub;
 mod secrets;
 mod state;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::runtime::span_attrs::note_store;
 pub struct DaprService {
     facades: Facades,
     shutdown: ShutdownHandle,
+    pubsub_streams: crate::pubsub::streams::StreamSubscriptions,
 }
 
 /// The adapters reach each facade by name (`self.state`).
@@ -132,6 +134,8 @@ pub struct GrpcShared {
     pub max_message: usize,
     /// `DAPR_API_TOKEN`, when set.
     pub api_token: Option<Arc<str>>,
+    /// Streaming subscriptions (`SubscribeTopicEventsAlpha1`, gRPC only).
+    pub pubsub_streams: crate::pubsub::streams::StreamSubscriptions,
 }
 
 impl std::ops::Deref for GrpcShared {
@@ -143,7 +147,7 @@ impl std::ops::Deref for GrpcShared {
 
 /// The gRPC router: Dapr service, reflection (v1 and v1alpha), UNIMPLEMENTED fallback, token check.
 pub fn router(s: GrpcState) -> Result<axum::Router, tonic_reflection::server::Error> {
-    let svc = DaprService { facades: s.facades.clone(), shutdown: s.shutdown.clone() };
+    let svc = DaprService { facades: s.facades.clone(), shutdown: s.shutdown.clone(), pubsub_streams: s.pubsub_streams.clone() };
     let dapr = DaprServer::new(svc).max_decoding_message_size(s.max_message).max_encoding_message_size(s.max_message);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rapr_proto::FILE_DESCRIPTOR_SET)

@@ -23,8 +23,8 @@ impl DaprService {
 
     pub(super) async fn subscribe_topic_events_impl(
         &self,
-        _r: GrpcRequest<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
+        r: GrpcRequest<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<GrpcResponse<TopicEventStream>, Status> {
-        Err(Status::unimplemented("SubscribeTopicEventsAlpha1: work in progress (issue 11)"))
+        self.subscribe_topic_events(r).await
     }
 }
