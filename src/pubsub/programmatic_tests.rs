@@ -173,3 +173,50 @@ fn merge_keeps_one_subscription_per_topic_as_daprd() {
         ]
     );
 }
+
+/// A gRPC app whose `ListTopicSubscriptions` answers `answer` and counts its calls.
+#[derive(Clone)]
+struct GrpcApp {
+    answer: Result<ListTopicSubscriptionsResponse, tonic::Code>,
+    calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl rapr_proto::app::app_callback_server::AppCallback for GrpcApp {
+    async fn on_invoke(&self, _r: tonic::Request<rapr_proto::common::v1::InvokeRequest>) -> Result<tonic::Response<rapr_proto::common::v1::InvokeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not here"))
+    }
+    async fn list_topic_subscriptions(&self, _r: tonic::Request<()>) -> Result<tonic::Response<ListTopicSubscriptionsResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.answer.clone().map(tonic::Response::new).map_err(|c| tonic::Status::new(c, "as programmed"))
+    }
+    async fn on_topic_event(&self, _r: tonic::Request<rapr_proto::app::TopicEventRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not here"))
+    }
+    async fn on_bulk_topic_event(&self, _r: tonic::Request<rapr_proto::app::TopicEventBulkRequest>) -> Result<tonic::Response<rapr_proto::app::TopicEventBulkResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not here"))
+    }
+}
+
+/// `load` against a gRPC app answering `answer`: the subscriptions and how many calls it took.
+async fn load_grpc(answer: Result<ListTopicSubscriptionsResponse, tonic::Code>) -> (Vec<Subscription>, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = GrpcApp { answer, calls: calls.clone() };
+    let port = crate::net_ports::free_port().expect("port");
+    serve(port, tonic::service::Routes::new(rapr_proto::app::app_callback_server::AppCallbackServer::new(app)).into_axum_router()).await;
+    let channel = AppChannel::new(AppTransport::parse("grpc").expect("grpc"), "127.0.0.1", port, -1, None).expect("channel");
+    let subs = load(&channel, "a").await;
+    (subs, calls.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn load_asks_a_grpc_app_and_unimplemented_is_none_without_retries() {
+    let one = ListTopicSubscriptionsResponse { subscriptions: vec![TopicSubscription { pubsub_name: "ps".into(), topic: "t".into(), ..Default::default() }] };
+    let (subs, calls) = load_grpc(Ok(one)).await;
+    assert_eq!((subs.len(), calls), (1, 1));
+    assert_eq!(subs[0].kind, SubscriptionKind::Programmatic);
+    let (subs, calls) = load_grpc(Err(tonic::Code::Unimplemented)).await;
+    assert_eq!((subs.len(), calls), (0, 1), "Unimplemented: no subscriptions, not retried");
+    let (subs, calls) = load_grpc(Err(tonic::Code::Unavailable)).await;
+    assert_eq!((subs.len(), calls), (0, 4), "other errors: daprd's three retries, then none");
+}
