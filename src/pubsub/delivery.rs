@@ -24,8 +24,16 @@ use crate::components::directory::DirectoryHandle;
 use crate::components::pubsub::{PubSubClient, SubscribeRequest};
 use crate::resiliency::{ComponentKind, Resiliency};
 
-/// How long a failed subscribe waits before trying again (unless the directory changes first).
+/// How long a failed subscribe waits before trying again (unless the directory changes first),
+/// doubling per consecutive failure up to [`RESUBSCRIBE_MAX`].
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait between subscribe attempts.
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after `failures` consecutive failed subscribes.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    RESUBSCRIBE_AFTER.saturating_mul(1u32 << failures.saturating_sub(1).min(5)).min(RESUBSCRIBE_MAX)
+}
 
 /// Messages of a `Delivery`. Each carries the attempt it belongs to; stale ones are ignored.
 pub enum DeliveryMsg {
@@ -63,6 +71,8 @@ pub struct Delivery;
 pub struct DeliveryState {
     args: DeliveryArgs,
     attempt: u64,
+    /// Consecutive failed subscribes (the retry backoff).
+    failures: u32,
     /// Ends the current subscription (and any waiter of the current attempt).
     current: CancellationToken,
 }
@@ -101,7 +111,7 @@ impl Actor for Delivery {
     async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         me.cast(DeliveryMsg::Subscribe(0))?;
         let current = args.stop.child_token();
-        Ok(DeliveryState { args, attempt: 0, current })
+        Ok(DeliveryState { args, attempt: 0, failures: 0, current })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -147,19 +157,22 @@ impl Actor for Delivery {
             DeliveryMsg::Subscribed(attempt, Ok(running)) => {
                 let sub = &st.args.subscription;
                 tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, "subscribed");
+                st.failures = 0;
                 st.report(true, None);
                 // It ends when the instance retires, or with this attempt (linked by `subscribe`).
                 resubscribe_after(&me, attempt, draining, CancellationToken::new(), async move { running.cancelled().await });
             }
             DeliveryMsg::Subscribed(attempt, Err(e)) => {
+                st.failures = st.failures.saturating_add(1);
+                let wait = backoff(st.failures);
                 let sub = &st.args.subscription;
-                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e, "subscribing failed; trying again");
+                tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, error = %e, retry_in = ?wait, "subscribing failed; trying again");
                 st.report(false, Some(format!("subscribing to topic {} failed: {e}", sub.topic)));
                 let mut changes = st.args.directory.watch();
                 let superseded = st.current.clone();
                 resubscribe_after(&me, attempt, draining, superseded, async move {
                     tokio::select! {
-                        _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = changes.changed() => {}
                     }
                 });

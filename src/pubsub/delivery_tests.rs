@@ -129,3 +129,10 @@ async fn a_subscription_follows_its_component_across_instances_and_ends_on_drain
     assert_eq!(active(&table), Some(false));
     manager.stop(None);
 }
+
+#[test]
+fn failed_subscribes_back_off_to_half_a_minute() {
+    use crate::pubsub::delivery::backoff;
+    let secs: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+}
