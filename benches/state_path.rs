@@ -189,6 +189,7 @@ fn served(c: &mut Criterion) {
         metadata: MetadataApi::new(APP.into(), vec![], AppConnection::default(), directory.clone()),
         secrets: SecretsApi::new(directory.clone(), BTreeMap::new()),
         invoke: InvokeApi::new(APP, None, None, Arc::new(RemoteInvoker::new(4 << 20)), Resiliency::none()),
+        pubsub: rapr::api::pubsub::PubSubApi::new(directory.clone(), Resiliency::none(), APP),
     };
     let router = rapr::api::http::router(HttpState::new(HttpShared {
         facades,

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod http;
 pub mod invoke;
 pub mod metadata;
+pub mod pubsub;
 pub mod secrets;
 pub mod state;
 pub mod state_keys;
@@ -24,4 +25,6 @@ pub struct Facades {
     pub secrets: secrets::SecretsApi,
     /// Service invocation.
     pub invoke: invoke::InvokeApi,
+    /// Publishing.
+    pub pubsub: pubsub::PubSubApi,
 }

@@ -15,6 +15,7 @@ pub mod manager;
 pub mod outcome;
 pub mod programmatic;
 pub mod routing;
+pub mod scopes;
 pub mod start;
 pub mod streams;
 pub mod subscription;

@@ -49,3 +49,21 @@ pub const ERR_SECRET_STORE_NOT_FOUND: &str = "ERR_SECRET_STORE_NOT_FOUND";
 pub const ERR_PERMISSION_DENIED: &str = "ERR_PERMISSION_DENIED";
 /// Reading a secret failed.
 pub const ERR_SECRET_GET: &str = "ERR_SECRET_GET";
+/// No pub/sub adapter (daprd never answers it: it always has one).
+pub const ERR_PUBSUB_NOT_CONFIGURED: &str = "ERR_PUBSUB_NOT_CONFIGURED";
+/// Unknown pub/sub component.
+pub const ERR_PUBSUB_NOT_FOUND: &str = "ERR_PUBSUB_NOT_FOUND";
+/// No pub/sub name in the request.
+pub const ERR_PUBSUB_EMPTY: &str = "ERR_PUBSUB_EMPTY";
+/// No topic in the request.
+pub const ERR_TOPIC_NAME_EMPTY: &str = "ERR_TOPIC_NAME_EMPTY";
+/// The component's scopes forbid the topic to this app.
+pub const ERR_PUBSUB_FORBIDDEN: &str = "ERR_PUBSUB_FORBIDDEN";
+/// The broker failed the publish.
+pub const ERR_PUBSUB_PUBLISH_MESSAGE: &str = "ERR_PUBSUB_PUBLISH_MESSAGE";
+/// The CloudEvent could not be built.
+pub const ERR_PUBSUB_CLOUD_EVENTS_SER: &str = "ERR_PUBSUB_CLOUD_EVENTS_SER";
+/// Bulk events could not be read or serialized.
+pub const ERR_PUBSUB_EVENTS_SER: &str = "ERR_PUBSUB_EVENTS_SER";
+/// Request metadata could not be read (`rawPayload`).
+pub const ERR_PUBSUB_REQUEST_METADATA: &str = "ERR_PUBSUB_REQUEST_METADATA";

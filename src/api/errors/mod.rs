@@ -7,6 +7,7 @@
 
 pub mod codes;
 pub mod invoke;
+pub mod pubsub;
 pub mod secrets;
 pub mod state;
 
@@ -33,6 +34,8 @@ pub enum Detail {
         resource_type: String,
         /// The component name.
         resource_name: String,
+        /// What daprd writes there (empty for state, the message for pub/sub).
+        description: String,
     },
     /// `google.rpc.BadRequest` with one field violation.
     BadRequest {
@@ -115,8 +118,8 @@ impl ApiError {
                     let md: std::collections::HashMap<String, String> = metadata.clone().unwrap_or_default().into_iter().collect();
                     d.set_error_info(reason.clone(), codes::DOMAIN, md);
                 }
-                Detail::ResourceInfo { resource_type, resource_name } => {
-                    d.set_resource_info(resource_type.clone(), resource_name.clone(), "", "");
+                Detail::ResourceInfo { resource_type, resource_name, description } => {
+                    d.set_resource_info(resource_type.clone(), resource_name.clone(), "", description.clone());
                 }
                 Detail::BadRequest { field, description } => {
                     d.add_bad_request_violation(field.clone(), description.clone());
@@ -138,9 +141,9 @@ fn detail_json(d: &Detail) -> Value {
             "metadata": metadata,
             "reason": reason,
         }),
-        Detail::ResourceInfo { resource_type, resource_name } => json!({
+        Detail::ResourceInfo { resource_type, resource_name, description } => json!({
             "@type": "type.googleapis.com/google.rpc.ResourceInfo",
-            "description": "",
+            "description": description,
             "owner": "",
             "resource_name": resource_name,
             "resource_type": resource_type,

@@ -14,7 +14,7 @@ use crate::components::state::StoreError;
 const HELP_URL: &str = "https://docs.dapr.io/reference/components-reference/supported-state-stores/";
 
 fn resource(store: &str) -> Detail {
-    Detail::ResourceInfo { resource_type: "state".into(), resource_name: store.into() }
+    Detail::ResourceInfo { resource_type: "state".into(), resource_name: store.into(), description: String::new() }
 }
 
 /// The transport an error is rendered for: daprd's HTTP and gRPC handlers build state errors

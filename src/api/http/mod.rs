@@ -7,6 +7,7 @@ pub mod auth;
 pub mod extract;
 pub mod invoke;
 pub mod metadata;
+pub mod pubsub;
 pub mod secrets;
 pub mod state;
 
@@ -64,6 +65,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(state::routes())
         .merge(metadata::routes())
         .merge(secrets::routes())
+        .merge(pubsub::routes())
         .merge(invoke::routes())
         .fallback(invoke::fallback)
         // Bodies are read under `max_body` by each handler, with daprd's per-route error.

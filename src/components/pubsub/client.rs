@@ -47,6 +47,23 @@ impl PubSubClient {
         self.broker.max_delivery_count()
     }
 
+    /// The component's topic rules, if it has any.
+    pub fn scopes(&self) -> Option<&crate::pubsub::scopes::Scopes> {
+        self.broker.scopes()
+    }
+
+    /// Whether `app_id` may publish to `topic` (daprd's `publishingScopes`, `allowedTopics`,
+    /// `protectedTopics`).
+    pub fn may_publish(&self, app_id: &str, topic: &str) -> bool {
+        self.broker.scopes().is_none_or(|s| s.may_publish(app_id, topic))
+    }
+
+    /// Whether `app_id` may subscribe to `topic` (`subscriptionScopes`, `allowedTopics`,
+    /// `protectedTopics`).
+    pub fn may_subscribe(&self, app_id: &str, topic: &str) -> bool {
+        self.broker.scopes().is_none_or(|s| s.may_subscribe(app_id, topic))
+    }
+
     /// Publishes one message under the call deadline.
     pub async fn publish(&self, req: PublishRequest) -> Result<(), PubSubError> {
         let _token = self.in_flight.token();

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use crate::components::category::{BoxFuture, CategoryKind, EntryContext};
 use crate::components::metadata::ComponentMetadata;
-use crate::components::pubsub::{PubSub, PubSubClient};
+use crate::components::pubsub::{BulkFailure, BulkPublishRequest, Feature, MessageHandler, PubSub, PubSubClient, PubSubError, PublishRequest, SubscribeRequest};
 use crate::components::registry::{ComponentError, Registry};
+use crate::pubsub::scopes::Scopes;
 
 /// A broker factory: name and metadata to an initialised broker.
 pub type PubSubFactory = fn(String, ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, ComponentError>>;
@@ -28,8 +29,17 @@ impl CategoryKind for PubSubKind {
         super::sqlite::register(reg);
     }
 
-    fn build(factory: PubSubFactory, name: String, md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, ComponentError>> {
-        factory(name, md)
+    /// The topic-scoping keys are the runtime's: read here (so the broker never warns them
+    /// unread) and kept beside the broker.
+    fn build(factory: PubSubFactory, name: String, mut md: ComponentMetadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, ComponentError>> {
+        let scopes = Scopes::from_metadata(&mut md);
+        Box::pin(async move {
+            let broker = factory(name, md).await?;
+            if scopes.is_empty() {
+                return Ok(broker);
+            }
+            Ok(Arc::new(Scoped { inner: broker, scopes }) as Arc<dyn PubSub>)
+        })
     }
 
     fn capabilities(handle: &dyn PubSub) -> Vec<&'static str> {
@@ -46,5 +56,39 @@ impl CategoryKind for PubSubKind {
 
     fn entry(handle: Arc<dyn PubSub>, ctx: EntryContext<'_>) -> PubSubClient {
         PubSubClient::new(handle, ctx.call_timeout, ctx.in_flight.clone(), ctx.retired.clone())
+    }
+}
+
+/// A broker with its component's topic rules.
+struct Scoped {
+    inner: Arc<dyn PubSub>,
+    scopes: Scopes,
+}
+
+#[async_trait::async_trait]
+impl PubSub for Scoped {
+    fn features(&self) -> &'static [Feature] {
+        self.inner.features()
+    }
+    fn max_delivery_count(&self) -> Option<u32> {
+        self.inner.max_delivery_count()
+    }
+    async fn publish(&self, req: PublishRequest) -> Result<(), PubSubError> {
+        self.inner.publish(req).await
+    }
+    async fn bulk_publish(&self, req: BulkPublishRequest) -> Result<Vec<BulkFailure>, PubSubError> {
+        self.inner.bulk_publish(req).await
+    }
+    async fn subscribe(&self, req: SubscribeRequest, handler: Arc<dyn MessageHandler>, cancel: tokio_util::sync::CancellationToken) -> Result<(), PubSubError> {
+        self.inner.subscribe(req, handler, cancel).await
+    }
+    fn scopes(&self) -> Option<&Scopes> {
+        Some(&self.scopes)
+    }
+    async fn ping(&self) -> Result<(), PubSubError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
     }
 }

@@ -33,8 +33,10 @@ const FEATURES: &[Feature] = &[Feature::SubscribeWildcards];
 
 /// Registers `pubsub.in-memory`.
 pub fn register(reg: &mut Registry) {
-    reg.add_pubsub(&["pubsub.in-memory"], "v1", |name, md| {
+    reg.add_pubsub(&["pubsub.in-memory"], "v1", |name, mut md| {
         Box::pin(async move {
+            // The runtime sets it on every pub/sub component; a bus has no consumer groups.
+            let _ = md.string(&["consumerID"]);
             warn_unread(&name, &md);
             Ok(Arc::new(MemoryBus::new()) as Arc<dyn PubSub>)
         })

@@ -199,6 +199,12 @@ pub trait PubSub: Send + Sync + 'static {
     /// after `cancel` they take no new message (handler calls already running finish).
     async fn subscribe(&self, req: SubscribeRequest, handler: Arc<dyn MessageHandler>, cancel: CancellationToken) -> Result<(), PubSubError>;
 
+    /// The component's topic rules (`publishingScopes`, ...): runtime metadata that
+    /// `PubSubKind::build` took out before the broker saw it; `None` when there are none.
+    fn scopes(&self) -> Option<&crate::pubsub::scopes::Scopes> {
+        None
+    }
+
     /// Whether the broker answers (the host's health probe).
     async fn ping(&self) -> Result<(), PubSubError>;
 
