@@ -154,7 +154,7 @@ impl Actor for RuntimeRoot {
         let api_token: Option<Arc<str>> = a.api_token.filter(|t| !t.is_empty()).map(Arc::from);
         let max_body = flags.max_body_bytes()?;
         let state = StateApi::new(directory.clone(), resiliency.clone());
-        let pubsub = crate::api::pubsub::PubSubApi::new(directory.clone(), resiliency.clone(), &flags.app_id);
+        let publish = crate::api::pubsub::PubSubApi::new(directory.clone(), resiliency.clone(), &flags.app_id);
         let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
         let endpoints = resolve_http_endpoints(std::mem::take(&mut resources.http_endpoints), &directory, &components).await;
@@ -182,7 +182,7 @@ impl Actor for RuntimeRoot {
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
         let pubsub_streams = crate::pubsub::streams::StreamSubscriptions::new(pubsub.clone());
-        let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone(), pubsub };
+        let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone(), pubsub: publish };
         let http = crate::api::http::router(HttpState::new(HttpShared {
             facades: facades.clone(),
             shutdown: a.shutdown.clone(),
