@@ -29,9 +29,9 @@ pub fn ensure_defaults(home: &Path) -> std::io::Result<PathBuf> {
     }
     let pubsub = dir.join("pubsub.yaml");
     if !pubsub.exists() {
-        // `consumerID` spelled out as daprd defaults it: one consumer group per app id.
+        // No `consumerID`: the runtime gives it the app id, as daprd does.
         let yaml = format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: consumerID\n    value: \"{{appID}}\"\n",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n",
             data.join("pubsub.db").display()
         );
         std::fs::write(&pubsub, yaml)?;
@@ -81,6 +81,5 @@ mod tests {
         let yaml = std::fs::read_to_string(dir.join("pubsub.yaml")).unwrap();
         assert!(yaml.contains("name: pubsub\n") && yaml.contains("type: pubsub.sqlite"), "{yaml}");
         assert!(yaml.contains(&home.path().join("data").join("pubsub.db").display().to_string()), "{yaml}");
-        assert!(yaml.contains("value: \"{appID}\""), "{yaml}");
     }
 }
