@@ -159,6 +159,9 @@ impl SubscriptionManagerState {
         if !dir.pubsubs.contains_key(&sub.pubsub) && !dir.pubsubs_unavailable.contains_key(&sub.pubsub) {
             return Err(StreamRefused::NotFound(sub.pubsub));
         }
+        if dir.pubsubs.get(&sub.pubsub).is_some_and(|c| !c.may_subscribe(&self.args_app_id, &sub.topic)) {
+            return Err(StreamRefused::Failed(format!("subscription to topic '{}' on pubsub '{}' is not allowed", sub.topic, sub.pubsub)));
+        }
         let routes = Routes::compile(&sub).map_err(|e| StreamRefused::Failed(e.to_string()))?;
         let shared = Arc::new(DeliveryShared { sink, draining: closed, in_flight: self.shared.in_flight.clone(), metrics: self.shared.metrics.clone() });
         let status = SubscriptionStatus { subscription: sub, active: false, error: None, parked: 0 };

@@ -2,7 +2,7 @@
 //! against the real binary, with the in-memory and the embedded SQLite brokers. The app has no
 //! port: events come back on the stream it opened and its answers settle them. Events go into
 //! the sidecar's `pubsub.sqlite` file straight from the broker (the publish API is tested in
-//! publish.rs).
+//! publish.rs), except for the in-memory broker, which only the publish API reaches.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,11 +30,12 @@ async fn sidecar() -> (Sidecar, PathBuf) {
     let b = SidecarBuilder::new(&format!("streaming-{}", uuid::Uuid::new_v4().simple()));
     let db = b.dir().join("lite.db");
     let mem = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: mem\nspec:\n  type: pubsub.in-memory\n  version: v1\n";
+    let scoped = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: scoped\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n  - name: allowedTopics\n    value: open\n";
     let lite = format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: lite\nspec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: pollInterval\n    value: 50ms\n  - name: redeliverInterval\n    value: 200ms\n  - name: processingTimeout\n    value: 5s\n",
         db.display()
     );
-    (b.file("mem.yaml", mem).file("lite.yaml", &lite).start().await, db)
+    (b.file("mem.yaml", mem).file("scoped.yaml", scoped).file("lite.yaml", &lite).start().await, db)
 }
 
 fn topic() -> String {
@@ -137,6 +138,7 @@ async fn bad_initial_requests_get_daprds_errors() {
         (initial("", "t", None), tonic::Code::Unknown, "pubsubName is required"),
         (initial("mem", "", None), tonic::Code::Unknown, "topic is required"),
         (initial("nope", "t", None), tonic::Code::InvalidArgument, "pubsub nope is not found"),
+        (initial("scoped", "closed", None), tonic::Code::Unknown, "failed to create subscription for scoped: subscription to topic 'closed' on pubsub 'scoped' is not allowed"),
     ];
     for (first, code, message) in cases {
         let e = open_with(&sc, first).await.err().expect("refused");
@@ -145,8 +147,9 @@ async fn bad_initial_requests_get_daprds_errors() {
     let e = open_with(&sc, initial("nope", "t", None)).await.err().expect("refused");
     let d = tonic_types::StatusExt::get_error_details(&e);
     assert_eq!(d.error_info().map(|i| i.reason.as_str()), Some("DAPR_PUBSUB_NOT_FOUND"), "{e:?}");
-    // The sidecar keeps serving streams.
+    // The sidecar keeps serving streams; an allowed topic subscribes.
     let _s = open(&sc, "mem", &topic(), None).await;
+    let _o = open(&sc, "scoped", "open", None).await;
 }
 
 #[tokio::test]
@@ -249,4 +252,21 @@ async fn a_second_initial_request_ends_the_stream() {
     let e = end.expect_err("an error status");
     assert_eq!((e.code(), e.message()), (tonic::Code::Unknown, "duplicate initial request received"));
     until_unlisted(&sc, &t, 0).await;
+}
+
+#[tokio::test]
+async fn in_memory_events_published_over_grpc_reach_the_stream() {
+    let (sc, _) = sidecar().await;
+    let t = topic();
+    let mut s = open(&sc, "mem", &t, None).await;
+    let req = pb::PublishEventRequest { pubsub_name: "mem".into(), topic: t.clone(), data: br#"{"n":7}"#.to_vec(), data_content_type: "application/json".into(), metadata: Default::default() };
+    if let Err(e) = sc.grpc().await.publish_event(req).await {
+        panic!("publish: {e:?}\n{}", sc.logs());
+    }
+    let e = s.next_event().await;
+    assert_eq!((e.topic.as_str(), e.pubsub_name.as_str(), e.r#type.as_str()), (t.as_str(), "mem", "com.dapr.event.sent"));
+    assert_eq!(data(&e), json!({ "n": 7 }));
+    assert!(e.source.starts_with("streaming-"), "source is the app id: {}", e.source);
+    s.answer(&e.id, SUCCESS).await;
+    s.quiet_for(Duration::from_millis(300)).await;
 }
