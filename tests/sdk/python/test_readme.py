@@ -6,21 +6,27 @@ Markers in README.md: an HTML comment `<!-- readme-test: NAME -->` right before 
 - `curl`: a `rapr sidecar ...` line (started here, in a scratch directory), then shell commands;
   a `# => TEXT` line asserts the stdout of the command before it.
 - `python`: run with the SDK's Python; its stdout must equal the `python-output` block.
+- `pubsub`: a `rapr run ... &` line (started here, in a scratch directory, with 5001 for the app
+  port), then commands; the run's output must show the `pubsub-output` block's lines.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from raprkit import REPO_ROOT, Sidecar, free_ports, rapr_bin, write_components
+from raprkit import REPO_ROOT, Sidecar, free_ports, rapr_bin, wait_until, write_components
 
 README = REPO_ROOT / "README.md"
 
@@ -54,7 +60,7 @@ def substitute_ports(s: str, http_port: int, grpc_port: int) -> str:
 
 def test_readme_has_marked_blocks():
     blocks = readme_blocks()
-    assert {"curl", "python", "python-output"} <= set(blocks), sorted(blocks)
+    assert {"curl", "python", "python-output", "pubsub", "pubsub-output"} <= set(blocks), sorted(blocks)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,62 @@ def test_rapr_run_exits_with_the_apps_exit_code(tmp_path):
     detail = f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}"
     assert res.returncode == 7, detail
     assert f"== APP == port {http_port} exiter" in res.stdout.splitlines(), detail
+
+
+def test_readme_pubsub_example(tmp_path):
+    """The pub/sub example: `rapr run` with examples/subscriber.py, a curl publish, the app prints
+    the order."""
+    blocks = readme_blocks()
+    lines = [ln.strip() for ln in logical_lines(blocks["pubsub"]) if ln.strip()]
+    run_lines = [ln for ln in lines if ln.startswith("rapr run")]
+    assert len(run_lines) == 1, lines
+    argv = shlex.split(run_lines[0].rstrip("&").strip())
+    work = tmp_path / "readme-pubsub"
+    shutil.copytree(REPO_ROOT / "examples", work / "examples")
+    http_port, grpc_port, app_port = free_ports(3)
+    args = [a.replace("3500", str(http_port)).replace("5001", str(app_port)) for a in argv[2:]]
+    assert "--app-port" in args and "--" in args, args
+    # rapr run's default gRPC port (50001) may be another test's: give it a free one.
+    sep = args.index("--")
+    args[sep:sep] = ["--dapr-grpc-port", str(grpc_port)]
+    if not rapr_bin().exists():
+        pytest.fail(f"rapr binary not found at {rapr_bin()}")
+    proc = subprocess.Popen([str(rapr_bin()), "run", *args], cwd=str(work), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def subscribed():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1.0/metadata", timeout=2) as r:
+                return any(s.get("topic") == "orders" for s in json.load(r).get("subscriptions", []))
+        except OSError:
+            return False
+
+    try:
+        try:
+            wait_until(subscribed, 30, what="the subscriber's subscription in /v1.0/metadata")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{''.join(out)}")
+        for ln in lines:
+            if ln.startswith("rapr run") or ln.startswith("#"):
+                continue
+            cmd = substitute_ports(ln, http_port, grpc_port).replace("localhost:", "127.0.0.1:")
+            res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
+            assert res.returncode == 0, f"{cmd!r} failed ({res.returncode}): {res.stderr}\n{''.join(out)}"
+        expected = [ln for ln in blocks["pubsub-output"].splitlines() if ln.strip()]
+        try:
+            wait_until(lambda: all(e + "\n" in out for e in expected), 20, what="the subscriber's output")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{''.join(out)}")
+        # The example component is the embedded broker's file.
+        assert (work / "rapr-pubsub.db").exists(), sorted(p.name for p in work.iterdir())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        reader.join(timeout=5)
