@@ -140,6 +140,11 @@ impl SubscriberApp {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// Requests in the app's hands right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most requests the app had in progress at once.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)

@@ -4,6 +4,7 @@
 pub mod app;
 mod delivery;
 mod delivery_grpc;
+mod proofs;
 mod publish;
 mod redis;
 mod sqlite;

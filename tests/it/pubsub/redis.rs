@@ -28,7 +28,7 @@ fn component(name: &str, metadata: &[(&str, &str)]) -> String {
 }
 
 /// A private redis-server on `port`: appendonly on, so a graceful SHUTDOWN keeps the streams.
-fn redis_server(port: u16, dir: &Path) -> Box<dyn Fn() -> Child + Send> {
+pub(super) fn redis_server(port: u16, dir: &Path) -> Box<dyn Fn() -> Child + Send> {
     let dir = dir.to_path_buf();
     Box::new(move || {
         Command::new("redis-server")
