@@ -5,7 +5,8 @@
 //! an entry as Dapr's publisher writes it (`data`, `metadata` fields) is delivered and `XACK`ed;
 //! one the app keeps retrying stays pending, comes back, and is parked at the poison limit
 //! (still in `XPENDING`, under `<consumerID>-parked`); a broker restarted mid-stream loses nothing
-//! and delivery resumes with no sidecar restart. The shared server is never stopped.
+//! and delivery resumes with no sidecar restart; the publish API writes Dapr's entry layout.
+//! The shared server is never stopped.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -274,5 +275,29 @@ async fn sidecars_of_one_app_id_share_the_work_and_other_app_ids_get_everything(
     let all: std::collections::HashSet<&String> = ia.iter().chain(&ib).collect();
     assert_eq!((all.len(), ia.len() + ib.len()), (n as usize, n as usize), "every entry once");
     assert_eq!(c.received("/in").len(), n as usize, "the other app id got every entry once");
+    drop_stream(SHARED, &topic).await;
+}
+
+/// Publishing through the sidecar writes the entry as Dapr's does (the CloudEvent in `data`,
+/// the request metadata as JSON in `metadata`), and the subscriber gets it.
+#[tokio::test]
+async fn publish_through_the_sidecar_writes_daprs_entry_layout() {
+    let (topic, group) = (unique("rpublish"), unique("rpublish-app"));
+    let app = SubscriberApp::start(json!([])).await;
+    let sc = subscriber(&group, &app, SHARED, &topic, "/in").await;
+    let r = sc.client.post(sc.url(&format!("/v1.0/publish/ps/{topic}?metadata.note=hi"))).json(&json!({"n": 5})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap_or_default());
+    let got = app.wait_for("/in", 1, WAIT).await;
+    assert_eq!(got[0].json().pointer("/data/n"), Some(&json!(5)));
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE").arg(&topic).arg("-").arg("+").query_async(&mut conn(SHARED).await).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    let fields: std::collections::HashMap<_, _> = entries[0].1.iter().cloned().collect();
+    let event: Value = serde_json::from_str(&fields["data"]).unwrap();
+    assert_eq!((event["data"]["n"].as_i64(), event["pubsubname"].as_str(), event["topic"].as_str()), (Some(5), Some("ps"), Some(topic.as_str())), "{event}");
+    assert_eq!(event["source"], json!(group), "the publisher's app id");
+    let metadata: Value = serde_json::from_str(&fields["metadata"]).unwrap();
+    assert_eq!(metadata["note"], "hi", "{metadata}");
+    eventually(WAIT, "the entry acknowledged", || async { (pending(SHARED, &topic, &group).await.0 == 0).then_some(()) }).await;
+    drop(sc);
     drop_stream(SHARED, &topic).await;
 }
