@@ -47,6 +47,8 @@ pub enum DeliveryMsg {
 pub struct DeliveryArgs {
     /// Its position in the manager's table.
     pub index: usize,
+    /// This app's id (the component's `subscriptionScopes`).
+    pub app_id: Arc<str>,
     /// The subscription.
     pub subscription: Arc<Subscription>,
     /// Its compiled routes.
@@ -135,6 +137,16 @@ impl Actor for Delivery {
                     });
                     return Ok(());
                 };
+                if !client.may_subscribe(&st.args.app_id, &sub.topic) {
+                    // daprd refuses the subscription; the component's scopes only change with it.
+                    let why = format!("subscription to topic '{}' on pubsub '{}' is not allowed", sub.topic, sub.pubsub);
+                    tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "{why} (subscriptionScopes, allowedTopics or protectedTopics)");
+                    st.report(false, Some(why));
+                    resubscribe_after(&me, attempt, draining, token, async move {
+                        let _ = changes.changed().await;
+                    });
+                    return Ok(());
+                }
                 let handler = Arc::new(EventHandler {
                     index: st.args.index,
                     subscription: Arc::clone(sub),

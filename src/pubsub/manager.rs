@@ -120,6 +120,7 @@ impl SubscriptionManagerState {
         r.stop = CancellationToken::new();
         let args = DeliveryArgs {
             index,
+            app_id: Arc::from(self.args_app_id.as_str()),
             subscription: Arc::new(r.status.subscription.clone()),
             routes,
             directory: self.directory.clone(),

@@ -67,9 +67,9 @@ async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str
 /// As [`sidecar`], for an app on `app_port` (any protocol).
 pub(super) async fn sidecar_with(app_id: &str, app_port: &str, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
     let mut b = SidecarBuilder::new(app_id).args(&["--app-port", app_port]);
-    // The consumer group is the app id (set explicitly: the default is the component loader's).
-    let md: Vec<(&str, &str)> = md.iter().copied().chain([("consumerID", app_id)]).collect();
-    b = b.file("ps.yaml", &broker_yaml(broker.dir.path(), &md));
+    // No `consumerID`: the runtime defaults it to the app id, as daprd (the broker refuses to
+    // subscribe without one).
+    b = b.file("ps.yaml", &broker_yaml(broker.dir.path(), md));
     for (i, (topic, route, dl)) in subs.iter().enumerate() {
         b = b.file(&format!("sub{i}.yaml"), &subscription_yaml(&format!("sub{i}"), topic, route, *dl));
     }
@@ -279,4 +279,20 @@ async fn sigterm_drains_the_delivery_in_the_apps_hands() {
     eventually(WAIT, "the new sidecar to deliver", || async { (with_n(&app, "/d", 12) == 1).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(with_n(&app, "/d", 11), 1, "not redelivered after the drain");
+}
+
+#[tokio::test]
+async fn a_subscription_the_component_scopes_forbid_stays_inactive_and_gets_nothing() {
+    let (allowed, forbidden) = (unique("allowed"), unique("forbidden"));
+    let app = SubscriberApp::start(json!([])).await;
+    let broker = Broker::open().await;
+    let scopes = format!("deliv-scopes={allowed}");
+    let sc = sidecar("deliv-scopes", &app, &broker, &[("subscriptionScopes", &scopes)], &[(&allowed, "/a", None), (&forbidden, "/f", None)], |b| b).await;
+    warm_up(&broker, &app, &allowed, "/a").await;
+    publish(&broker, &forbidden, json!({"n": 1})).await;
+    let md: Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.expect("metadata").json().await.expect("json");
+    let state = md["extended"][format!("rapr.subscription.ps/{forbidden}")].as_str().unwrap_or_default().to_string();
+    assert!(state.starts_with("inactive: subscription to topic") && state.contains("is not allowed"), "{md}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(app.received("/f").is_empty());
 }
