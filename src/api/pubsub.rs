@@ -4,7 +4,8 @@
 //! Checks the request in daprd's order (component name, component, topic, `rawPayload`), wraps
 //! the data in the CloudEvents envelope (`pubsub::cloudevents`) unless `rawPayload=true`, checks
 //! the component's topic scopes, and hands the bytes to the broker through its `PubSubClient`
-//! taken from the directory snapshot, under the component's outbound resiliency policy. A bulk
+//! taken from the directory snapshot, under the component's outbound resiliency policy, each call
+//! one sample of daprd's `dapr_component_pubsub_egress_*` metrics. A bulk
 //! publish retries only the entries that failed, as daprd's bulk resiliency does. Errors are
 //! `PubSubApiError`; `api/errors/pubsub.rs` maps them to the wire.
 
@@ -195,7 +196,7 @@ impl PubSubApi {
         let policy = self.resiliency.for_component_outbound(&a.pubsub, ComponentKind::PubSub);
         let started = std::time::Instant::now();
         let result = policy.run(|| retriable(client.publish(req.clone()))).await;
-        self.record(&a.pubsub, &a.topic, result.is_ok(), started);
+        self.record(&a.pubsub, &a.topic, false, result.is_ok(), started);
         result.map_err(|e| PubSubApiError::Publish { pubsub: a.pubsub.clone(), topic: a.topic.clone(), detail: gave_up(e) })
     }
 
@@ -250,7 +251,7 @@ impl PubSubApi {
                 }
             })
             .await;
-        self.record(&a.pubsub, &a.topic, result.is_ok(), started);
+        self.record(&a.pubsub, &a.topic, true, result.is_ok(), started);
         let Err(e) = result else { return Ok(()) };
         let gave_up_whole = !matches!(e, PolicyError::Operation(_)) || last_failed.load().is_empty();
         let detail = gave_up(e);
@@ -264,9 +265,12 @@ impl PubSubApi {
         Err(PubSubApiError::BulkPartial { pubsub: a.pubsub, topic: a.topic, detail, failed })
     }
 
-    /// One publish in daprd's component metrics (no-op until metrics for pub/sub land).
-    fn record(&self, pubsub: &str, topic: &str, success: bool, started: std::time::Instant) {
-        tracing::debug!(pubsub, topic, success, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "published");
+    /// One publish (or bulk call) in daprd's `dapr_component_pubsub_egress_*` metrics, timed
+    /// around the whole policy run as daprd does; refused requests are not counted.
+    fn record(&self, pubsub: &str, topic: &str, bulk: bool, success: bool, started: std::time::Instant) {
+        if let Some(m) = self.directory.load().metrics.clone() {
+            m.pubsub_egress(pubsub, topic, bulk, success, started);
+        }
     }
 }
 

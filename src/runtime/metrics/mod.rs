@@ -14,6 +14,7 @@
 mod component;
 mod grpc;
 mod http;
+mod pubsub_egress;
 mod pubsub_ingress;
 
 pub use component::ComponentOp;
@@ -100,6 +101,7 @@ struct Families {
     component_init: Family<Labels, Counter>,
     component_init_fail: Family<Labels, Counter>,
     component: component::ComponentFamilies,
+    pubsub_egress: pubsub_egress::EgressFamilies,
     pubsub_ingress: pubsub_ingress::IngressFamilies,
 }
 
@@ -151,6 +153,7 @@ impl Metrics {
             component_init: Family::default(),
             component_init_fail: Family::default(),
             component: component::ComponentFamilies::new(),
+            pubsub_egress: pubsub_egress::EgressFamilies::new(),
             pubsub_ingress: pubsub_ingress::IngressFamilies::new(),
         };
         let mut r = Registry::default();
@@ -174,6 +177,7 @@ impl Metrics {
         r.register("dapr_runtime_component_init", "The number of initialized components", f.component_init.clone());
         r.register("dapr_runtime_component_init_fail", "The number of component initialization failures", f.component_init_fail.clone());
         f.component.register(&mut r);
+        f.pubsub_egress.register(&mut r);
         f.pubsub_ingress.register(&mut r);
         let namespace = std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into());
         Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), namespace, enabled, increased_cardinality }))
