@@ -3,10 +3,10 @@
 //! with no server: consumers of one group compete, another group gets everything, and a
 //! SIGKILLed consumer's unacknowledged messages come back to the next one.
 //!
-//! The consumer processes are this test binary started again on [`child_consumer`] (ignored, so
-//! a normal run never starts it by itself) with its job in environment variables; each writes a
-//! line per delivery to a file the parent reads. Until the delivery runtime is in, the brokers are
-//! driven at the trait level in those processes; the sidecar tests cover loading.
+//! Twice: at the trait level, the consumer processes being this test binary started again on
+//! [`child_consumer`] (ignored, so a normal run never starts it by itself) with its job in
+//! environment variables, each writing a line per delivery to a file the parent reads; and
+//! through sidecar processes delivering to real apps (the last tests).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use rapr::components::pubsub::{Message, MessageHandler, Metadata, Outcome, PubSu
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::app::{Answer, SubscriberApp};
 use crate::harness::{eventually, Sidecar, SidecarBuilder};
 
 fn component(name: &str, metadata: &[(&str, &str)]) -> String {
@@ -259,4 +260,77 @@ async fn a_sigkilled_consumers_unacknowledged_messages_come_back_after_restart()
         Some(())
     })
     .await;
+}
+
+// ---- Through sidecars and real apps -------------------------------------------------------------
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A sidecar of `app_id` for `app`, with `ps` on the shared file `db`, subscribing `topic` to `/in`.
+async fn app_sidecar(app_id: &str, app: &SubscriberApp, db: &Path, topic: &str, extra: &[(&str, &str)]) -> Sidecar {
+    let db = db.display().to_string();
+    let mut md = vec![("connectionString", db.as_str()), ("pollInterval", "50ms"), ("redeliverInterval", "200ms")];
+    md.extend_from_slice(extra);
+    let sub = format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: ps\n  topic: {topic}\n  routes:\n    default: /in\n");
+    SidecarBuilder::new(app_id).args(&["--app-port", &app.port_arg()]).file("ps.yaml", &component("ps", &md)).file("sub.yaml", &sub).start().await
+}
+
+async fn publish_n(sc: &Sidecar, topic: &str, n: i64) {
+    let r = sc.client.post(sc.url(&format!("/v1.0/publish/ps/{topic}"))).json(&serde_json::json!({ "n": n })).send().await.expect("publish");
+    assert_eq!(r.status(), 204, "publish to {topic}: {}", r.text().await.unwrap_or_default());
+}
+
+/// Two sidecar processes of one app id share the file's messages (each gets some, none twice);
+/// a sidecar of another app id gets every message.
+#[tokio::test]
+async fn sidecars_of_one_app_id_compete_and_another_app_id_gets_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let topic = format!("share-{}", uuid::Uuid::new_v4().simple());
+    let (a, b, c) = (SubscriberApp::start(serde_json::json!([])).await, SubscriberApp::start(serde_json::json!([])).await, SubscriberApp::start(serde_json::json!([])).await);
+    for app in [&a, &b] {
+        // Slow, one at a time: one sidecar cannot take everything before the other joins.
+        app.answer("/in", Answer::Slow(Duration::from_millis(100), Box::new(Answer::Success)));
+    }
+    let single = [("concurrencyMode", "single")];
+    let sa = app_sidecar("sq-shared", &a, &db, &topic, &single).await;
+    let _sb = app_sidecar("sq-shared", &b, &db, &topic, &single).await;
+    let _sc = app_sidecar("sq-other", &c, &db, &topic, &[]).await;
+    let n = 30;
+    for i in 0..n {
+        publish_n(&sa, &topic, i).await;
+    }
+    c.wait_for("/in", n as usize, WAIT).await;
+    eventually(WAIT, "the shared app id to take every message", || async { (a.received("/in").len() + b.received("/in").len() >= n as usize).then_some(()) }).await;
+    // Give an acknowledged message time to come back, were it going to.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let ids = |app: &SubscriberApp| app.received("/in").iter().map(|r| r.event_id()).collect::<Vec<_>>();
+    let (ia, ib) = (ids(&a), ids(&b));
+    assert!(!ia.is_empty() && !ib.is_empty(), "each sidecar got some: {} / {}", ia.len(), ib.len());
+    let all: std::collections::HashSet<&String> = ia.iter().chain(&ib).collect();
+    assert_eq!((all.len(), ia.len() + ib.len()), (n as usize, n as usize), "every message once in the shared app id");
+    assert_eq!(c.received("/in").len(), n as usize, "the other app id got every message once");
+}
+
+/// A sidecar SIGKILLed while its app holds a message: the next sidecar of that app id gets it
+/// once the dead one's claim ends.
+#[tokio::test]
+async fn a_sigkilled_sidecars_unacknowledged_message_comes_back_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let topic = format!("kill-{}", uuid::Uuid::new_v4().simple());
+    let (first, second) = (SubscriberApp::start(serde_json::json!([])).await, SubscriberApp::start(serde_json::json!([])).await);
+    first.answer("/in", Answer::Slow(Duration::from_secs(60), Box::new(Answer::Success)));
+    let claim = [("processingTimeout", "3s")];
+    let doomed = app_sidecar("sq-kill", &first, &db, &topic, &claim).await;
+    publish_n(&doomed, &topic, 7).await;
+    let held = first.wait_for("/in", 1, WAIT).await;
+    let id = held[0].event_id();
+    let status = Command::new("kill").args(["-9", &doomed.pid().to_string()]).status().expect("run kill");
+    assert!(status.success(), "SIGKILL the sidecar");
+    let _next = app_sidecar("sq-kill", &second, &db, &topic, &claim).await;
+    let got = second.wait_for("/in", 1, WAIT).await;
+    assert_eq!(got[0].event_id(), id, "the killed sidecar's message");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(second.received("/in").len(), 1, "acknowledged once by the new sidecar");
 }
