@@ -87,12 +87,16 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
     let health = setup.health;
     let subscriptions = setup.declared;
     let app_id = setup.app_id.clone();
+    let directory = setup.directory.clone();
     let load = Box::pin(async move {
         let Some(app) = app else { return Vec::new() };
         if let Some(h) = &health {
             h.until_port_open().await;
         }
-        super::programmatic::merge(subscriptions, super::programmatic::load(&app, &app_id).await)
+        // As daprd: the app is asked only when a pub/sub component is configured.
+        let has_pubsub = directory.load().components.iter().any(|c| c.type_name.starts_with("pubsub."));
+        let programmatic = if has_pubsub { super::programmatic::load(&app, &app_id).await } else { Vec::new() };
+        super::programmatic::merge(subscriptions, programmatic)
     });
     let args = SubscriptionManagerArgs { app_id: setup.app_id, directory: setup.directory, table: setup.table, resiliency: setup.resiliency, shared, load };
     let (manager, _) = Actor::spawn_linked(Some(name), SubscriptionManager, args, supervisor).await?;

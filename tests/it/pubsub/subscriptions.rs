@@ -3,6 +3,8 @@
 //! programmatic over HTTP (`/dapr/subscribe`) and gRPC (`ListTopicSubscriptions`), all as
 //! `/v1.0/metadata` lists them; and CEL routing end to end over `pubsub.sqlite`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -157,6 +159,36 @@ async fn the_app_s_own_subscription_replaces_a_declared_one_of_its_topic() {
     let m = metadata(&sc).await;
     let of_topic: Vec<_> = m["subscriptions"].as_array().map(|s| s.iter().filter(|s| s["topic"] == topic).cloned().collect()).unwrap_or_default();
     assert_eq!(of_topic, vec![json!({ "pubsubname": "ps", "topic": topic, "rules": [{ "path": "/app" }], "deadLetterTopic": "", "type": "PROGRAMMATIC" })]);
+}
+
+/// An HTTP app counting its `GET /dapr/subscribe` calls.
+async fn counting_app() -> (u16, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/dapr/subscribe",
+        axum::routing::get(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(json!([])) }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind the app");
+    let port = l.local_addr().expect("bound").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (port, calls)
+}
+
+#[tokio::test]
+async fn without_a_pubsub_component_the_app_is_not_asked() {
+    let (none_port, none_calls) = counting_app().await;
+    let (ps_port, ps_calls) = counting_app().await;
+    let _without = SidecarBuilder::new("subs-nopubsub").memory("store").args(&["--app-port", &none_port.to_string()]).start().await;
+    // Started after the first: once this one has asked its app, the first had as long to.
+    let _with = SidecarBuilder::new("subs-withpubsub").file("ps.yaml", PUBSUB).args(&["--app-port", &ps_port.to_string()]).start().await;
+    eventually(Duration::from_secs(20), "the sidecar with a pub/sub to ask its app", || async { (ps_calls.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    assert_eq!(none_calls.load(Ordering::SeqCst), 0, "no pub/sub component: the app is not asked (daprd)");
 }
 
 mod grpc_app {
