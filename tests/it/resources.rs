@@ -243,7 +243,7 @@ async fn config_enables_features_and_warns_about_unimplemented_sections() {
 }
 
 #[tokio::test]
-async fn subscription_resource_is_ignored_with_a_warning() {
+async fn subscription_resource_without_an_app_port_is_a_warning() {
     let sc = SidecarBuilder::new("app")
         .memory("mem")
         .file(
@@ -252,7 +252,8 @@ async fn subscription_resource_is_ignored_with_a_warning() {
         )
         .start()
         .await;
-    assert_logged(&sc, "level=warning", &["Subscription", "sub.yaml"]).await;
+    // Subscriptions load (tests/it/pubsub/subscriptions.rs); with no app to deliver to, a warning.
+    assert_logged(&sc, "level=warning", &["subscriptions declared but no app port"]).await;
     assert_ready(&sc).await;
     assert_eq!(component_names(&metadata(&sc).await), ["mem"]);
     assert_store_works(&sc, "mem").await;
