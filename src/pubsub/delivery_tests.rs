@@ -136,3 +136,29 @@ fn failed_subscribes_back_off_to_half_a_minute() {
     let secs: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
     assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
 }
+
+#[tokio::test]
+async fn a_delivery_that_dies_is_restarted_and_its_old_subscription_ended() {
+    let dir = DirectoryHandle::default();
+    let broker = Arc::new(Broker::default());
+    let _retired = publish(&dir, Some(broker.clone()));
+    let table = SubscriptionTable::default();
+    let shared = Arc::new(DeliveryShared { sink: Arc::new(NoApp), draining: CancellationToken::new(), in_flight: TaskTracker::new(), metrics: None });
+    let subs = vec![Subscription::new(SubscriptionKind::Declarative, "ps", "a", "/a"), Subscription::new(SubscriptionKind::Declarative, "ps", "b", "/b")];
+    let args = SubscriptionManagerArgs { app_id: "app".into(), directory: dir.clone(), table: table.clone(), resiliency: Resiliency::none(), shared, load: Box::pin(async move { subs }) };
+    let (manager, _) = ractor::Actor::spawn(None, SubscriptionManager, args).await.expect("manager");
+    until("both subscriptions", || (broker.subscriptions().len() == 2 && table.load().iter().all(|s| s.active)).then_some(())).await;
+    let of = |topic: &str| broker.subscriptions().into_iter().filter(|(t, _)| t == topic).map(|(_, c)| c).collect::<Vec<_>>();
+    let victim = manager.get_children().into_iter().next().expect("a delivery process");
+    victim.kill();
+    until("a replacement subscription", || (broker.subscriptions().len() == 3).then_some(())).await;
+    let (a, b) = (of("a"), of("b"));
+    let (restarted, other) = if a.len() == 2 { (a, b) } else { (b, a) };
+    assert_eq!(restarted.len(), 2, "the dead one's topic subscribed again");
+    assert!(restarted[0].is_cancelled(), "its old subscription ended");
+    assert!(!restarted[1].is_cancelled());
+    assert_eq!(other.len(), 1, "the other delivery kept its subscription");
+    assert!(!other[0].is_cancelled());
+    until("the table active again", || table.load().iter().all(|s| s.active).then_some(())).await;
+    manager.stop(None);
+}
