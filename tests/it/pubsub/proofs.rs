@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -96,7 +96,7 @@ fn delivered(app: &SubscriberApp) -> BTreeMap<String, usize> {
 
 /// Publishers that keep publishing through the publisher sidecar and record what was acknowledged.
 struct Publishers {
-    acked: Arc<Mutex<BTreeSet<String>>>,
+    acked: tokio::sync::mpsc::UnboundedReceiver<String>,
     count: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -104,11 +104,12 @@ struct Publishers {
 
 impl Publishers {
     fn start(publisher: &Sidecar, topic: &str) -> Self {
-        let (acked, count, stop) = (Arc::new(Mutex::new(BTreeSet::new())), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (tx, acked) = tokio::sync::mpsc::unbounded_channel();
+        let (count, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
         let url = publisher.url(&format!("/v1.0/publish/ps/{topic}"));
         let tasks = (0..PUBLISHERS)
             .map(|w| {
-                let (client, url, acked, count, stop) = (publisher.client.clone(), url.clone(), acked.clone(), count.clone(), stop.clone());
+                let (client, url, acked, count, stop) = (publisher.client.clone(), url.clone(), tx.clone(), count.clone(), stop.clone());
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while !stop.load(Ordering::SeqCst) {
@@ -116,7 +117,7 @@ impl Publishers {
                         let r = client.post(&url).json(&json!({"w": w, "n": n})).timeout(Duration::from_secs(10)).send().await;
                         match r {
                             Ok(r) if r.status().as_u16() == 204 => {
-                                acked.lock().unwrap().insert(format!("{w}-{n}"));
+                                let _ = acked.send(format!("{w}-{n}"));
                                 count.fetch_add(1, Ordering::SeqCst);
                             }
                             // Not acknowledged (the broker is restarting): not owed to anyone.
@@ -141,12 +142,15 @@ impl Publishers {
         eventually(Duration::from_secs(60), what, || async move { (self.acked() >= from + n).then_some(()) }).await;
     }
 
-    async fn stop(self) -> BTreeSet<String> {
+    async fn stop(mut self) -> BTreeSet<String> {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks {
             let _ = t.await;
         }
-        let set = self.acked.lock().unwrap().clone();
+        let mut set = BTreeSet::new();
+        while let Ok(id) = self.acked.try_recv() {
+            set.insert(id);
+        }
         set
     }
 }
@@ -164,10 +168,12 @@ async fn kill_and_restart(sub: Sidecar, app: &SubscriberApp, publishers: &Publis
     sub
 }
 
+/// The `XPENDING <stream> <group>` summary: total, smallest and largest id, (consumer, count) pairs.
+type PendingSummary = (i64, Option<String>, Option<String>, Option<Vec<(String, String)>>);
+
 async fn redis_pending(addr: &str, topic: &str) -> i64 {
     let mut c = redis::Client::open(format!("redis://{addr}/")).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let (total, _, _, _): (i64, Option<String>, Option<String>, Option<Vec<(String, String)>>) =
-        redis::cmd("XPENDING").arg(topic).arg(SUBSCRIBER).query_async(&mut c).await.unwrap();
+    let (total, _, _, _): PendingSummary = redis::cmd("XPENDING").arg(topic).arg(SUBSCRIBER).query_async(&mut c).await.unwrap();
     total
 }
 

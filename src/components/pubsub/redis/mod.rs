@@ -15,6 +15,8 @@
 //! which would otherwise hold up every other command on the shared connection. Init pings and
 //! fails while Redis is unreachable (the host retries with backoff); a subscription's loops
 //! retry with backoff while Redis is away and resume when it returns.
+//!
+//! Needs Redis 6.2 or later (`XPENDING ... IDLE`, exclusive ranges); contrib also runs on 5.x.
 
 mod metadata;
 mod reply;
@@ -143,6 +145,11 @@ impl RedisStreams {
         };
         let broker = Self { shared: Arc::new(shared), closing: CancellationToken::new() };
         broker.ping().await.map_err(|e| unreachable(e.to_string()))?;
+        // A user whose ACL forbids INFO is not refused: the version is then not checked.
+        let info: String = broker.shared.call(::redis::cmd("INFO").arg("server")).await.unwrap_or_default();
+        if let Some(v) = server_version(&info).filter(|v| *v < (6, 2)) {
+            return Err(PubSubError::Failed(format!("redis streams: the server at {address} runs Redis {}.{}; pubsub.redis needs 6.2 or later", v.0, v.1)));
+        }
         Ok(broker)
     }
 }
@@ -150,6 +157,14 @@ impl RedisStreams {
 /// A subscription metadata value (keys compared as Dapr's, case-insensitively), if set.
 fn sub_md(req: &SubscribeRequest, key: &str) -> Option<String> {
     req.metadata.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
+}
+
+/// (major, minor) of `redis_version` in an `INFO server` answer; `None` when absent (a
+/// server that hides it is given the benefit of the doubt).
+fn server_version(info: &str) -> Option<(u32, u32)> {
+    let v = info.lines().find_map(|l| l.trim().strip_prefix("redis_version:"))?;
+    let mut parts = v.split('.').map(|p| p.trim().parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 fn now_ms() -> u128 {

@@ -374,3 +374,11 @@ async fn a_vanished_group_is_recreated() {
     cancel.cancel();
     cleanup(&b, &stream).await;
 }
+
+#[test]
+fn server_version_from_info() {
+    assert_eq!(super::server_version("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n"), Some((7, 0)));
+    assert_eq!(super::server_version("redis_version:6.2.1"), Some((6, 2)));
+    assert_eq!(super::server_version("redis_version:garbage"), None);
+    assert_eq!(super::server_version("# Server"), None);
+}
