@@ -8,8 +8,9 @@
 //! has not been called; after: the store committed, the caller is not answered yet),
 //! `state:{sqlite,postgres,mysql}:transact:mid` (first operation applied inside the open
 //! transaction), `state:{sqlite,postgres,mysql}:commit:before` (every operation applied, commit
-//! not issued), and
-//! `component:init` (an init error, not a crash: the supervisor retries).
+//! not issued), `component:init` (an init error, not a crash: the supervisor retries), and
+//! `pubsub:deadletter:publish` (an error, not a crash: only the dead-letter publish fails, so
+//! the message stays unacknowledged; src/pubsub/handler.rs).
 
 /// Aborts the process at `name` when the point is armed with `return`.
 #[cfg(feature = "failpoints")]
