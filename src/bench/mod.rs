@@ -15,6 +15,9 @@ pub mod invoke;
 pub mod loadgen;
 pub mod nginx;
 pub mod procs;
+pub mod pubsub;
+pub mod pubsub_bulk;
+pub mod pubsub_direct;
 pub mod report;
 pub mod sidecar;
 pub mod state;
@@ -32,7 +35,8 @@ use report::Row;
 /// Flags of `rapr bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, throughput, footprint, or all.
+    /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk,
+    /// throughput, footprint, or all.
     #[arg(value_delimiter = ',', default_value = "invoke-http")]
     pub scenarios: Vec<String>,
     /// Requests per second (over all connections).
@@ -56,7 +60,10 @@ pub struct BenchArgs {
     /// State stores for state-get/state-save: redis, postgres, sqlite.
     #[arg(long, value_delimiter = ',', default_value = "redis,postgres,sqlite")]
     pub stores: Vec<String>,
-    /// Redis address for the state scenarios.
+    /// Brokers for publish/pubsub-e2e: redis, sqlite.
+    #[arg(long, value_delimiter = ',', default_value = "redis,sqlite")]
+    pub brokers: Vec<String>,
+    /// Redis address for the state and pub/sub scenarios.
     #[arg(long, default_value = "127.0.0.1:6379")]
     pub redis: String,
     /// PostgreSQL connection string for the state scenarios.
@@ -217,6 +224,14 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
             "invoke-grpc" => invoke::run(&ctx, true).await,
             "state-get" => state::run(&ctx, false).await,
             "state-save" => state::run(&ctx, true).await,
+            "publish" | "pubsub-e2e" => {
+                let r = if s == "publish" { pubsub::run_publish(&ctx).await } else { pubsub::run_e2e(&ctx).await };
+                r.inspect(|rows| notes.extend(pubsub::cpu_per_message(rows, 1.0)))
+            }
+            "pubsub-bulk" => pubsub_bulk::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
             "throughput" => throughput::run(&ctx).await.map(|lines| {
                 notes.extend(lines);
                 Vec::new()
@@ -225,7 +240,7 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
                 notes.extend(lines);
                 Vec::new()
             }),
-            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, throughput, footprint or all")),
+            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk, throughput, footprint or all")),
         };
         match r {
             Ok(mut r) => rows.append(&mut r),
@@ -258,7 +273,7 @@ fn go_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn expand(list: &[String]) -> Vec<String> {
-    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "throughput", "footprint"];
+    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint"];
     let mut out = Vec::new();
     for s in list {
         if s == "all" {

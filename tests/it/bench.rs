@@ -42,3 +42,31 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
         assert!(table.contains(note), "{note:?} missing from:\n{table}");
     }
 }
+
+/// The pub/sub scenarios alone, quickly: every broker's sidecar row beside its direct baseline,
+/// no errors (a lost delivery is an error), and the CPU and bulk lines.
+#[test]
+fn pubsub_scenarios_run_with_their_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("bench.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["bench", "publish,pubsub-e2e,pubsub-bulk", "--qps", "100", "-c", "4", "--duration", "1s", "--warmup", "300ms", "--rounds", "1", "--payload", "256"])
+        .args(["--brokers", "redis,sqlite", "--markdown"])
+        .arg(&md)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rapr bench failed:\n{stdout}\n{stderr}");
+    let table = std::fs::read_to_string(&md).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| scenario")).map(|l| l.split('|').map(str::trim).collect()).collect();
+    for scenario in ["publish redis", "publish sqlite", "pubsub-e2e redis", "pubsub-e2e sqlite"] {
+        for variant in ["direct", "rapr http"] {
+            let row = rows.iter().find(|r| r[1] == scenario && r[2] == variant).unwrap_or_else(|| panic!("no row {scenario} / {variant} in:\n{table}"));
+            assert_eq!(row[8], "0", "errors in {scenario} / {variant}:\n{stdout}");
+            assert!(row[3].ends_with("µs") || row[3].ends_with("ms"), "{row:?}");
+        }
+    }
+    for note in ["sidecar CPU per message publish redis rapr http", "sidecar CPU per message pubsub-e2e sqlite rapr http", "bulk publish sqlite direct", "bulk publish sqlite rapr http"] {
+        assert!(table.contains(note), "{note:?} missing from:\n{table}");
+    }
+}
