@@ -10,3 +10,19 @@ mod redis;
 mod sqlite;
 mod streaming;
 mod subscriptions;
+
+use std::time::Duration;
+
+use crate::harness::{eventually, Sidecar};
+
+/// Waits until `/v1.0/metadata` shows the subscription of `topic` on `pubsub` active (its
+/// delivery subscribed to the broker): a competing-consumers test publishes only after every
+/// sidecar of the group is taking messages.
+pub async fn wait_active(sc: &Sidecar, pubsub: &str, topic: &str) {
+    let key = format!("rapr.subscription.{pubsub}/{topic}");
+    eventually(Duration::from_secs(30), &format!("{key} to be active"), || async {
+        let md: serde_json::Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.ok()?.json().await.ok()?;
+        md["extended"][&key].as_str().filter(|s| s.starts_with("active")).map(|_| ())
+    })
+    .await;
+}

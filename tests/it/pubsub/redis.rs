@@ -259,9 +259,12 @@ async fn sidecars_of_one_app_id_share_the_work_and_other_app_ids_get_everything(
         // The app is slow enough that one sidecar cannot take every entry first.
         app.answer("/in", Answer::Slow(Duration::from_millis(50), Box::new(Answer::Success)));
     }
-    let _sa = subscriber(&group, &a, SHARED, &topic, "/in").await;
-    let _sb = subscriber(&group, &b, SHARED, &topic, "/in").await;
-    let _sc = subscriber(&other, &c, SHARED, &topic, "/in").await;
+    let sa = subscriber(&group, &a, SHARED, &topic, "/in").await;
+    let sb = subscriber(&group, &b, SHARED, &topic, "/in").await;
+    let sc = subscriber(&other, &c, SHARED, &topic, "/in").await;
+    for side in [&sa, &sb, &sc] {
+        super::wait_active(side, "ps", &topic).await;
+    }
     let n = 40;
     for i in 0..n {
         xadd(SHARED, &topic, i).await;

@@ -294,8 +294,11 @@ async fn sidecars_of_one_app_id_compete_and_another_app_id_gets_everything() {
     }
     let single = [("concurrencyMode", "single")];
     let sa = app_sidecar("sq-shared", &a, &db, &topic, &single).await;
-    let _sb = app_sidecar("sq-shared", &b, &db, &topic, &single).await;
-    let _sc = app_sidecar("sq-other", &c, &db, &topic, &[]).await;
+    let sb = app_sidecar("sq-shared", &b, &db, &topic, &single).await;
+    let sc = app_sidecar("sq-other", &c, &db, &topic, &[]).await;
+    for side in [&sa, &sb, &sc] {
+        super::wait_active(side, "ps", &topic).await;
+    }
     let n = 30;
     for i in 0..n {
         publish_n(&sa, &topic, i).await;
