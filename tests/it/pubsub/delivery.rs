@@ -60,7 +60,7 @@ fn db_file(dir: &Path) -> PathBuf {
 
 /// A sidecar for `app` with the broker (its metadata over the defaults) and `subs` (topic, route,
 /// dead letter).
-async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
+pub(super) async fn sidecar(app_id: &str, app: &SubscriberApp, broker: &Broker, md: &[(&str, &str)], subs: &[(&str, &str, Option<&str>)], extra: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Sidecar {
     sidecar_with(app_id, &app.port_arg(), broker, md, subs, extra).await
 }
 
@@ -76,6 +76,12 @@ pub(super) async fn sidecar_with(app_id: &str, app_port: &str, broker: &Broker, 
     extra(b).start().await
 }
 
+/// Publishes `body` as it is on `topic` with `content_type` (a malformed event, say).
+pub(super) async fn publish_raw(broker: &Broker, topic: &str, body: &str, content_type: &str) {
+    let req = PublishRequest { topic: topic.to_string(), data: body.to_string().into(), content_type: Some(content_type.into()), metadata: Default::default() };
+    broker.publisher.publish(req).await.expect("publish");
+}
+
 /// Publishes a CloudEvent with `data` on `topic`, as the publish API would.
 pub(super) async fn publish(broker: &Broker, topic: &str, data: Value) {
     let ev = json!({"id": uuid::Uuid::new_v4().to_string(), "specversion": "1.0", "type": "com.dapr.event.sent", "source": "test", "datacontenttype": "application/json", "data": data, "topic": topic, "pubsubname": "ps"});
@@ -84,7 +90,7 @@ pub(super) async fn publish(broker: &Broker, topic: &str, data: Value) {
 }
 
 /// Publishes a probe on `topic` until `route` got one: the subscription is running.
-async fn warm_up(broker: &Broker, app: &SubscriberApp, topic: &str, route: &str) {
+pub(super) async fn warm_up(broker: &Broker, app: &SubscriberApp, topic: &str, route: &str) {
     eventually(WAIT, &format!("the subscription of {topic} to run"), || async {
         if app.received(route).is_empty() {
             publish(broker, topic, json!({"probe": true})).await;
@@ -96,7 +102,7 @@ async fn warm_up(broker: &Broker, app: &SubscriberApp, topic: &str, route: &str)
 }
 
 /// The events with `data.n == n` that reached `route`.
-fn with_n(app: &SubscriberApp, route: &str, n: i64) -> usize {
+pub(super) fn with_n(app: &SubscriberApp, route: &str, n: i64) -> usize {
     app.received(route).iter().filter(|r| r.json().pointer("/data/n").and_then(Value::as_i64) == Some(n)).count()
 }
 

@@ -2,6 +2,7 @@
 //! trait level in `src/components/pubsub/conformance.rs`.
 
 pub mod app;
+mod bad_input;
 mod delivery;
 mod delivery_grpc;
 mod proofs;

@@ -516,9 +516,9 @@ async fn raw_unary(sc: &Sidecar, path: &'static str) -> Status {
 #[tokio::test]
 async fn methods_rapr_does_not_implement_are_unimplemented_and_named() {
     let sc = sidecar().await;
-    let e = raw_unary(&sc, "/dapr.proto.runtime.v1.Dapr/PublishEvent").await;
+    let e = raw_unary(&sc, "/dapr.proto.runtime.v1.Dapr/TryLockAlpha1").await;
     assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-    assert!(e.message().contains("PublishEvent"), "{e:?}");
+    assert!(e.message().contains("TryLockAlpha1"), "{e:?}");
     let e = raw_unary(&sc, "/dapr.proto.runtime.v1.AppCallbackAlpha/OnBulkTopicEventAlpha1").await;
     assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
     assert!(e.message().contains("OnBulkTopicEventAlpha1"), "{e:?}");
