@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::private_server::PrivateServer;
+use crate::harness::private_server::{redis_server, PrivateServer};
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
 /// Probe fast, report after two failures.
@@ -61,26 +61,11 @@ async fn read(sc: &Sidecar, store: &str, key: &str) -> String {
     sc.client.get(sc.url(&format!("/v1.0/state/{store}/{key}"))).send().await.unwrap().text().await.unwrap()
 }
 
-fn redis_server(port: u16, dir: &Path) -> Box<dyn Fn() -> Child + Send> {
-    let dir = dir.to_path_buf();
-    Box::new(move || {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server")
-    })
-}
-
 #[tokio::test]
 async fn a_redis_outage_after_start_shows_in_metadata_and_heals_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut redis = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
+    let mut redis = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path(), false)).await;
     let host = format!("127.0.0.1:{port}");
     let sc = SidecarBuilder::new("health-redis")
         .file("rs.yaml", &component("rs", "state.redis", &[("redisHost", &host), ("readTimeout", "30s")]))

@@ -71,3 +71,21 @@ impl Drop for PrivateServer {
         self.kill();
     }
 }
+
+/// How to start a private redis-server on `port` with its files in `dir`; with `appendonly` a
+/// graceful stop (SIGTERM, `SHUTDOWN`) keeps the data for the restart.
+pub fn redis_server(port: u16, dir: &std::path::Path, appendonly: bool) -> Box<dyn Fn() -> Child + Send> {
+    let dir = dir.to_path_buf();
+    let aof = if appendonly { "yes" } else { "no" };
+    Box::new(move || {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    })
+}

@@ -20,8 +20,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use super::app::{Answer, SubscriberApp};
-use super::redis::redis_server;
-use crate::harness::private_server::PrivateServer;
+use crate::harness::private_server::{redis_server, PrivateServer};
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
 const PUBLISHERS: usize = 4;
@@ -241,6 +240,6 @@ async fn sqlite_loses_nothing_acknowledged_through_subscriber_kills() {
 async fn redis_loses_nothing_acknowledged_through_subscriber_kills_and_a_broker_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
+    let server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path(), true)).await;
     run(Broker::Redis(format!("127.0.0.1:{port}")), Some(server)).await;
 }

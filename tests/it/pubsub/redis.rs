@@ -8,14 +8,12 @@
 //! and delivery resumes with no sidecar restart; the publish API writes Dapr's entry layout.
 //! The shared server is never stopped.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::app::{Answer, SubscriberApp};
-use crate::harness::private_server::PrivateServer;
+use crate::harness::private_server::{redis_server, PrivateServer};
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 
 const SHARED: &str = "127.0.0.1:6379";
@@ -26,22 +24,6 @@ fn component(name: &str, metadata: &[(&str, &str)]) -> String {
         y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
     }
     y
-}
-
-/// A private redis-server on `port`: appendonly on, so a graceful SHUTDOWN keeps the streams.
-pub(super) fn redis_server(port: u16, dir: &Path) -> Box<dyn Fn() -> Child + Send> {
-    let dir = dir.to_path_buf();
-    Box::new(move || {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server")
-    })
 }
 
 async fn metadata(sc: &Sidecar) -> Value {
@@ -102,7 +84,7 @@ async fn broker_down_at_start_comes_up_when_redis_appears() {
     .await;
     assert!(s.contains(&host), "{s}");
 
-    let _server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
+    let _server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path(), true)).await;
     eventually(Duration::from_secs(45), "late to come up", || async { status(&sc, "late").await.is_none().then_some(()) }).await;
     assert!(listed(&metadata(&sc).await, "late").is_some());
     assert!(sc.logs().contains("retrying component"), "the host retried: {}", sc.logs());
@@ -199,7 +181,7 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_delivery_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path())).await;
+    let mut server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path(), true)).await;
     let (topic, group) = ("orders", "rrestart-app");
     let app = SubscriberApp::start(json!([])).await;
     let sc = subscriber(group, &app, &addr, topic, "/in").await;
