@@ -27,3 +27,23 @@ pub async fn wait_active(sc: &Sidecar, pubsub: &str, topic: &str) {
     })
     .await;
 }
+
+/// A pub/sub `Component` document named `name` of `type_name`, with `spec_extra` (whole spec
+/// lines such as `  initTimeout: 2s\n`) and metadata pairs.
+pub fn component_yaml(name: &str, type_name: &str, spec_extra: &str, metadata: &[(&str, &str)]) -> String {
+    let mut y = format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {type_name}\n  version: v1\n{spec_extra}  metadata:\n");
+    for (k, v) in metadata {
+        y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    y
+}
+
+/// `GET /v1.0/metadata` as JSON.
+pub async fn metadata(sc: &Sidecar) -> serde_json::Value {
+    sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap()
+}
+
+/// A component's `rapr.component.<name>` line in extended metadata (`None` while ready).
+pub async fn component_status(sc: &Sidecar, name: &str) -> Option<String> {
+    metadata(sc).await["extended"][format!("rapr.component.{name}")].as_str().map(str::to_string)
+}

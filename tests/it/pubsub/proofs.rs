@@ -54,11 +54,8 @@ impl Broker {
             Broker::Sqlite(_) => "pubsub.sqlite",
             Broker::Redis(_) => "pubsub.redis",
         };
-        let mut y = format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ps\nspec:\n  type: {kind}\n  version: v1\n  metadata:\n");
-        for (k, v) in md {
-            y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
-        }
-        y
+        let md: Vec<(&str, &str)> = md.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        super::component_yaml("ps", kind, "", &md)
     }
 }
 

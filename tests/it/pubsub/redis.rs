@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::{component_status as status, metadata};
 use super::app::{Answer, SubscriberApp};
 use crate::harness::private_server::{redis_server, PrivateServer};
 use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
@@ -19,20 +20,9 @@ use crate::harness::{eventually, free_port, Sidecar, SidecarBuilder};
 const SHARED: &str = "127.0.0.1:6379";
 
 fn component(name: &str, metadata: &[(&str, &str)]) -> String {
-    let mut y = format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: pubsub.redis\n  version: v1\n  initTimeout: 2s\n  metadata:\n");
-    for (k, v) in metadata {
-        y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
-    }
-    y
+    super::component_yaml(name, "pubsub.redis", "  initTimeout: 2s\n", metadata)
 }
 
-async fn metadata(sc: &Sidecar) -> Value {
-    sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap()
-}
-
-async fn status(sc: &Sidecar, name: &str) -> Option<String> {
-    metadata(sc).await["extended"][format!("rapr.component.{name}")].as_str().map(str::to_string)
-}
 
 fn listed(m: &Value, name: &str) -> Option<Value> {
     m["components"].as_array()?.iter().find(|c| c["name"] == name).cloned()

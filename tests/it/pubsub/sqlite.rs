@@ -19,27 +19,16 @@ use bytes::Bytes;
 use rapr::components::metadata::ComponentMetadata;
 use rapr::components::pubsub::sqlite::{BrokerConfig, SqliteBroker};
 use rapr::components::pubsub::{Message, MessageHandler, Metadata, Outcome, PubSub, PublishRequest, SubscribeRequest};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::{component_status as status, metadata};
 use super::app::{Answer, SubscriberApp};
 use crate::harness::{eventually, Sidecar, SidecarBuilder};
 
 fn component(name: &str, metadata: &[(&str, &str)]) -> String {
-    let mut y = format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n");
-    for (k, v) in metadata {
-        y.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
-    }
-    y
+    super::component_yaml(name, "pubsub.sqlite", "", metadata)
 }
 
-async fn metadata(sc: &Sidecar) -> Value {
-    sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap()
-}
-
-async fn status(sc: &Sidecar, name: &str) -> Option<String> {
-    metadata(sc).await["extended"][format!("rapr.component.{name}")].as_str().map(str::to_string)
-}
 
 #[tokio::test]
 async fn loads_and_is_listed_with_bulk_publish() {
