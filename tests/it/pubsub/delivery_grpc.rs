@@ -25,11 +25,13 @@ const WAIT: Duration = Duration::from_secs(20);
 /// One event as the app got it, with the call's metadata.
 type Got = (TopicEventRequest, HashMap<String, String>);
 
+/// One bulk request as the app got it: its path and the `n` of its entries.
+type GotBulk = (String, Vec<i64>);
+
 #[derive(Clone, Default)]
 struct App {
     got: Arc<Mutex<Vec<Got>>>,
-    /// Each bulk request's path and the `n` of its entries.
-    bulk: Arc<Mutex<Vec<(String, Vec<i64>)>>>,
+    bulk: Arc<Mutex<Vec<GotBulk>>>,
 }
 
 /// `data.n` of a bulk entry, whichever form the event takes.
