@@ -124,7 +124,7 @@ async fn send(sink: &Arc<dyn AppSink>, entries: Vec<Waiting>) {
 
 #[cfg(test)]
 mod tests {
-    // The test sink records batches from the batcher's task; a lock keeps it simple.
+    // reason: test-only; the sink records batches from the batcher's task, a lock keeps it simple.
     #![allow(clippy::disallowed_types)]
 
     use super::*;

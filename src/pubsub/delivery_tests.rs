@@ -2,7 +2,7 @@
 //! instances (retired, missing, back), the table shows it paused and active, a drain ends it.
 //! Broker doubles record each subscribe; the real brokers run in tests/it.
 
-// The doubles are shared between the test and the processes' tasks; a lock keeps them simple.
+// reason: test-only doubles shared between the test and the processes' tasks; a lock keeps them simple.
 #![allow(clippy::disallowed_types)]
 
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! `EventHandler` unit tests: every path of one message, against a scripted app sink and a
 //! broker double that records dead-letter publishes (the real brokers run in tests/it).
 
-// The doubles are shared between the test and the handler's tasks; a lock keeps them simple.
+// reason: test-only doubles shared between the test and the handler's tasks; a lock keeps them simple.
 #![allow(clippy::disallowed_types)]
 
 use std::collections::VecDeque;

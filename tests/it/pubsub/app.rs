@@ -9,7 +9,7 @@
 //! `app.wait_for("/t", 3, deadline).await` for the first three deliveries.
 
 #![allow(dead_code)]
-// The app is a stand-in for a user's program, not a rapr process: its handlers and the test read
+// reason: the app is a stand-in for a user's program, not a rapr process: its handlers and the test read
 // and write the same records, which a lock keeps simple.
 #![allow(clippy::disallowed_types)]
 

@@ -3,7 +3,7 @@
 //! letter, as daprd), over `pubsub.sqlite` with declarative subscriptions; and `OnBulkTopicEvent`
 //! for a `bulkSubscribe` subscription, each entry settled by its own status.
 
-// The app is a stand-in for a user's program, not a rapr process: its handler and the test read
+// reason: the app is a stand-in for a user's program, not a rapr process: its handler and the test read
 // the same records, which a lock keeps simple.
 #![allow(clippy::disallowed_types)]
 
