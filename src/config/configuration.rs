@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+pub use super::tracing_spec::{OtelSpec, TracingSpec, DEFAULT_SAMPLING_RATE};
+use super::tracing_spec::tracing_spec;
+
 /// Access rules of one secret store (`spec.secrets.scopes[]`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SecretScope {
@@ -49,41 +52,6 @@ pub struct ConfigurationSpec {
     pub unimplemented: Vec<String>,
 }
 
-/// daprd's sampling rate when `samplingRate` is absent or not a number (one trace in 10,000;
-/// `pkg/diagnostics/utils` `defaultSamplingRate`).
-pub const DEFAULT_SAMPLING_RATE: f64 = 1e-4;
-
-/// `spec.tracing` (its default, with no `tracing` section, samples at [`DEFAULT_SAMPLING_RATE`]
-/// and exports nowhere, as daprd's).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TracingSpec {
-    /// `samplingRate` (0 to 1; absent or not a number: [`DEFAULT_SAMPLING_RATE`]).
-    pub sampling_rate: f64,
-    /// `stdout: true`: log every sampled span.
-    pub stdout: bool,
-    /// `otel`: the OTLP exporter.
-    pub otel: Option<OtelSpec>,
-    /// `zipkin.endpointAddress`: the Zipkin v2 collector URL spans are POSTed to.
-    pub zipkin: Option<String>,
-}
-
-impl Default for TracingSpec {
-    fn default() -> Self {
-        Self { sampling_rate: DEFAULT_SAMPLING_RATE, stdout: false, otel: None, zipkin: None }
-    }
-}
-
-/// `spec.tracing.otel`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OtelSpec {
-    /// `endpointAddress` (`host:port`, or a URL).
-    pub endpoint: String,
-    /// `isSecure`: TLS to the collector.
-    pub is_secure: bool,
-    /// `protocol`: `grpc` or `http` (OTLP/HTTP protobuf).
-    pub protocol: String,
-}
-
 /// `spec.metric`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSpec {
@@ -102,7 +70,7 @@ impl Default for MetricSpec {
 /// Sections of `spec` that rapr applies.
 const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution", "tracing", "metric", "metrics"];
 
-fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, String> {
+pub(super) fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, String> {
     match v {
         None => Ok(None),
         Some(v) => match (v.as_bool(), v.as_str()) {
@@ -111,30 +79,6 @@ fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, Strin
             _ => Err(format!("{what} must be a boolean")),
         },
     }
-}
-
-fn tracing_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<TracingSpec, String> {
-    let Some(t) = spec.get("tracing") else { return Ok(TracingSpec::default()) };
-    // daprd keeps the rate as a string and parses it when building its sampler; what does not
-    // parse (absent, empty, "abc") is its default rate, never an error.
-    let sampling_rate = match t.get("samplingRate") {
-        Some(v) => v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse::<f64>().ok())).filter(|f| !f.is_nan()).unwrap_or(DEFAULT_SAMPLING_RATE),
-        None => DEFAULT_SAMPLING_RATE,
-    };
-    let otel = match t.get("otel") {
-        None => None,
-        Some(o) => {
-            let endpoint = o.get("endpointAddress").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let protocol = o.get("protocol").and_then(|v| v.as_str()).unwrap_or("grpc").to_ascii_lowercase();
-            if !matches!(protocol.as_str(), "grpc" | "http") {
-                return Err(format!("spec.tracing.otel.protocol must be grpc or http, not {protocol:?}"));
-            }
-            let is_secure = flag(o.get("isSecure"), "spec.tracing.otel.isSecure")?.unwrap_or(false);
-            (!endpoint.is_empty()).then_some(OtelSpec { endpoint, is_secure, protocol })
-        }
-    };
-    let zipkin = t.get("zipkin").and_then(|z| z.get("endpointAddress")).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-    Ok(TracingSpec { sampling_rate: sampling_rate.clamp(0.0, 1.0), stdout: flag(t.get("stdout"), "spec.tracing.stdout")?.unwrap_or(false), otel, zipkin })
 }
 
 fn metric_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<MetricSpec, String> {
@@ -244,20 +188,10 @@ mod tests {
         .unwrap();
         let c = ConfigurationSpec::from_spec("c", &spec).unwrap();
         assert_eq!(c.tracing.sampling_rate, 0.5);
-        assert_eq!(c.tracing.otel, Some(OtelSpec { endpoint: "127.0.0.1:4318".into(), is_secure: false, protocol: "http".into() }));
+        assert_eq!(c.tracing.otel, Some(OtelSpec { endpoint: "127.0.0.1:4318".into(), is_secure: false, protocol: Some("http".into()), ..Default::default() }));
         assert!(c.metric.enabled && c.metric.increased_cardinality);
         assert!(c.unimplemented.is_empty());
         let none = ConfigurationSpec::from_spec("c", &BTreeMap::new()).unwrap();
         assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (DEFAULT_SAMPLING_RATE, true, false));
-    }
-
-    #[test]
-    fn sampling_rate_as_daprd_parses_it() {
-        let rate = |yaml: &str| ConfigurationSpec::from_spec("c", &yaml_serde::from_str(yaml).unwrap()).unwrap().tracing.sampling_rate;
-        assert_eq!(rate("tracing:\n  samplingRate: \"1\"\n"), 1.0);
-        assert_eq!(rate("tracing:\n  samplingRate: 0\n"), 0.0);
-        assert_eq!(rate("tracing:\n  zipkin:\n    endpointAddress: http://z:9411/api/v2/spans\n"), DEFAULT_SAMPLING_RATE, "absent");
-        assert_eq!(rate("tracing:\n  samplingRate: \"\"\n"), DEFAULT_SAMPLING_RATE, "empty");
-        assert_eq!(rate("tracing:\n  samplingRate: \"often\"\n"), DEFAULT_SAMPLING_RATE, "not a number");
     }
 }

@@ -10,6 +10,7 @@ pub mod home;
 pub mod http_endpoint;
 pub mod resources;
 pub mod subscription;
+pub mod tracing_spec;
 
 pub use component::{ComponentSpec, MetadataItem, SecretKeyRef};
 pub use configuration::ConfigurationSpec;

@@ -205,6 +205,11 @@ impl AppChannel {
                 request.metadata_mut().append(key, val);
             }
         }
+        // daprd sends the trace context to a gRPC app twice: `traceparent` and `grpc-trace-bin`.
+        let binary = meta.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("traceparent")).and_then(|(_, v)| crate::runtime::trace_context::parse_traceparent(v)).and_then(|sc| crate::runtime::trace_context::to_binary(&sc));
+        if let Some(b) = binary {
+            request.metadata_mut().insert_bin(crate::runtime::trace_context::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&b));
+        }
         if let Some(t) = self.token.as_ref().and_then(|t| t.to_str().ok()).and_then(|t| t.parse().ok()) {
             request.metadata_mut().insert("dapr-api-token", t);
         }

@@ -176,13 +176,18 @@ impl RemoteInvoker {
 /// server span is a child of this hop's) and the caller's id.
 const TRANSPORT_HEADERS: &[&str] = &["traceparent", "tracestate", CALLER];
 
-/// `msg` as a request whose gRPC metadata repeats the call's `TRANSPORT_HEADERS`.
+/// `msg` as a request whose gRPC metadata repeats the call's `TRANSPORT_HEADERS`, the trace
+/// context also as `grpc-trace-bin` (daprd's `SpanContextToGRPCMetadata` sends both).
 fn with_trace_headers<T>(metadata: &HashMap<String, internals::ListStringValue>, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     for k in TRANSPORT_HEADERS {
         if let Some(v) = metadata.get(*k).and_then(|v| v.values.first()).and_then(|v| v.parse().ok()) {
             r.metadata_mut().insert(*k, v);
         }
+    }
+    let binary = metadata.get("traceparent").and_then(|v| v.values.first()).and_then(|v| crate::runtime::trace_context::parse_traceparent(v)).and_then(|sc| crate::runtime::trace_context::to_binary(&sc));
+    if let Some(b) = binary {
+        r.metadata_mut().insert_bin(crate::runtime::trace_context::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&b));
     }
     r
 }

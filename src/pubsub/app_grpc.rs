@@ -1,7 +1,8 @@
 //! `GrpcSink`: events to a gRPC app through `AppCallback.OnTopicEvent` (a batch through
 //! `OnBulkTopicEvent`, falling back to `AppCallbackAlpha.OnBulkTopicEventAlpha1` as daprd does
-//! when the app lacks it), with the broker message's metadata and the event's trace context as
-//! gRPC metadata and the app token, under `--app-max-concurrency`.
+//! when the app lacks it), with the broker message's metadata, the trace context of a delivery
+//! span started under the event's (`traceparent` and `grpc-trace-bin`, as daprd's) as gRPC
+//! metadata and the app token, under `--app-max-concurrency`.
 //!
 //! Answers as daprd's gRPC postman reads them: the response status (SUCCESS, RETRY, DROP;
 //! unknown retries), `Unimplemented` is acknowledged, any other error retries.
@@ -19,22 +20,32 @@ use super::cloudevents::{grpc_cloud_event, grpc_request, DEFAULT_BULK_TYPE};
 use super::outcome::AppAnswer;
 use crate::invoke::app_channel::AppChannel;
 use crate::invoke::app_health::AppHealthHandle;
+use crate::runtime::telemetry::Tracing;
+use crate::runtime::trace_context;
 
 /// A gRPC app.
 pub struct GrpcSink {
     app: Arc<AppChannel>,
     health: Option<AppHealthHandle>,
+    tracer: Option<Tracing>,
 }
 
 impl GrpcSink {
     /// A sink over the app channel, waiting on `health` while the app is unhealthy.
     pub fn new(app: Arc<AppChannel>, health: Option<AppHealthHandle>) -> Self {
-        Self { app, health }
+        Self { app, health, tracer: None }
+    }
+
+    /// Traces each delivery (a span per event, as daprd's postman).
+    pub fn with_tracer(mut self, tracer: Option<Tracing>) -> Self {
+        self.tracer = tracer;
+        self
     }
 }
 
-/// The gRPC metadata an event carries: the broker's metadata, the trace context, the token.
-fn metadata_of(md: &crate::components::pubsub::Metadata, trace: (Option<&str>, Option<&str>), token: Option<&http::HeaderValue>) -> MetadataMap {
+/// The gRPC metadata an event carries: the broker's metadata, the delivery span's trace
+/// context (`traceparent` and `grpc-trace-bin`), the token.
+fn metadata_of(md: &crate::components::pubsub::Metadata, traceparent: Option<&str>, token: Option<&http::HeaderValue>) -> MetadataMap {
     let mut out = MetadataMap::new();
     let mut put = |k: &str, v: &str| {
         if let (Ok(key), Ok(val)) = (MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()), MetadataValue::try_from(v)) {
@@ -46,14 +57,14 @@ fn metadata_of(md: &crate::components::pubsub::Metadata, trace: (Option<&str>, O
             put(k, v);
         }
     }
-    if let Some(p) = trace.0 {
+    if let Some(p) = traceparent {
         put("traceparent", p);
-    }
-    if let Some(s) = trace.1 {
-        put("tracestate", s);
     }
     if let Some(t) = token.and_then(|t| t.to_str().ok()) {
         put("dapr-api-token", t);
+    }
+    if let Some(b) = traceparent.and_then(trace_context::parse_traceparent).and_then(|sc| trace_context::to_binary(&sc)) {
+        out.insert_bin(trace_context::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&b));
     }
     out
 }
@@ -81,8 +92,13 @@ impl AppSink for GrpcSink {
             tracing::debug!(error = %e, "pub/sub event not sent: app unhealthy");
             return AppAnswer::Retry;
         }
-        let md = metadata_of(ev.metadata(), ev.trace(), token.as_ref());
-        match AppCallbackClient::new(channel).on_topic_event(request(envelope, md)).await {
+        let span = self.tracer.as_ref().zip(ev.trace().0).and_then(|(t, parent)| t.delivery_span(&ev.topic, parent));
+        let md = metadata_of(ev.metadata(), span.as_ref().map(|s| s.traceparent()), token.as_ref());
+        let sent = AppCallbackClient::new(channel).on_topic_event(request(envelope, md)).await;
+        if let Some(span) = span {
+            span.end_delivery(&ev.topic, None, sent.as_ref().err().map(tonic::Status::message));
+        }
+        match sent {
             Ok(resp) => {
                 let answer = AppAnswer::from_grpc_status(resp.into_inner().status);
                 if answer == AppAnswer::Drop {
@@ -133,7 +149,7 @@ impl AppSink for GrpcSink {
         let Some((channel, token, _permit)) = self.app.grpc_call().await else {
             return all(AppAnswer::Retry);
         };
-        let md = metadata_of(&Default::default(), (None, None), token.as_ref());
+        let md = metadata_of(&Default::default(), None, token.as_ref());
         let mut result = AppCallbackClient::new(channel.clone()).on_bulk_topic_event(request(req.clone(), md.clone())).await;
         if matches!(&result, Err(s) if s.code() == tonic::Code::Unimplemented) {
             result = AppCallbackAlphaClient::new(channel).on_bulk_topic_event_alpha1(request(req, md)).await;
@@ -178,11 +194,14 @@ mod tests {
     fn metadata_carries_broker_headers_trace_and_token() {
         let md = [("pubsubName".to_string(), "ps".to_string()), ("Content-Length".into(), "3".into()), ("bad key".into(), "x".into())].into_iter().collect();
         let token = http::HeaderValue::from_static("tok");
-        let m = metadata_of(&md, (Some("00-a-b-01"), None), Some(&token));
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let m = metadata_of(&md, Some(tp), Some(&token));
         assert_eq!(m.get("pubsubname").and_then(|v| v.to_str().ok()), Some("ps"));
-        assert_eq!(m.get("traceparent").and_then(|v| v.to_str().ok()), Some("00-a-b-01"));
+        assert_eq!(m.get("traceparent").and_then(|v| v.to_str().ok()), Some(tp));
         assert_eq!(m.get("dapr-api-token").and_then(|v| v.to_str().ok()), Some("tok"));
+        let bin = m.get_bin(trace_context::GRPC_TRACE_BIN).and_then(|v| v.to_bytes().ok()).expect("grpc-trace-bin as daprd sends it");
+        assert_eq!(trace_context::from_binary(&bin).map(|sc| trace_context::traceparent(&sc)).as_deref(), Some(tp));
         assert!(m.get("content-length").is_none());
-        assert_eq!(m.len(), 3);
+        assert_eq!(m.len(), 4);
     }
 }

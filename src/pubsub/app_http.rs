@@ -1,6 +1,7 @@
 //! `HttpSink`: events to an HTTP app, as daprd's HTTP postman posts them: `POST` to the route
 //! with the CloudEvent (`application/cloudevents+json`), the broker message's metadata as
-//! headers (`pubsubName` among them), the event's trace context; a batch as one JSON body with
+//! headers (`pubsubName` among them), the `traceparent` of a delivery span started under the
+//! event's trace context (daprd's `pubsub/<topic>` span); a batch as one JSON body with
 //! `entries` (`entryId`, `event`, `metadata`, `contentType`), answered with `statuses`.
 //!
 //! The call goes through the app channel, so `--app-max-concurrency`, `APP_API_TOKEN` and the
@@ -20,6 +21,7 @@ use super::outcome::AppAnswer;
 use crate::invoke::app_channel::AppChannel;
 use crate::invoke::app_health::AppHealthHandle;
 use crate::invoke::message::CallMeta;
+use crate::runtime::telemetry::Tracing;
 
 /// Headers of the broker's metadata that never reach the app (daprd drops the original
 /// payload's length; the content type is the CloudEvent's).
@@ -29,12 +31,19 @@ const SKIPPED: [&str; 2] = ["content-length", "content-type"];
 pub struct HttpSink {
     app: Arc<AppChannel>,
     health: Option<AppHealthHandle>,
+    tracer: Option<Tracing>,
 }
 
 impl HttpSink {
     /// A sink over the app channel, waiting on `health` while the app is unhealthy.
     pub fn new(app: Arc<AppChannel>, health: Option<AppHealthHandle>) -> Self {
-        Self { app, health }
+        Self { app, health, tracer: None }
+    }
+
+    /// Traces each delivery (a span per event, as daprd's postman).
+    pub fn with_tracer(mut self, tracer: Option<Tracing>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     async fn post(&self, path: &str, content_type: &str, headers: Vec<(String, String)>, body: bytes::Bytes) -> Result<(u16, bytes::Bytes), String> {
@@ -50,17 +59,14 @@ impl HttpSink {
     }
 }
 
-/// The headers one event carries to the app.
-fn headers_of(ev: &AppEvent) -> Vec<(String, String)> {
+/// The headers one event carries to the app: the broker's metadata, and the `traceparent` of
+/// the delivery span when there is one (replacing any the metadata had, as daprd's channel sets
+/// it over the custom headers).
+fn headers_of(ev: &AppEvent, traceparent: Option<&str>) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = ev.metadata().iter().filter(|(k, _)| !SKIPPED.iter().any(|s| k.eq_ignore_ascii_case(s))).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-    let (parent, state) = ev.trace();
-    if let Some(p) = parent {
+    if let Some(p) = traceparent {
         h.retain(|(k, _)| k != "traceparent");
         h.push(("traceparent".into(), p.to_string()));
-    }
-    if let Some(s) = state {
-        h.retain(|(k, _)| k != "tracestate");
-        h.push(("tracestate".into(), s.to_string()));
     }
     h
 }
@@ -103,7 +109,12 @@ fn bulk_statuses(body: &[u8]) -> Option<Vec<(String, Option<String>)>> {
 impl AppSink for HttpSink {
     async fn deliver(&self, ev: &AppEvent) -> AppAnswer {
         let d = http_delivery(&ev.event, &ev.message, ev.raw);
-        match self.post(&ev.path, d.content_type, headers_of(ev), d.body).await {
+        let span = self.tracer.as_ref().zip(ev.trace().0).and_then(|(t, parent)| t.delivery_span(&ev.topic, parent));
+        let sent = self.post(&ev.path, d.content_type, headers_of(ev, span.as_ref().map(|s| s.traceparent())), d.body).await;
+        if let Some(span) = span {
+            span.end_delivery(&ev.topic, Some(sent.as_ref().map_or(500, |(status, _)| *status)), None);
+        }
+        match sent {
             Err(e) => {
                 tracing::warn!(pubsub = %ev.pubsub, topic = %ev.topic, event = %ev.id(), error = %e, "error returned from app channel while sending pub/sub event to app");
                 AppAnswer::Retry
@@ -172,9 +183,12 @@ mod tests {
     #[test]
     fn broker_metadata_and_trace_context_become_headers() {
         let ev = event(&[("pubsubName", "ps"), ("Content-Length", "9"), ("content-type", "x"), ("traceparent", "old")], json!({"id": "1", "traceparent": "00-new-01"}));
-        let mut h = headers_of(&ev);
+        let mut h = headers_of(&ev, Some("00-span-01"));
         h.sort();
-        assert_eq!(h, vec![("pubsubname".to_string(), "ps".to_string()), ("traceparent".into(), "00-new-01".into())]);
+        assert_eq!(h, vec![("pubsubname".to_string(), "ps".to_string()), ("traceparent".into(), "00-span-01".into())], "the delivery span's context, not the event's");
+        let mut h = headers_of(&ev, None);
+        h.sort();
+        assert_eq!(h, vec![("pubsubname".to_string(), "ps".to_string()), ("traceparent".into(), "old".into())], "untraced: the broker's headers as they are");
     }
 
     #[test]

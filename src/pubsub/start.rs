@@ -41,13 +41,15 @@ pub struct PubSubSetup {
     pub metrics: Metrics,
     /// Declarative subscriptions (`Subscription` resources).
     pub declared: Vec<Subscription>,
+    /// The sidecar's tracer: each delivery runs under its own span, as daprd's postmen.
+    pub tracer: Option<crate::runtime::telemetry::Tracing>,
 }
 
 /// The sink for the app's protocol.
-pub fn sink_for(app: Arc<AppChannel>, health: Option<AppHealthHandle>) -> Arc<dyn AppSink> {
+pub fn sink_for(app: Arc<AppChannel>, health: Option<AppHealthHandle>, tracer: Option<crate::runtime::telemetry::Tracing>) -> Arc<dyn AppSink> {
     match app.protocol() {
-        AppProtocol::Grpc => Arc::new(GrpcSink::new(app, health)),
-        AppProtocol::Http | AppProtocol::H2c => Arc::new(HttpSink::new(app, health)),
+        AppProtocol::Grpc => Arc::new(GrpcSink::new(app, health).with_tracer(tracer)),
+        AppProtocol::Http | AppProtocol::H2c => Arc::new(HttpSink::new(app, health).with_tracer(tracer)),
     }
 }
 
@@ -75,7 +77,7 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
         tracing::warn!(count = setup.declared.len(), "subscriptions declared but no app port: nothing to deliver to");
     }
     let sink: Arc<dyn AppSink> = match &app {
-        Some(app) => sink_for(Arc::clone(app), setup.health.clone()),
+        Some(app) => sink_for(Arc::clone(app), setup.health.clone(), setup.tracer.clone()),
         None => Arc::new(NoApp),
     };
     let shared = Arc::new(DeliveryShared {

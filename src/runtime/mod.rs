@@ -6,9 +6,11 @@
 pub mod call;
 pub mod failpoints;
 pub mod logging;
+pub mod otlp;
 pub mod metrics;
 pub mod restart;
 pub mod shutdown;
 pub mod span_attrs;
 pub mod telemetry;
+pub mod trace_context;
 pub mod zipkin;

@@ -41,6 +41,8 @@ pub enum Invocation {
     /// A call on the component `store` of building block `system` (`state`, `secrets`): daprd
     /// tags `GetState`, `SaveState`, `DeleteState` and `GetSecret` so.
     Store { system: &'static str, store: String },
+    /// A publish to `topic` (`PublishEvent`, `BulkPublishEvent`): daprd tags the topic.
+    Publish { topic: String },
 }
 
 impl SpanDetails {
@@ -61,6 +63,7 @@ impl SpanDetails {
                 Some(format!("CallLocal/{app_id}/{method}")),
                 vec![KeyValue::new("rpc.service", "ServiceInvocation"), KeyValue::new("net.peer.name", app_id.clone())],
             ),
+            Invocation::Publish { topic } => (None, publish_attributes(Some("Dapr"), topic)),
             Invocation::Store { system, store } => (
                 None,
                 vec![
@@ -80,6 +83,22 @@ pub fn note_store<T>(r: &tonic::Request<T>, system: &'static str, store: &str) {
     if let Some(d) = r.extensions().get::<SpanDetails>() {
         d.invocation(Invocation::Store { system, store: store.to_string() });
     }
+}
+
+/// Records on a gRPC request (when traced) the topic it publishes to.
+pub fn note_publish<T>(r: &tonic::Request<T>, topic: &str) {
+    if let Some(d) = r.extensions().get::<SpanDetails>() {
+        d.invocation(Invocation::Publish { topic: topic.to_string() });
+    }
+}
+
+/// daprd's publish attributes: `messaging.system` and `messaging.destination.name`, plus
+/// `rpc.service` over gRPC.
+fn publish_attributes(rpc_service: Option<&'static str>, topic: &str) -> Vec<KeyValue> {
+    let mut out: Vec<KeyValue> = rpc_service.map(|s| KeyValue::new("rpc.service", s)).into_iter().collect();
+    out.push(KeyValue::new("messaging.system", "pubsub"));
+    out.push(KeyValue::new("messaging.destination.name", topic.to_string()));
+    out
 }
 
 /// Whether the HTTP middleware leaves this path untraced (daprd skips health probes).
@@ -137,6 +156,8 @@ pub fn http_attributes(method: &str, path: &str, path_and_query: &str, status: u
             out.push(KeyValue::new("db.connection_string", block));
             out.push(KeyValue::new("db.statement", api.clone()));
             out.push(KeyValue::new("db.name", store));
+        } else if let Some(topic) = ["/v1.0/publish/bulk/", "/v1.0-alpha1/publish/bulk/", "/v1.0/publish/"].iter().find_map(|p| path.strip_prefix(p)).and_then(|r| r.split_once('/')).map(|(_, topic)| topic) {
+            out.extend(publish_attributes(None, topic));
         }
     }
     out.push(KeyValue::new("dapr.protocol", "http"));
@@ -237,6 +258,12 @@ mod tests {
         for kv in [("db.system", "state"), ("db.name", "s"), ("db.statement", "GET /v1.0/state/s/k"), ("dapr.status_code", "404"), ("url.full", "/v1.0/state/s/k?x=1"), ("dapr-x", "2")] {
             assert!(a.contains(&KeyValue::new(kv.0, kv.1)), "{kv:?} in {a:?}");
         }
+        let a = http_attributes("POST", "/v1.0/publish/ps/orders", "/v1.0/publish/ps/orders", 204, &http::HeaderMap::new());
+        assert!(a.contains(&KeyValue::new("messaging.destination.name", "orders")) && a.contains(&KeyValue::new("messaging.system", "pubsub")), "{a:?}");
+        let d = SpanDetails::default();
+        d.invocation(Invocation::Publish { topic: "orders".into() });
+        let (_, a) = grpc_attributes("/dapr.proto.runtime.v1.Dapr/PublishEvent", &http::HeaderMap::new(), &d, "me");
+        assert!(a.contains(&KeyValue::new("rpc.service", "Dapr")) && a.contains(&KeyValue::new("messaging.destination.name", "orders")), "{a:?}");
         assert_eq!(http_status(http::StatusCode::NOT_FOUND), Status::error("Code(404): Not Found"));
         assert_eq!(http_status(http::StatusCode::OK), Status::Unset);
         assert_eq!(grpc_status(Some("5"), Some("no%20such")), Status::error("no such"));

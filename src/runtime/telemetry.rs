@@ -1,14 +1,18 @@
-//! Distributed tracing: W3C trace context in and out, spans sampled at the Configuration's
-//! `spec.tracing.samplingRate` (daprd's parent-based ratio sampler), exported over OTLP (`otel`,
-//! gRPC or HTTP protobuf), to Zipkin (`zipkin.endpointAddress`, JSON v2) and/or to the log
-//! (`stdout: true`).
+//! Distributed tracing: W3C trace context (and gRPC's `grpc-trace-bin`) in and out, spans
+//! sampled at the Configuration's `spec.tracing.samplingRate` (daprd's parent-based ratio
+//! sampler; a rate of 0 switches the middleware off as daprd's `IsTracingEnabled`), exported
+//! over OTLP (`otel`, see `otlp.rs`), to Zipkin (`zipkin.endpointAddress`, JSON v2) and/or to
+//! the log (`stdout: true`).
 //!
 //! Every request to the HTTP, gRPC and internal servers (but health probes) runs under a span, a
 //! child of the caller's `traceparent` (or a new trace), kinded, named and tagged as daprd's
 //! (see `span_attrs`). The middleware rewrites the request's `traceparent`
 //! to that span before the handler sees it, so whatever the handler forwards (invocation
 //! headers to the target sidecar, then to the app) carries the same trace id and this hop's span
-//! id: propagation needs no other hook. The trace id is a field of the request's log span.
+//! id: propagation needs no other hook. The answer carries this hop's context back as daprd's
+//! does: `traceparent` (and `tracestate`) on HTTP answers that have none, `grpc-trace-bin` on
+//! gRPC answers but `InvokeService`'s and proxied calls'. The trace id is a field of the
+//! request's log span.
 //! Spans leave through a batch processor on its own task: recording never waits on the exporter.
 
 use std::borrow::Cow;
@@ -27,6 +31,7 @@ use tracing::Instrument;
 use crate::config::configuration::TracingSpec;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::span_attrs::{self, SpanDetails};
+use crate::runtime::trace_context;
 
 /// How often finished spans are sent.
 const EXPORT_DELAY: Duration = Duration::from_secs(1);
@@ -37,6 +42,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     app_id: std::sync::Arc<str>,
+    /// `samplingRate` is not 0: spans are started (else no middleware at all).
+    enabled: bool,
 }
 
 /// Errors configuring an exporter.
@@ -68,15 +75,6 @@ impl Injector for HeadersMut<'_> {
     }
 }
 
-/// The OTLP endpoint URL from daprd's `endpointAddress` (`host:port`, or a URL).
-fn otlp_url(endpoint: &str, secure: bool, http_path: Option<&str>) -> String {
-    let base = if endpoint.contains("://") { endpoint.to_string() } else { format!("{}://{endpoint}", if secure { "https" } else { "http" }) };
-    match http_path {
-        Some(p) if !base.trim_end_matches('/').ends_with(p) => format!("{}{p}", base.trim_end_matches('/')),
-        _ => base,
-    }
-}
-
 /// Logs sampled spans (`stdout: true`).
 #[derive(Debug)]
 struct LogExporter;
@@ -91,9 +89,14 @@ impl opentelemetry_sdk::trace::SpanExporter for LogExporter {
     }
 }
 
-/// The resource's `service.name`: the app id.
+/// The resource's `service.name`: `OTEL_SERVICE_NAME` when set (as daprd's resource reads the
+/// environment), else the app id.
 fn service_name(app_id: &str) -> String {
-    if app_id.is_empty() { "rapr".to_string() } else { app_id.to_string() }
+    match std::env::var("OTEL_SERVICE_NAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ if app_id.is_empty() => "rapr".to_string(),
+        _ => app_id.to_string(),
+    }
 }
 
 impl Tracing {
@@ -117,16 +120,9 @@ impl Tracing {
                 .build()
         }
         if let Some(otel) = &spec.otel {
-            use opentelemetry_otlp::{WithExportConfig, WithTonicConfig as _};
-            let exporter = if otel.protocol == "http" {
-                let url = otlp_url(&otel.endpoint, otel.is_secure, Some("/v1/traces"));
-                opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).with_endpoint(url).build()
-            } else {
-                let url = otlp_url(&otel.endpoint, otel.is_secure, None);
-                opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(url).with_compression(opentelemetry_otlp::Compression::Gzip).build()
-            };
-            match exporter {
-                Ok(e) => builder = builder.with_span_processor(batched(e)),
+            match super::otlp::exporter(otel) {
+                Ok(Some(e)) => builder = builder.with_span_processor(batched(e)),
+                Ok(None) => {}
                 Err(e) => errors.push(TracingError { endpoint: otel.endpoint.clone(), reason: e.to_string() }),
             }
         }
@@ -141,7 +137,7 @@ impl Tracing {
         }
         let provider = builder.build();
         let tracer = provider.tracer("rapr");
-        (Self { provider, tracer, app_id: std::sync::Arc::from(app_id) }, errors)
+        (Self { provider, tracer, app_id: std::sync::Arc::from(app_id), enabled: spec.enabled() }, errors)
     }
 
     /// Sends what is buffered and stops the exporters (bounded: a dead collector never holds
@@ -156,15 +152,22 @@ impl Tracing {
     }
 }
 
-/// The sidecar's metrics and tracer from its flags and Configuration. An exporter that cannot be
-/// built is logged and left out: tracing never stops a sidecar.
-pub fn setup(flags: &crate::config::SidecarArgs, cfg: &crate::config::ConfigurationSpec) -> (Metrics, Tracing) {
+/// The sidecar's metrics and tracer from its flags, Configuration and the `OTEL_EXPORTER_OTLP_*`
+/// environment. An exporter that cannot be built is logged and left out (daprd would not start
+/// for a Zipkin URL it cannot parse; rapr keeps serving and says why); environment variables
+/// daprd cannot read stop the sidecar as they stop daprd.
+pub fn setup(flags: &crate::config::SidecarArgs, cfg: &crate::config::ConfigurationSpec) -> Result<(Metrics, Tracing), String> {
     let metrics = Metrics::new(&flags.app_id, flags.enable_metrics && cfg.metric.enabled, cfg.metric.increased_cardinality);
-    let (tracer, errors) = Tracing::with_errors(&flags.app_id, &cfg.tracing);
+    let mut spec = cfg.tracing.clone();
+    crate::config::tracing_spec::tracing_from_env(&mut spec, |k| std::env::var(k).ok()).map_err(|e| format!("error setting tracing spec from env: {e}"))?;
+    let (tracer, errors) = Tracing::with_errors(&flags.app_id, &spec);
     for e in errors {
         tracing::error!(error = %e, "trace exporter unavailable; its spans are not exported");
     }
-    (metrics, tracer)
+    if !spec.enabled() {
+        tracing::info!("tracing disabled (samplingRate 0): no spans, trace headers pass untouched");
+    }
+    Ok((metrics, tracer))
 }
 
 /// Wraps a server's router with tracing (outermost) and metrics middleware.
@@ -174,6 +177,9 @@ pub fn instrument(router: axum::Router, grpc: bool, metrics: &Metrics, tracer: &
     } else {
         router.layer(axum::middleware::from_fn_with_state(metrics.clone(), crate::runtime::metrics::http_server))
     };
+    if !tracer.enabled {
+        return router;
+    }
     router.layer(axum::middleware::from_fn_with_state(tracer.clone(), server_span))
 }
 
@@ -187,13 +193,21 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
         return next.run(req).await;
     }
     let propagator = TraceContextPropagator::new();
-    let parent = propagator.extract(&Headers(req.headers()));
+    // gRPC: daprd reads `grpc-trace-bin` first, `traceparent` only without it.
+    let binary = grpc.then(|| req.headers().get(trace_context::GRPC_TRACE_BIN).and_then(|v| binary_header(v.as_bytes()))).flatten();
+    let parent = match binary {
+        Some(sc) => Context::new().with_remote_span_context(sc),
+        None => propagator.extract(&Headers(req.headers())),
+    };
     let callee = req.headers().get("dapr-callee-app-id").or_else(|| req.headers().get("dapr-app-id")).and_then(|v| v.to_str().ok());
     let kind = span_attrs::kind(grpc, &path, callee, &t.app_id);
     let mut span = t.tracer.span_builder(Cow::Owned(span_attrs::initial_name(grpc, &path))).with_kind(kind).start_with_context(&t.tracer, &parent);
     let sc = span.span_context().clone();
     let cx = Context::new().with_remote_span_context(sc.clone());
     propagator.inject_context(&cx, &mut HeadersMut(req.headers_mut()));
+    if grpc {
+        req.headers_mut().remove(trace_context::GRPC_TRACE_BIN);
+    }
     // What the attributes need from the request, kept only when they will be recorded.
     let sampled = sc.is_sampled();
     let details = SpanDetails::default();
@@ -202,7 +216,8 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
         req.extensions_mut().insert(details.clone());
     }
     let log_span = tracing::info_span!("request", trace_id = %sc.trace_id(), span_id = %sc.span_id());
-    let resp = next.run(req).instrument(log_span).await;
+    let mut resp = next.run(req).instrument(log_span).await;
+    answer_trace_headers(&mut resp, grpc, &path, &sc);
     if let Some((method, path_and_query, headers)) = request_parts {
         if grpc {
             let (name, attrs) = span_attrs::grpc_attributes(&path, &headers, &details, &t.app_id);
@@ -224,16 +239,89 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
     resp
 }
 
+/// A span the sidecar starts itself for a call it makes to its app (daprd's
+/// `StartInternalCallbackSpan`): CLIENT kind, a child of the context an event carries. The app
+/// gets this span's context, not the event's.
+pub struct CallbackSpan {
+    span: opentelemetry_sdk::trace::Span,
+    traceparent: String,
+}
+
+impl Tracing {
+    /// A pub/sub delivery span `pubsub/<topic>` under `parent` (the event's `traceparent`, else
+    /// `traceid`; a value that does not parse starts a new trace, as daprd's). `None` with tracing
+    /// switched off (then the app gets no trace context from the sidecar).
+    pub fn delivery_span(&self, topic: &str, parent: &str) -> Option<CallbackSpan> {
+        if !self.enabled {
+            return None;
+        }
+        let cx = trace_context::parse_traceparent(parent).map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+        let span = self.tracer.span_builder(format!("pubsub/{topic}")).with_kind(opentelemetry::trace::SpanKind::Client).start_with_context(&self.tracer, &cx);
+        let traceparent = trace_context::traceparent(span.span_context());
+        Some(CallbackSpan { span, traceparent })
+    }
+}
+
+impl CallbackSpan {
+    /// The W3C `traceparent` of this span, for the call to the app.
+    pub fn traceparent(&self) -> &str {
+        &self.traceparent
+    }
+
+    /// Ends a delivery span with daprd's subscription attributes and the app's answer: an HTTP
+    /// status (`None`: the app was not reached) or a gRPC error.
+    pub fn end_delivery(mut self, topic: &str, http_status: Option<u16>, grpc_error: Option<&str>) {
+        self.span.set_attributes([opentelemetry::KeyValue::new("messaging.system", "pubsub"), opentelemetry::KeyValue::new("messaging.destination.name", topic.to_string())]);
+        if let Some(code) = http_status {
+            self.span.set_status(span_attrs::http_status(http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)));
+        }
+        if let Some(message) = grpc_error {
+            self.span.set_status(opentelemetry::trace::Status::error(message.to_string()));
+        }
+        self.span.end();
+    }
+}
+
+/// The binary context of a `grpc-trace-bin` value: raw bytes, or base64 as HTTP/2 carries
+/// `-bin` metadata.
+fn binary_header(v: &[u8]) -> Option<opentelemetry::trace::SpanContext> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let text = std::str::from_utf8(v).ok()?.trim_end_matches('=');
+    engine.decode(text).ok().and_then(|b| trace_context::from_binary(&b))
+}
+
+/// This hop's trace context on the answer, as daprd's middleware writes it: an HTTP answer gets
+/// `traceparent` (and `tracestate`) unless the handler set one; a gRPC answer gets
+/// `grpc-trace-bin`, but not `InvokeService`'s (the target's headers are passed through there)
+/// nor a proxied call's.
+fn answer_trace_headers(resp: &mut Response, grpc: bool, path: &str, sc: &opentelemetry::trace::SpanContext) {
+    if grpc {
+        if path == "/dapr.proto.runtime.v1.Dapr/InvokeService" || span_attrs::proxied(path) {
+            return;
+        }
+        if let Some(b) = trace_context::to_binary(sc) {
+            use base64::Engine as _;
+            if let Ok(v) = http::HeaderValue::from_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)) {
+                resp.headers_mut().insert(trace_context::GRPC_TRACE_BIN, v);
+            }
+        }
+    } else if !resp.headers().contains_key("traceparent") && sc.is_valid() {
+        if let Ok(v) = http::HeaderValue::from_str(&trace_context::traceparent(sc)) {
+            resp.headers_mut().insert("traceparent", v);
+        }
+        let state = sc.trace_state().header();
+        if !state.is_empty() && state.len() <= 512 {
+            if let Ok(v) = http::HeaderValue::from_str(&state) {
+                resp.headers_mut().insert("tracestate", v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(otlp_url("127.0.0.1:4318", false, Some("/v1/traces")), "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(otlp_url("https://c:4318/v1/traces", false, Some("/v1/traces")), "https://c:4318/v1/traces");
-        assert_eq!(otlp_url("c:4317", true, None), "https://c:4317");
-    }
 
     #[tokio::test]
     async fn rewrites_traceparent_keeping_the_trace_id() {

@@ -128,7 +128,7 @@ impl Actor for RuntimeRoot {
         let (resiliency, resiliency_errors) = Resiliency::load(&resources.resiliency, &flags.app_id);
         resources.errors.extend(resiliency_errors);
         let directory = DirectoryHandle::default();
-        let (metrics, tracer) = telemetry::setup(&flags, &configuration);
+        let (metrics, tracer) = telemetry::setup(&flags, &configuration)?;
         let (sup, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/components")),
             ComponentSupervisor,
@@ -178,6 +178,7 @@ impl Actor for RuntimeRoot {
             resiliency: resiliency.clone(),
             metrics: metrics.clone(),
             declared: std::mem::take(&mut resources.subscriptions),
+            tracer: Some(tracer.clone()),
         };
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();

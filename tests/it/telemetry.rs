@@ -307,3 +307,72 @@ async fn traces_cross_both_sidecars_to_the_app_and_reach_the_otlp_receiver() {
     assert_eq!(target_span.3, caller_span.2, "the target's span is a child of the caller's");
     assert_eq!(parts[2], target_span.2, "the app's parent is the target sidecar's span");
 }
+
+/// An OTLP/HTTP receiver that also hands over the request headers of each export.
+async fn otlp_receiver_with_headers() -> (u16, mpsc::UnboundedReceiver<(axum::http::HeaderMap, ExportTraceServiceRequest)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    type Tx = mpsc::UnboundedSender<(axum::http::HeaderMap, ExportTraceServiceRequest)>;
+    async fn traces(State(tx): State<Tx>, headers: axum::http::HeaderMap, body: Bytes) -> impl IntoResponse {
+        match ExportTraceServiceRequest::decode(body) {
+            Ok(req) => {
+                let _ = tx.send((headers, req));
+                (axum::http::StatusCode::OK, [("content-type", "application/x-protobuf")], Vec::new())
+            }
+            Err(_) => (axum::http::StatusCode::BAD_REQUEST, [("content-type", "text/plain")], b"bad protobuf".to_vec()),
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let app = Router::new().route("/v1/traces", axum::routing::post(traces)).with_state(tx);
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn otlp_exporter_from_the_environment_as_daprd_reads_it() {
+    let (otlp, mut rx) = otlp_receiver_with_headers().await;
+    // No Configuration at all: the endpoint, protocol, headers and service name come from the
+    // OTel variables daprd honours, and an environment endpoint samples everything.
+    let sc = SidecarBuilder::new("otel-env")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://127.0.0.1:{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-rapr-token=s3cret%20value")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+        .env("OTEL_SERVICE_NAME", "svc-from-env")
+        .start()
+        .await;
+    let r = sc.client.get(sc.url("/v1.0/state/nostore/k")).send().await.unwrap();
+    assert!(r.status().is_client_error() || r.status().is_server_error());
+    let tp = r.headers().get("traceparent").and_then(|v| v.to_str().ok()).expect("traceparent on the answer").to_string();
+    assert!(tp.ends_with("-01"), "sampled: {tp}");
+    let trace_id = tp.split('-').nth(1).unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((headers, req))) => {
+                let ours: Vec<_> = spans(&req).into_iter().filter(|s| s.1 == trace_id).collect();
+                if let Some(s) = ours.first() {
+                    assert_eq!(s.0, "svc-from-env", "OTEL_SERVICE_NAME names the service");
+                    assert_eq!(s.4, "/v1.0/state/nostore/k");
+                    assert_eq!(headers.get("x-rapr-token").and_then(|v| v.to_str().ok()), Some("s3cret value"), "OTEL_EXPORTER_OTLP_HEADERS, percent-decoded");
+                    break;
+                }
+            }
+            _ => panic!("the span did not reach the OTLP receiver\n{}", sc.logs()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_otel_endpoint_without_protocol_exports_nothing_as_daprd() {
+    let (otlp, mut rx) = otlp_receiver_with_headers().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(&cfg, format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{otlp}\n      isSecure: false\n")).unwrap();
+    let sc = SidecarBuilder::new("otel-noproto").args(&["--config", cfg.to_str().unwrap()]).start().await;
+    assert!(sc.logs().contains("has no protocol"), "{}", sc.logs());
+    let r = sc.client.get(sc.url("/v1.0/state/nostore/k")).send().await.unwrap();
+    assert!(r.headers().get("traceparent").is_some(), "spans still propagate");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.try_recv().is_err(), "nothing exported");
+}

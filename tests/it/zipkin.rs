@@ -2,7 +2,9 @@
 //! `zipkin.endpointAddress`): an app invoked through two sidecars, over HTTP and over gRPC, and a
 //! Zipkin v2 receiver run by the test that checks what daprd's exporter would have sent: span
 //! names, kinds, service names, one trace id, and the caller sidecar's span as the parent of the
-//! target sidecar's, itself the parent the app sees.
+//! target sidecar's, itself the parent the app sees. Also what daprd's middleware writes back
+//! (`traceparent` on HTTP answers, `grpc-trace-bin` on gRPC answers, read in preference to
+//! `traceparent`), the pub/sub delivery span, and `samplingRate: "0"` switching tracing off.
 
 use std::time::Duration;
 
@@ -66,6 +68,10 @@ async fn spans_of(rx: &mut mpsc::UnboundedReceiver<Value>, got: &mut Vec<Value>,
     }
 }
 
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
 fn of<'a>(spans: &'a [Value], service: &str) -> &'a Value {
     let mine: Vec<&Value> = spans.iter().filter(|s| s["localEndpoint"]["serviceName"] == service).collect();
     assert_eq!(mine.len(), 1, "one span of {service}: {spans:#?}");
@@ -93,6 +99,7 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = caller.client.get(caller.url("/v1.0/invoke/zk-target/method/orders/7")).header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let answered = r.headers().get("traceparent").and_then(|v| v.to_str().ok()).expect("daprd's middleware puts traceparent on the answer").to_string();
     let seen: Value = r.json().await.unwrap();
     let app_parent = seen["traceparent"].as_str().expect("the app sees a traceparent").split('-').nth(2).unwrap().to_string();
     let ours = spans_of(&mut rx, &mut got, trace_id, &["zk-caller", "zk-target"], &[&caller, &target]).await;
@@ -102,6 +109,7 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     assert_eq!(c["parentId"], "00f067aa0ba902b7", "the caller sidecar's span is a child of the app's");
     assert_eq!(t["parentId"], c["id"], "the target sidecar's span is a child of the caller sidecar's");
     assert_eq!(app_parent, t["id"].as_str().unwrap(), "the app's parent is the target sidecar's span");
+    assert_eq!(answered, format!("00-{trace_id}-{}-01", c["id"].as_str().unwrap()), "the answer carries the caller sidecar's span");
     assert_eq!(c["remoteEndpoint"]["serviceName"], "zk-target");
     assert_eq!(c["tags"]["dapr.protocol"], "http");
     assert_eq!(c["tags"]["dapr.api"], "GET /v1.0/invoke/zk-target/method/orders/7");
@@ -144,6 +152,24 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     assert_eq!((&c["tags"]["db.system"], &c["tags"]["db.name"]), (&json!("state"), &json!("nostore")), "{c:#}");
     assert_eq!(c["tags"]["otel.status_code"], "Error", "{c:#}");
 
+    // `grpc-trace-bin` wins over `traceparent` (daprd reads it first), and the answer carries
+    // this hop's span in it.
+    let bin_trace = "5b8efff798038103d269b633813fc60c";
+    let mut bin = vec![0u8, 0];
+    bin.extend(hex(bin_trace));
+    bin.push(1);
+    bin.extend(hex("eee19b7ec3c1b174"));
+    bin.extend([2, 1]);
+    let mut req = tonic::Request::new(GetStateRequest { store_name: "nostore".into(), key: "k".into(), ..Default::default() });
+    req.metadata_mut().insert_bin("grpc-trace-bin", tonic::metadata::MetadataValue::from_bytes(&bin));
+    req.metadata_mut().insert("traceparent", "00-11111111111111111111111111111111-2222222222222222-01".parse().unwrap());
+    let status = client.get_state(req).await.expect_err("no such store");
+    let back = status.metadata().get_bin("grpc-trace-bin").and_then(|v| v.to_bytes().ok()).expect("grpc-trace-bin on the answer");
+    let ours = spans_of(&mut rx, &mut got, bin_trace, &["zk-caller"], &[&caller, &target]).await;
+    let c = of(&ours, "zk-caller");
+    assert_eq!(c["parentId"], "eee19b7ec3c1b174", "{c:#}");
+    assert_eq!((back.len(), &back[2..18], &back[19..27]), (29, &hex(bin_trace)[..], &hex(c["id"].as_str().unwrap())[..]), "daprd's binary layout with this hop's span");
+
     // Health probes (the harness polled them) are not traced, as in daprd.
     assert!(!got.iter().any(|s| s["name"].as_str().unwrap_or_default().contains("healthz")), "{got:#?}");
 }
@@ -155,4 +181,75 @@ async fn a_zipkin_endpoint_that_is_not_a_url_leaves_spans_unexported_and_the_sid
     std::fs::write(&cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n    zipkin:\n      endpointAddress: localhost:9411\n").unwrap();
     let sc = SidecarBuilder::new("zk-bad").home(home.path()).args(&["--config", cfg.to_str().unwrap()]).start().await;
     assert!(sc.logs().contains("is not an http:// or https:// URL"), "{}", sc.logs());
+}
+
+fn zipkin_config(dir: &std::path::Path, zipkin: u16, rate: &str) -> String {
+    let cfg = dir.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"{rate}\"\n    zipkin:\n      endpointAddress: http://localhost:{zipkin}/api/v2/spans\n"),
+    )
+    .unwrap();
+    cfg.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_pubsub_delivery_runs_under_its_own_span_as_daprds_postman() {
+    let (zipkin, mut rx) = zipkin_receiver().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = zipkin_config(home.path(), zipkin, "1");
+    let topic = format!("traced-{}", uuid::Uuid::new_v4().simple());
+    let app = crate::pubsub::app::SubscriberApp::start(json!([{"pubsubname": "ps", "topic": topic, "route": "/ev"}])).await;
+    let sc = SidecarBuilder::new("zk-pubsub")
+        .file("ps.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ps\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+        .args(&["--app-port", &app.port_arg(), "--config", &cfg])
+        .start()
+        .await;
+    crate::pubsub::wait_active(&sc, "ps", &topic).await;
+    let trace_id = "8f0c7a1e2b3d4c5f6a7b8c9d0e1f2a3b";
+    let r = sc.client.post(sc.url(&format!("/v1.0/publish/ps/{topic}"))).header("content-type", "application/json").header("traceparent", format!("00-{trace_id}-1a2b3c4d5e6f7081-01")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let got_at_app = app.wait_for("/ev", 1, Duration::from_secs(20)).await;
+    let app_tp = got_at_app[0].headers.get("traceparent").cloned().expect("the app gets a traceparent");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (publish, delivery) = loop {
+        let ours: Vec<&Value> = got.iter().filter(|s: &&Value| s["traceId"] == trace_id).collect();
+        let named = |n: &str| ours.iter().find(|s| s["name"] == n).map(|s| (*s).clone());
+        if let (Some(p), Some(d)) = (named(&format!("/v1.0/publish/ps/{topic}")), named(&format!("pubsub/{topic}"))) {
+            break (p, d);
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => got.push(s),
+            _ => panic!("publish and delivery spans did not arrive: {got:#?}\n{}", sc.logs()),
+        }
+    };
+    assert_eq!((&publish["kind"], &publish["parentId"]), (&json!("CLIENT"), &json!("1a2b3c4d5e6f7081")), "{publish:#}");
+    assert_eq!((&publish["tags"]["messaging.system"], &publish["tags"]["messaging.destination.name"]), (&json!("pubsub"), &json!(topic)), "{publish:#}");
+    assert_eq!((&delivery["kind"], &delivery["parentId"]), (&json!("CLIENT"), &publish["id"]), "the delivery is a child of the event's context (the publish span): {delivery:#}");
+    assert_eq!(delivery["tags"]["messaging.destination.name"], json!(topic));
+    assert_eq!(app_tp, format!("00-{trace_id}-{}-01", delivery["id"].as_str().unwrap()), "the app's parent is the delivery span, not the event's");
+    assert_eq!(got_at_app[0].json()["traceparent"], format!("00-{trace_id}-{}-01", publish["id"].as_str().unwrap()), "the event itself keeps the publisher's context");
+}
+
+#[tokio::test]
+async fn sampling_rate_zero_switches_tracing_off() {
+    let (zipkin, mut rx) = zipkin_receiver().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = zipkin_config(home.path(), zipkin, "0");
+    let app = traceparent_app().await;
+    let sc = SidecarBuilder::new("zk-off").home(home.path()).args(&["--app-port", &app.to_string(), "--config", &cfg]).start().await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = sc.client.get(sc.url("/v1.0/invoke/zk-off/method/x")).header("traceparent", incoming).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("traceparent").is_none(), "no tracing middleware, no traceparent on the answer");
+    let seen: Value = r.json().await.unwrap();
+    assert!(seen["traceparent"].is_null() || seen["traceparent"] == incoming, "no span of this sidecar reaches the app: {seen}");
+    let mut grpc = sc.grpc().await;
+    let err = grpc.get_state(GetStateRequest { store_name: "nostore".into(), key: "k".into(), ..Default::default() }).await.expect_err("no such store");
+    assert!(err.metadata().get_bin("grpc-trace-bin").is_none());
+    // The batch exporter would send within a second; give it three.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.try_recv().is_err(), "no span exported");
+    assert!(sc.logs().contains("tracing disabled"), "{}", sc.logs());
 }

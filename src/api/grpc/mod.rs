@@ -24,7 +24,7 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use crate::api::invoke::InvokeApi;
 use crate::api::Facades;
 use crate::runtime::shutdown::ShutdownHandle;
-use crate::runtime::span_attrs::note_store;
+use crate::runtime::span_attrs::{note_publish, note_store};
 
 /// The `Dapr` service: thin adapters over the facades.
 #[derive(Clone)]
@@ -48,13 +48,15 @@ impl Dapr for DaprService {
         self.invoke_service_impl(r).await
     }
     async fn publish_event(&self, r: GrpcRequest<pb::PublishEventRequest>) -> Result<GrpcResponse<()>, Status> {
-        note_store(&r, "pubsub", &r.get_ref().pubsub_name);
+        note_publish(&r, &r.get_ref().topic);
         self.publish_event_impl(r).await
     }
     async fn bulk_publish_event_alpha1(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
+        note_publish(&r, &r.get_ref().topic);
         self.bulk_publish_event_impl(r).await
     }
     async fn bulk_publish_event(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
+        note_publish(&r, &r.get_ref().topic);
         self.bulk_publish_event_impl(r).await
     }
     type SubscribeTopicEventsAlpha1Stream = pubsub::TopicEventStream;
