@@ -376,3 +376,52 @@ async fn an_otel_endpoint_without_protocol_exports_nothing_as_daprd() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rx.try_recv().is_err(), "nothing exported");
 }
+
+/// An OTLP/gRPC receiver speaking just enough gRPC (HTTP/2 without TLS): each `Export` request's
+/// message is decoded and handed over with its metadata, and answered with an empty message.
+async fn otlp_grpc_receiver() -> (u16, mpsc::UnboundedReceiver<(axum::http::HeaderMap, ExportTraceServiceRequest)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    type Tx = mpsc::UnboundedSender<(axum::http::HeaderMap, ExportTraceServiceRequest)>;
+    async fn export(State(tx): State<Tx>, headers: axum::http::HeaderMap, body: Bytes) -> impl IntoResponse {
+        // One gRPC frame: compressed flag, 4-byte length, the message.
+        if body.len() >= 5 && body[0] == 0 {
+            if let Ok(req) = ExportTraceServiceRequest::decode(&body[5..]) {
+                let _ = tx.send((headers, req));
+            }
+        }
+        ([("content-type", "application/grpc"), ("grpc-status", "0")], vec![0u8, 0, 0, 0, 0])
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let app = Router::new().route("/opentelemetry.proto.collector.trace.v1.TraceService/Export", axum::routing::post(export)).with_state(tx);
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn otlp_over_grpc_sends_the_configured_headers() {
+    let (otlp, mut rx) = otlp_grpc_receiver().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{otlp}\n      isSecure: false\n      protocol: grpc\n      timeout: 5s\n      headers:\n      - \"x-tenant=blue\"\n"),
+    )
+    .unwrap();
+    let sc = SidecarBuilder::new("otel-grpc").args(&["--config", cfg.to_str().unwrap()]).start().await;
+    let r = sc.client.get(sc.url("/v1.0/state/nostore/k")).send().await.unwrap();
+    let trace_id = r.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(|t| t.split('-').nth(1)).expect("traceparent on the answer").to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((headers, req))) => {
+                if spans(&req).iter().any(|s| s.1 == trace_id && s.0 == "otel-grpc") {
+                    assert_eq!(headers.get("x-tenant").and_then(|v| v.to_str().ok()), Some("blue"), "otel.headers as gRPC metadata");
+                    assert!(headers.get("grpc-encoding").is_none(), "uncompressed, as daprd's exporter");
+                    break;
+                }
+            }
+            _ => panic!("the span did not reach the OTLP/gRPC receiver\n{}", sc.logs()),
+        }
+    }
+}
