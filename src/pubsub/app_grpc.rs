@@ -57,16 +57,25 @@ fn metadata_of(md: &crate::components::pubsub::Metadata, traceparent: Option<&st
             put(k, v);
         }
     }
-    if let Some(p) = traceparent {
-        put("traceparent", p);
-    }
     if let Some(t) = token.and_then(|t| t.to_str().ok()) {
         put("dapr-api-token", t);
     }
-    if let Some(b) = traceparent.and_then(trace_context::parse_traceparent).and_then(|sc| trace_context::to_binary(&sc)) {
-        out.insert_bin(trace_context::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&b));
+    if let Some(p) = traceparent {
+        out.remove("traceparent");
+        append_trace(&mut out, p);
     }
     out
+}
+
+/// Appends a span's context as daprd's `SpanContextToGRPCMetadata` does: `traceparent` and
+/// `grpc-trace-bin`.
+fn append_trace(md: &mut MetadataMap, traceparent: &str) {
+    if let Ok(v) = MetadataValue::try_from(traceparent) {
+        md.append("traceparent", v);
+    }
+    if let Some(b) = trace_context::parse_traceparent(traceparent).and_then(|sc| trace_context::to_binary(&sc)) {
+        md.append_bin(trace_context::GRPC_TRACE_BIN, tonic::metadata::MetadataValue::from_bytes(&b));
+    }
 }
 
 fn request<T>(msg: T, md: MetadataMap) -> tonic::Request<T> {
@@ -149,10 +158,18 @@ impl AppSink for GrpcSink {
         let Some((channel, token, _permit)) = self.app.grpc_call().await else {
             return all(AppAnswer::Retry);
         };
-        let md = metadata_of(&Default::default(), None, token.as_ref());
+        // As daprd's bulk postman: a span per traced entry, each one's context appended.
+        let spans = crate::runtime::telemetry::batch_spans(self.tracer.as_ref(), &batch.topic, batch.entries.iter().map(|e| e.event.trace().0.map(str::to_string)));
+        let mut md = metadata_of(&Default::default(), None, token.as_ref());
+        for span in &spans {
+            append_trace(&mut md, span.traceparent());
+        }
         let mut result = AppCallbackClient::new(channel.clone()).on_bulk_topic_event(request(req.clone(), md.clone())).await;
         if matches!(&result, Err(s) if s.code() == tonic::Code::Unimplemented) {
             result = AppCallbackAlphaClient::new(channel).on_bulk_topic_event_alpha1(request(req, md)).await;
+        }
+        for span in spans {
+            span.end_delivery(&batch.topic, None, result.as_ref().err().map(tonic::Status::message));
         }
         match result {
             Ok(resp) => {

@@ -137,7 +137,15 @@ impl AppSink for HttpSink {
     async fn deliver_bulk(&self, batch: &AppBatch) -> Vec<AppAnswer> {
         let all = |a: AppAnswer| vec![a; batch.entries.len()];
         let body = json_bytes(&bulk_body(batch));
-        match self.post(&batch.path, "application/json", Vec::new(), body).await {
+        // As daprd's bulk postman: a span per traced entry; the app gets the last one's context.
+        let spans = crate::runtime::telemetry::batch_spans(self.tracer.as_ref(), &batch.topic, batch.entries.iter().map(|e| e.event.trace().0.map(str::to_string)));
+        let headers = spans.last().map(|s| vec![("traceparent".to_string(), s.traceparent().to_string())]).unwrap_or_default();
+        let sent = self.post(&batch.path, "application/json", headers, body).await;
+        let status = sent.as_ref().map_or(500, |(status, _)| *status);
+        for span in spans {
+            span.end_delivery(&batch.topic, Some(status), None);
+        }
+        match sent {
             Err(e) => {
                 tracing::warn!(pubsub = %batch.pubsub, topic = %batch.topic, error = %e, "error from app channel while sending bulk pub/sub event to app");
                 all(AppAnswer::Retry)

@@ -262,6 +262,12 @@ impl Tracing {
     }
 }
 
+/// The delivery spans of a batch: one per entry with a trace context (daprd's bulk postmen).
+pub fn batch_spans(tracer: Option<&Tracing>, topic: &str, parents: impl Iterator<Item = Option<String>>) -> Vec<CallbackSpan> {
+    let Some(t) = tracer else { return Vec::new() };
+    parents.flatten().filter_map(|p| t.delivery_span(topic, &p)).collect()
+}
+
 impl CallbackSpan {
     /// The W3C `traceparent` of this span, for the call to the app.
     pub fn traceparent(&self) -> &str {

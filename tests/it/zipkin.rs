@@ -200,8 +200,10 @@ async fn a_pubsub_delivery_runs_under_its_own_span_as_daprds_postman() {
     let cfg = zipkin_config(home.path(), zipkin, "1");
     let topic = format!("traced-{}", uuid::Uuid::new_v4().simple());
     let app = crate::pubsub::app::SubscriberApp::start(json!([{"pubsubname": "ps", "topic": topic, "route": "/ev"}])).await;
+    let bulk_topic = format!("{topic}-bulk");
     let sc = SidecarBuilder::new("zk-pubsub")
         .file("ps.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ps\nspec:\n  type: pubsub.in-memory\n  version: v1\n")
+        .file("bulk.yaml", &format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: bulk\nspec:\n  pubsubname: ps\n  topic: {bulk_topic}\n  routes:\n    default: /bulk\n  bulkSubscribe:\n    enabled: true\n    maxMessagesCount: 1\n    maxAwaitDurationMs: 100\n"))
         .args(&["--app-port", &app.port_arg(), "--config", &cfg])
         .start()
         .await;
@@ -230,6 +232,25 @@ async fn a_pubsub_delivery_runs_under_its_own_span_as_daprds_postman() {
     assert_eq!(delivery["tags"]["messaging.destination.name"], json!(topic));
     assert_eq!(app_tp, format!("00-{trace_id}-{}-01", delivery["id"].as_str().unwrap()), "the app's parent is the delivery span, not the event's");
     assert_eq!(got_at_app[0].json()["traceparent"], format!("00-{trace_id}-{}-01", publish["id"].as_str().unwrap()), "the event itself keeps the publisher's context");
+
+    // A bulk subscription: a delivery span per entry, the app gets its context.
+    crate::pubsub::wait_active(&sc, "ps", &bulk_topic).await;
+    let bulk_trace = "9a0c7a1e2b3d4c5f6a7b8c9d0e1f2a3b";
+    let r = sc.client.post(sc.url(&format!("/v1.0/publish/ps/{bulk_topic}"))).header("content-type", "application/json").header("traceparent", format!("00-{bulk_trace}-1a2b3c4d5e6f7081-01")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let bulk_at_app = app.wait_for("/bulk", 1, Duration::from_secs(20)).await;
+    let bulk_tp = bulk_at_app[0].headers.get("traceparent").cloned().expect("the bulk call carries a traceparent");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let delivery = loop {
+        if let Some(d) = got.iter().find(|s| s["traceId"] == bulk_trace && s["name"] == format!("pubsub/{bulk_topic}")) {
+            break d.clone();
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => got.push(s),
+            _ => panic!("the bulk delivery span did not arrive: {got:#?}\n{}", sc.logs()),
+        }
+    };
+    assert_eq!(bulk_tp, format!("00-{bulk_trace}-{}-01", delivery["id"].as_str().unwrap()), "{delivery:#}");
 }
 
 #[tokio::test]
