@@ -3,6 +3,7 @@
 //! `metrics`; and telemetry (logging, tracing exporters). The sidecar that wires them with the
 //! subsystems is `crate::sidecar`.
 
+pub mod baggage;
 pub mod call;
 pub mod failpoints;
 pub mod logging;

@@ -11,7 +11,8 @@
 //! headers to the target sidecar, then to the app) carries the same trace id and this hop's span
 //! id: propagation needs no other hook. The answer carries this hop's context back as daprd's
 //! does: `traceparent` (and `tracestate`) on HTTP answers that have none, `grpc-trace-bin` on
-//! gRPC answers but `InvokeService`'s and proxied calls'. The trace id is a field of the
+//! gRPC answers but `InvokeService`'s and proxied calls'; a valid `baggage` header is echoed,
+//! an invalid one refused (`baggage.rs`). The trace id is a field of the
 //! request's log span.
 //! Spans leave through a batch processor on its own task: recording never waits on the exporter.
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::Context;
@@ -192,6 +193,13 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
     if !grpc && span_attrs::untraced_http(&path) {
         return next.run(req).await;
     }
+    // W3C baggage as daprd's middleware: refused when invalid, echoed when valid.
+    let baggage_values: Vec<&str> = req.headers().get_all(super::baggage::HEADER).iter().filter_map(|v| v.to_str().ok()).collect();
+    let baggage = match super::baggage::check(&baggage_values) {
+        Ok(b) => b,
+        Err(e) if grpc => return tonic::Status::invalid_argument(format!("invalid baggage header: {e}")).into_http::<axum::body::Body>(),
+        Err(e) => return (http::StatusCode::BAD_REQUEST, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("invalid baggage header: {e}\n")).into_response(),
+    };
     let propagator = TraceContextPropagator::new();
     // gRPC: daprd reads `grpc-trace-bin` first, `traceparent` only without it.
     let binary = grpc.then(|| req.headers().get(trace_context::GRPC_TRACE_BIN).and_then(|v| binary_header(v.as_bytes()))).flatten();
@@ -218,6 +226,9 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
     let log_span = tracing::info_span!("request", trace_id = %sc.trace_id(), span_id = %sc.span_id());
     let mut resp = next.run(req).instrument(log_span).await;
     answer_trace_headers(&mut resp, grpc, &path, &sc);
+    if let Some(v) = baggage.and_then(|b| http::HeaderValue::from_str(&b).ok()) {
+        resp.headers_mut().insert(super::baggage::HEADER, v);
+    }
     if let Some((method, path_and_query, headers)) = request_parts {
         if grpc {
             let (name, attrs) = span_attrs::grpc_attributes(&path, &headers, &details, &t.app_id);

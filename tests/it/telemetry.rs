@@ -364,7 +364,7 @@ async fn otlp_exporter_from_the_environment_as_daprd_reads_it() {
 }
 
 #[tokio::test]
-async fn an_otel_endpoint_without_protocol_exports_nothing_as_daprd() {
+async fn an_otel_endpoint_without_protocol_exports_nothing_and_baggage_is_checked_as_daprd() {
     let (otlp, mut rx) = otlp_receiver_with_headers().await;
     let home = tempfile::tempdir().unwrap();
     let cfg = home.path().join("config.yaml");
@@ -373,6 +373,20 @@ async fn an_otel_endpoint_without_protocol_exports_nothing_as_daprd() {
     assert!(sc.logs().contains("has no protocol"), "{}", sc.logs());
     let r = sc.client.get(sc.url("/v1.0/state/nostore/k")).send().await.unwrap();
     assert!(r.headers().get("traceparent").is_some(), "spans still propagate");
+    // W3C baggage as daprd's middleware: echoed when valid, refused when not.
+    let r = sc.client.get(sc.url("/v1.0/metadata")).header("baggage", "userId=alice,node=DF%2028").send().await.unwrap();
+    assert_eq!(r.headers().get("baggage").and_then(|v| v.to_str().ok()), Some("userId=alice,node=DF%2028"));
+    let r = sc.client.get(sc.url("/v1.0/metadata")).header("baggage", "no-value").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().starts_with("invalid baggage header"));
+    let mut grpc = sc.grpc().await;
+    let mut req = tonic::Request::new(rapr_proto::runtime::v1::GetMetadataRequest {});
+    req.metadata_mut().insert("baggage", "bad key=v".parse().unwrap());
+    assert_eq!(grpc.get_metadata(req).await.expect_err("invalid baggage").code(), tonic::Code::InvalidArgument);
+    let mut req = tonic::Request::new(rapr_proto::runtime::v1::GetMetadataRequest {});
+    req.metadata_mut().insert("baggage", "k=v".parse().unwrap());
+    let ok = grpc.get_metadata(req).await.expect("valid baggage");
+    assert_eq!(ok.metadata().get("baggage").and_then(|v| v.to_str().ok()), Some("k=v"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rx.try_recv().is_err(), "nothing exported");
 }
