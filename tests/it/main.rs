@@ -42,6 +42,7 @@ mod logs;
 mod metadata_templates;
 mod multi_app;
 mod netns;
+mod otlp;
 mod pubsub;
 mod resiliency;
 mod resources;
