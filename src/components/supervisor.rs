@@ -31,12 +31,19 @@ use crate::components::metadata::templates::Identity;
 use crate::config::{ComponentSpec, ResourceError};
 use crate::runtime::restart::RestartPolicy;
 
+#[path = "supervisor_reconcile.rs"]
+mod reconcile;
+
 /// Messages of `ComponentSupervisor`.
 pub enum ComponentSupervisorMsg {
     /// Start (or restart) a component by name.
     Start(String),
-    /// A start attempt finished.
-    Started { name: String, result: Result<Running, StartFailure> },
+    /// A start attempt finished (`generation`: the child's, when it began).
+    Started { name: String, generation: u64, result: Result<Running, StartFailure> },
+    /// Hot reload: the components now on disk; replies once the changes are published.
+    Reconcile { specs: Vec<ComponentSpec>, load_errors: Vec<ResourceError>, reply: RpcReplyPort<()> },
+    /// A reloaded component's old host has stopped: start the new one.
+    Retired { name: String, generation: u64 },
     /// Reply once every component's first attempt has finished.
     AwaitInitial(RpcReplyPort<()>),
     /// Stop every host, waiting for their in-flight work.
@@ -100,6 +107,8 @@ struct Child {
     prefix: KeyPrefix,
     first_done: bool,
     starting: bool,
+    /// Bumped each time a reload replaces the spec: a start begun for an older one is discarded.
+    generation: u64,
 }
 
 /// Supervisor state.
@@ -107,6 +116,9 @@ pub struct ComponentSupervisorState {
     args: ComponentSupervisorArgs,
     children: BTreeMap<String, Child>,
     order: Vec<String>,
+    /// Resources that failed to load (replaced on each reload).
+    load_failures: Vec<ComponentStatus>,
+    /// Resources reported failed after loading (`ResourceFailed`).
     failed_resources: Vec<ComponentStatus>,
     initial_waiters: Vec<RpcReplyPort<()>>,
     /// Components waiting for a secret store's first start attempt, by store name.
@@ -138,6 +150,7 @@ impl ComponentSupervisorState {
                 (None, None) => {}
             }
         }
+        d.components.extend(self.load_failures.iter().cloned());
         d.components.extend(self.failed_resources.iter().cloned());
         self.args.directory.publish(d);
     }
@@ -185,6 +198,7 @@ impl ComponentSupervisorState {
         }
         let Some(c) = self.children.get_mut(&name) else { return };
         c.starting = true;
+        let generation = c.generation;
         let spec = c.spec.clone();
         let child_name = format!("{}/{}/{}", self.args.runtime_id, spec.category(), spec.name);
         let cell = me.get_cell();
@@ -199,11 +213,19 @@ impl ComponentSupervisorState {
                 Ok(spec) => starter::start(ComponentHostArgs { spec, registry, probe, call_timeout, events }, child_name, cell).await,
                 Err(f) => Err(f),
             };
-            let _ = me.send_message(ComponentSupervisorMsg::Started { name, result });
+            let _ = me.send_message(ComponentSupervisorMsg::Started { name, generation, result });
         });
     }
 
-    fn started(&mut self, me: &ActorRef<ComponentSupervisorMsg>, name: String, result: Result<Running, StartFailure>) {
+    fn started(&mut self, me: &ActorRef<ComponentSupervisorMsg>, name: String, generation: u64, result: Result<Running, StartFailure>) {
+        let current = self.children.get(&name).map(|c| c.generation);
+        if current != Some(generation) {
+            // Begun for a spec a reload has since replaced or removed.
+            if let Ok(running) = result {
+                running.cell().stop(None);
+            }
+            return;
+        }
         let Some(c) = self.children.get_mut(&name) else { return };
         c.first_done = true;
         c.starting = false;
@@ -248,33 +270,15 @@ impl Actor for ComponentSupervisor {
     async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let mut children = BTreeMap::new();
         let mut order = Vec::new();
-        let mut failed_resources: Vec<ComponentStatus> = args.load_errors.iter().map(failed_resource).collect();
+        let mut load_failures: Vec<ComponentStatus> = args.load_errors.iter().map(failed_resource).collect();
         for spec in &args.specs {
-            let supported = Category::of(&spec.type_name).is_some();
-            let mut status = ComponentStatus {
-                name: spec.name.clone(),
-                type_name: spec.type_name.clone(),
-                version: spec.version.clone(),
-                state: if supported { ComponentState::Starting } else { ComponentState::Unsupported },
-                capabilities: Vec::new(),
-                ignore_errors: spec.ignore_errors,
-                error: (!supported).then(|| format!("the {} building block is not implemented by rapr yet", spec.category())),
-            };
-            if !supported {
-                tracing::warn!(component = %spec.name, r#type = %spec.type_name, file = %spec.source.display(), "component type not implemented by rapr yet; skipped");
-            }
-            let prefix = match KeyPrefix::from_spec(spec, &args.app_id) {
-                Ok(p) => p,
-                Err(e) => {
-                    status.state = ComponentState::Failed;
-                    status.error = Some(format!("{}: component {}: metadata keyPrefix: {e}", spec.source.display(), spec.name));
-                    failed_resources.push(status);
-                    continue;
+            match new_child(spec, &args.app_id) {
+                Ok(child) => {
+                    order.push(spec.name.clone());
+                    children.insert(spec.name.clone(), child);
                 }
-            };
-            order.push(spec.name.clone());
-            let first_done = !supported;
-            children.insert(spec.name.clone(), Child { spec: spec.clone(), status, attempts: 0, running: None, prefix, first_done, starting: false });
+                Err(status) => load_failures.push(status),
+            }
         }
         // Secret stores first: other components resolve their secretKeyRefs through them.
         order.sort_by_key(|n| children.get(n).is_none_or(|c: &Child| c.spec.category() != "secretstores"));
@@ -287,7 +291,8 @@ impl Actor for ComponentSupervisor {
             args,
             children,
             order,
-            failed_resources,
+            load_failures,
+            failed_resources: Vec::new(),
             initial_waiters: Vec::new(),
             waiting_on_secrets: BTreeMap::new(),
             stopping: false,
@@ -299,8 +304,19 @@ impl Actor for ComponentSupervisor {
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             ComponentSupervisorMsg::Start(name) => st.start(&me, name),
-            ComponentSupervisorMsg::Started { name, result } => {
-                st.started(&me, name, result);
+            ComponentSupervisorMsg::Reconcile { specs, load_errors, reply } => {
+                st.reconcile(&me, specs, load_errors);
+                st.publish();
+                let _ = reply.send(());
+            }
+            ComponentSupervisorMsg::Retired { name, generation } => {
+                if let Some(c) = st.children.get_mut(&name).filter(|c| c.generation == generation) {
+                    c.starting = false;
+                    st.start(&me, name);
+                }
+            }
+            ComponentSupervisorMsg::Started { name, generation, result } => {
+                st.started(&me, name, generation, result);
                 st.publish();
                 st.wake_initial_waiters();
             }
@@ -384,6 +400,32 @@ impl Actor for ComponentSupervisor {
     }
 }
 
+/// A child for `spec`, not started yet; or, when its key prefix is invalid, its failed status.
+fn new_child(spec: &ComponentSpec, app_id: &str) -> Result<Child, ComponentStatus> {
+    let supported = Category::of(&spec.type_name).is_some();
+    let mut status = ComponentStatus {
+        name: spec.name.clone(),
+        type_name: spec.type_name.clone(),
+        version: spec.version.clone(),
+        state: if supported { ComponentState::Starting } else { ComponentState::Unsupported },
+        capabilities: Vec::new(),
+        ignore_errors: spec.ignore_errors,
+        error: (!supported).then(|| format!("the {} building block is not implemented by rapr yet", spec.category())),
+    };
+    if !supported {
+        tracing::warn!(component = %spec.name, r#type = %spec.type_name, file = %spec.source.display(), "component type not implemented by rapr yet; skipped");
+    }
+    let prefix = match KeyPrefix::from_spec(spec, app_id) {
+        Ok(p) => p,
+        Err(e) => {
+            status.state = ComponentState::Failed;
+            status.error = Some(format!("{}: component {}: metadata keyPrefix: {e}", spec.source.display(), spec.name));
+            return Err(status);
+        }
+    };
+    Ok(Child { spec: spec.clone(), status, attempts: 0, running: None, prefix, first_done: !supported, starting: false, generation: 0 })
+}
+
 fn failed_resource(e: &ResourceError) -> ComponentStatus {
     tracing::error!(error = %e, "resource failed to load");
     ComponentStatus {
@@ -420,6 +462,15 @@ impl ComponentSupervisorClient {
             Ok(ractor::rpc::CallResult::Success(())) => {}
             Ok(_) => tracing::error!("the component supervisor did not publish a failed resource in time"),
             Err(err) => tracing::error!(error = %err, "could not report a failed resource to the component supervisor"),
+        }
+    }
+
+    /// Hot reload: applies the components now on disk (added, changed, removed) and the resources
+    /// that failed to load; returns once the result is published.
+    pub async fn reconcile(&self, specs: Vec<ComponentSpec>, load_errors: Vec<ResourceError>) {
+        let msg = |reply| ComponentSupervisorMsg::Reconcile { specs, load_errors, reply };
+        if !matches!(self.sup.call(msg, Some(Duration::from_secs(10))).await, Ok(ractor::rpc::CallResult::Success(()))) {
+            tracing::error!("the component supervisor did not apply a reload in time");
         }
     }
 

@@ -40,6 +40,8 @@ pub struct ConfigurationSpec {
     pub name: String,
     /// Preview features switched on (`spec.features[].enabled: true`).
     pub enabled_features: Vec<String>,
+    /// Features switched off (`enabled: false`): a default-on one stays off.
+    pub disabled_features: Vec<String>,
     /// Secret access rules by store name.
     pub secret_scopes: BTreeMap<String, SecretScope>,
     /// `spec.nameResolution` with `component: sqlite`: its `connectionString`.
@@ -122,10 +124,33 @@ fn secret_scopes(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<BTreeMap<
     Ok(out)
 }
 
+/// daprd v1.18's features that are on unless a Configuration switches them off
+/// (`pkg/config` `defaultFeatures`); `/v1.0/metadata` lists them among the enabled ones.
+pub const DEFAULT_FEATURES: &[&str] = &[HOT_RELOAD, "WorkflowsRemoteActivityReminder"];
+
+/// Resource folders are watched and components and subscriptions reloaded (default on).
+pub const HOT_RELOAD: &str = "HotReload";
+
 impl ConfigurationSpec {
+    /// Adds the default-on features a Configuration did not switch off, as daprd's
+    /// `SetDefaultFeatures` (also when there is no `--config`).
+    pub fn with_default_features(mut self) -> Self {
+        for f in DEFAULT_FEATURES {
+            if !self.enabled_features.iter().any(|e| e == f) && !self.disabled_features.iter().any(|d| d == f) {
+                self.enabled_features.push((*f).to_string());
+            }
+        }
+        self
+    }
+
+    /// Whether feature `name` is on.
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.enabled_features.iter().any(|e| e == name)
+    }
+
     /// Builds the spec from the document's `metadata.name` and `spec` mapping.
     pub fn from_spec(name: &str, spec: &BTreeMap<String, yaml_serde::Value>) -> Result<Self, String> {
-        let mut enabled_features = Vec::new();
+        let (mut enabled_features, mut disabled_features) = (Vec::new(), Vec::new());
         if let Some(features) = spec.get("features") {
             let list = features.as_sequence().ok_or("spec.features must be a list")?;
             for f in list {
@@ -136,6 +161,8 @@ impl ConfigurationSpec {
                 };
                 if enabled {
                     enabled_features.push(fname.to_string());
+                } else {
+                    disabled_features.push(fname.to_string());
                 }
             }
         }
@@ -144,6 +171,7 @@ impl ConfigurationSpec {
         Ok(Self {
             name: name.to_string(),
             enabled_features,
+            disabled_features,
             secret_scopes: secret_scopes(spec)?,
             name_resolution_db: name_resolution_db(spec)?,
             tracing: tracing_spec(spec)?,

@@ -87,7 +87,7 @@ impl std::fmt::Debug for EndpointValue {
 }
 
 /// An `HTTPEndpoint` as loaded, before its `secretKeyRef`s are resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PendingHttpEndpoint {
     /// `metadata.name`.
     pub name: String,

@@ -26,7 +26,7 @@ use super::delivery::{Delivery, DeliveryArgs, DeliveryMsg};
 use super::handler::DeliveryShared;
 use super::routing::Routes;
 use super::streams::StreamRefused;
-use super::{Subscription, SubscriptionStatus, SubscriptionTable};
+use super::{Subscription, SubscriptionKind, SubscriptionStatus, SubscriptionTable};
 use crate::components::directory::DirectoryHandle;
 use crate::resiliency::Resiliency;
 
@@ -64,6 +64,8 @@ pub enum SubscriptionManagerMsg {
     },
     /// A streaming subscription's stream ended: stop its delivery and forget it.
     StopStream(usize),
+    /// Hot reload: the declarative subscriptions now on disk; replies once applied.
+    ReconcileDeclared(Vec<Subscription>, RpcReplyPort<()>),
 }
 
 /// What the manager is started with.
@@ -107,6 +109,11 @@ pub struct SubscriptionManagerState {
     /// By key, in the order they started (a key is never reused).
     running: BTreeMap<usize, Running>,
     next_key: usize,
+    /// Whether the first set (declarative and the app's own) has been started.
+    loaded: bool,
+    /// Declarative subscriptions reloaded from disk before the first set arrived: they replace
+    /// the declarative part of it.
+    pending_declared: Option<Vec<Subscription>>,
 }
 
 impl SubscriptionManagerState {
@@ -151,6 +158,23 @@ impl SubscriptionManagerState {
         key
     }
 
+    /// Runs `sub` if it applies here; one whose routes do not compile shows its error instead.
+    async fn admit_and_add(&mut self, me: &ActorRef<SubscriptionManagerMsg>, sub: Subscription) {
+        if !admit(&sub, &self.args_app_id, &self.directory) {
+            return;
+        }
+        let (routes, error) = match Routes::compile(&sub) {
+            Ok(r) => (Some(r), None),
+            Err(e) => {
+                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, file = ?sub.source, error = %e, "subscription rejected");
+                (None, Some(e.to_string()))
+            }
+        };
+        let status = SubscriptionStatus { subscription: sub, active: false, error, parked: 0 };
+        let shared = Arc::clone(&self.shared);
+        self.add(me, status, routes, shared).await;
+    }
+
     /// Starts a streaming subscription, checking what daprd checks first.
     async fn start_stream(&mut self, me: &ActorRef<SubscriptionManagerMsg>, sub: Subscription, sink: Arc<dyn AppSink>, closed: CancellationToken) -> Result<usize, StreamRefused> {
         if self.shared.draining.is_cancelled() {
@@ -171,6 +195,9 @@ impl SubscriptionManagerState {
         Ok(key)
     }
 }
+
+#[path = "manager_reload.rs"]
+mod reload;
 
 /// Whether `sub` applies to `app_id` and names a configured pub/sub; rejected ones are logged.
 fn admit(sub: &Subscription, app_id: &str, directory: &DirectoryHandle) -> bool {
@@ -208,28 +235,32 @@ impl Actor for SubscriptionManager {
             shared: a.shared,
             running: BTreeMap::new(),
             next_key: 0,
+            loaded: false,
+            pending_declared: None,
         })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             SubscriptionManagerMsg::Start(subs) => {
+                st.loaded = true;
+                let subs = match st.pending_declared.take() {
+                    Some(declared) => super::programmatic::merge(declared, subs.into_iter().filter(|s| s.kind != SubscriptionKind::Declarative).collect()),
+                    None => subs,
+                };
                 for sub in subs {
-                    if !admit(&sub, &st.args_app_id, &st.directory) {
-                        continue;
-                    }
-                    let (routes, error) = match Routes::compile(&sub) {
-                        Ok(r) => (Some(r), None),
-                        Err(e) => {
-                            tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, file = ?sub.source, error = %e, "subscription rejected");
-                            (None, Some(e.to_string()))
-                        }
-                    };
-                    let status = SubscriptionStatus { subscription: sub, active: false, error, parked: 0 };
-                    let shared = Arc::clone(&st.shared);
-                    st.add(&me, status, routes, shared).await;
+                    st.admit_and_add(&me, sub).await;
                 }
                 st.publish();
+            }
+            SubscriptionManagerMsg::ReconcileDeclared(declared, reply) => {
+                if st.loaded {
+                    st.reconcile_declared(&me, declared).await;
+                    st.publish();
+                } else {
+                    st.pending_declared = Some(declared);
+                }
+                let _ = reply.send(());
             }
             SubscriptionManagerMsg::Status { index, active, error } => {
                 if let Some(r) = st.running.get_mut(&index) {
@@ -342,6 +373,13 @@ impl SubscriptionManagerClient {
     /// Stops a streaming subscription and forgets it.
     pub fn stop_stream(&self, key: usize) {
         let _ = self.0.cast(SubscriptionManagerMsg::StopStream(key));
+    }
+
+    /// Hot reload: applies the declarative subscriptions now on disk; returns once applied.
+    pub async fn reconcile_declared(&self, declared: Vec<Subscription>) {
+        if !matches!(self.0.call(|r| SubscriptionManagerMsg::ReconcileDeclared(declared, r), Some(Duration::from_secs(10))).await, Ok(ractor::rpc::CallResult::Success(()))) {
+            tracing::error!("the subscription manager did not apply a reload in time");
+        }
     }
 
     /// The manager's reference (to link or stop it).

@@ -30,3 +30,29 @@ impl ShutdownHandle {
         self.token.is_cancelled()
     }
 }
+
+/// `RestartHandle`: how a change that needs a whole new runtime (a `Resiliency`, `HTTPEndpoint`
+/// or `Configuration` resource edited on disk, or SIGHUP) asks the sidecar to drain, stop and
+/// start again in the same process, as daprd's SIGHUP reload does. A permit is kept, so a request
+/// made while the runtime is still starting is not lost.
+#[derive(Clone, Default)]
+pub struct RestartHandle {
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl RestartHandle {
+    /// A fresh handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks for a restart.
+    pub fn trigger(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves on the next restart request.
+    pub async fn requested(&self) {
+        self.notify.notified().await;
+    }
+}

@@ -56,6 +56,8 @@ pub struct RuntimeRootArgs {
     pub api_token: Option<String>,
     /// Shutdown trigger shared with the APIs.
     pub shutdown: ShutdownHandle,
+    /// Asks for a reload of the whole runtime (hot reload of resources that need one).
+    pub restart: crate::runtime::shutdown::RestartHandle,
     /// Component implementations.
     pub registry: Arc<Registry>,
 }
@@ -107,13 +109,13 @@ impl Actor for RuntimeRoot {
         let flags = a.flags;
         let runtime_id = format!("{}-{}", if flags.app_id.is_empty() { "rapr" } else { &flags.app_id }, uuid::Uuid::new_v4().simple());
         let configuration = match &flags.config {
-            None => ConfigurationSpec::default(),
+            None => ConfigurationSpec::default().with_default_features(),
             Some(file) => match load_configuration(file) {
                 Ok(cfg) => {
                     if !cfg.unimplemented.is_empty() {
                         tracing::warn!(configuration = %cfg.name, sections = ?cfg.unimplemented, "configuration sections not implemented by rapr yet; ignored");
                     }
-                    cfg
+                    cfg.with_default_features()
                 }
                 // As daprd: a Configuration that does not load stops the sidecar from starting.
                 Err(e) => return Err(format!("error loading configuration: {e}").into()),
@@ -127,6 +129,11 @@ impl Actor for RuntimeRoot {
         // Resiliency errors show like other resource errors (failed entries in metadata).
         let (resiliency, resiliency_errors) = Resiliency::load(&resources.resiliency, &flags.app_id);
         resources.errors.extend(resiliency_errors);
+        let on_disk = super::reload::Loaded::of(&resources);
+        if !configuration.enabled_features.is_empty() {
+            tracing::info!("Enabled features: {}", configuration.enabled_features.join(" "));
+        }
+        let hot_reload = configuration.feature_enabled(crate::config::configuration::HOT_RELOAD);
         let directory = DirectoryHandle::default();
         let (metrics, tracer) = telemetry::setup(&flags, &configuration)?;
         let (sup, _) = Actor::spawn_linked(
@@ -182,6 +189,17 @@ impl Actor for RuntimeRoot {
         };
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
+        if hot_reload {
+            let watcher = super::reload::ResourceWatcherArgs {
+                paths: flags.resource_paths(),
+                app_id: flags.app_id.clone(),
+                loaded: on_disk,
+                components: components.clone(),
+                subscriptions: pubsub.clone(),
+                restart: a.restart.clone(),
+            };
+            Actor::spawn_linked(Some(format!("{runtime_id}/resource-watcher")), super::reload::ResourceWatcher, watcher, me.get_cell()).await?;
+        }
         let pubsub_streams = crate::pubsub::streams::StreamSubscriptions::new(pubsub.clone());
         let facades = Facades { state, metadata, secrets, invoke: invocation.api.clone(), pubsub: publish };
         let http = crate::api::http::router(HttpState::new(HttpShared {

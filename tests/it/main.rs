@@ -32,6 +32,7 @@ mod component_health;
 mod durability;
 mod faults;
 mod harness;
+mod hot_reload;
 mod http_endpoint_secrets;
 mod invoke;
 mod invoke_grpc;

@@ -103,6 +103,8 @@ struct Fixture {
     base: String,
     http: reqwest::Client,
     stores: Vec<(&'static str, Arc<Control>)>,
+    /// The resources folder: kept, as hot reload would close the components of a removed one.
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -136,9 +138,7 @@ impl Fixture {
         flags.dapr_listen_addresses = "127.0.0.1".into();
         flags.resources_path = vec![dir.path().to_path_buf()];
         let sc = Sidecar::start_with_registry(flags.clone(), None, Arc::new(reg)).await.unwrap();
-        // The resources were read at start; the folder may go.
-        drop(dir);
-        Self { sc: Some(sc), base: format!("http://127.0.0.1:{}", flags.dapr_http_port), http: reqwest::Client::new(), stores }
+        Self { sc: Some(sc), base: format!("http://127.0.0.1:{}", flags.dapr_http_port), http: reqwest::Client::new(), stores, _dir: dir }
     }
 
     fn store(&self, name: &str) -> &Control {

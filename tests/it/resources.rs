@@ -235,7 +235,8 @@ async fn config_enables_features_and_warns_about_unimplemented_sections() {
         .start()
         .await;
     let m = metadata(&sc).await;
-    assert_eq!(m["enabledFeatures"], json!(["HotReload"]), "{m}");
+    // HotReload named, the other default-on feature (daprd v1.18's `defaultFeatures`) added.
+    assert_eq!(m["enabledFeatures"], json!(["HotReload", "WorkflowsRemoteActivityReminder"]), "{m}");
     assert_logged(&sc, "level=warning", &["accessControl"]).await;
     // A Configuration in the resources folder is not a component.
     assert_eq!(component_names(&m), ["mem"]);

@@ -241,6 +241,11 @@ impl Sidecar {
         DaprClient::new(ch)
     }
 
+    /// The folder given as `--resources-path` (hot reload tests edit it).
+    pub fn resources_dir(&self) -> PathBuf {
+        self._dir.path().join("resources")
+    }
+
     /// The sidecar's log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

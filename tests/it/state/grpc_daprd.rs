@@ -55,6 +55,8 @@ impl StateStore for Down {
 struct Running {
     sc: Sidecar,
     client: DaprClient<Channel>,
+    /// The resources folder: kept, as hot reload would close the components of a removed one.
+    _dir: tempfile::TempDir,
 }
 
 async fn start() -> Running {
@@ -71,10 +73,8 @@ async fn start() -> Running {
     flags.dapr_listen_addresses = "127.0.0.1".into();
     flags.resources_path = vec![dir.path().to_path_buf()];
     let sc = Sidecar::start_with_registry(flags.clone(), None, Arc::new(reg)).await.unwrap();
-    // The components were read at start; the directory may go.
-    drop(dir);
     let client = DaprClient::connect(format!("http://127.0.0.1:{}", flags.dapr_grpc_port)).await.unwrap();
-    Running { sc, client }
+    Running { sc, client, _dir: dir }
 }
 
 impl Running {
