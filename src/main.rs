@@ -12,7 +12,7 @@ use clap::Parser;
 /// workers do: RSS settles to the same level after every round (tests/it/invoke_faults.rs).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use rapr::cli::{default_sidecar_args, Cli, Command};
+use rapr::cli::{Cli, Command};
 use rapr::config::flags::normalize_go_flags;
 
 fn main() {
@@ -40,8 +40,12 @@ fn main() {
             runtime.block_on(rapr::sidecar::run_sidecar(*args))
         }
         Command::Run(args) => {
-            rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);
-            runtime.block_on(rapr::cli::run::run(*args, default_sidecar_args()))
+            let level = match &args.run_file {
+                Some(f) => rapr::cli::run_file::log_level_for(f, &args.log_level),
+                None => args.log_level.clone(),
+            };
+            rapr::runtime::logging::init(&level, args.log_as_json, None);
+            runtime.block_on(rapr::cli::run::run(*args))
         }
         Command::Init => rapr::cli::init::run_init(),
         Command::List(args) => rapr::cli::list::run_list(&args),

@@ -1,14 +1,18 @@
 //! The command line: `rapr sidecar`, `rapr run` (one app, or several with `-f`), `rapr init`,
 //! `rapr list`, `rapr stop`, `rapr bench`.
 
+pub mod app_process;
 pub mod init;
+pub mod launch;
 pub mod list;
 pub mod multi_run;
 pub mod run;
 pub mod run_control;
 pub mod run_file;
+pub mod run_flags;
 pub mod runs;
 pub mod sidecar_host;
+pub mod status;
 pub mod stop;
 
 use clap::{Parser, Subcommand};

@@ -7,6 +7,13 @@
 //!   request arrives over the run's control socket (run_control.rs).
 //! - SIGINT, SIGTERM or `rapr stop -f FILE` stop every app, then every sidecar.
 //! - A failed launch stops the apps already started and starts no more.
+//! - Unlike the CLI, an app that exits stops its own sidecar, and the run ends once every app
+//!   has (the CLI keeps each daprd until a signal); the run's exit code is the first non-zero
+//!   one of its apps.
+//!
+//! The closing lines are the CLI's, naming the app since several share the console:
+//! `Exited App <id> successfully` (exit 0 or stopped), `The App process of <id> exited with
+//! error code: N`, `Exited Dapr <id> successfully`.
 //!
 //! One loop owns every app's stop switch and answers stop requests. Launches run on their own
 //! task and hand each started app to the loop, so a stop request or a signal is served even
@@ -20,7 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::rapr_home;
-use super::run::{launch, AppLaunch, RunningApp};
+use super::app_process::AppExit;
+use super::launch::{launch, AppLaunch, Ended, RunningApp};
+use super::sidecar_host::SidecarEnd;
+use super::status;
 use super::run_control::{ControlRequest, ControlSocket};
 use super::runs::control_path;
 use crate::sidecar::Signals;
@@ -47,7 +57,7 @@ async fn launch_all(launches: Vec<AppLaunch>, stopping: watch::Receiver<bool>, s
         }
     }
     if !*stopping.borrow() {
-        println!("You're up and running! Both rapr and your app logs will appear here.");
+        status::success("You're up and running! Both Dapr and your app logs will appear here.\n");
     }
 }
 
@@ -65,18 +75,36 @@ async fn supervise(mut app: RunningApp, mut all: watch::Receiver<bool>, alone: o
             pending::<()>().await;
         }
     };
-    let code = app
-        .wait_or_stop(async move {
+    let ended = app
+        .wait(async move {
             tokio::select! {
                 _ = all => {}
                 _ = alone => {}
             }
         })
         .await;
-    println!("Exited App {} successfully", app.app_id);
-    let app_id = app.app_id.clone();
-    app.stop_sidecar().await;
-    (app_id, code)
+    let id = app.app_id.clone();
+    if let Ended::Sidecar(SidecarEnd::Failed) = ended {
+        status::failure(&format!("The daprd process of {id} exited with error code: 1"));
+    }
+    // A code the app exited with; a signal is ours (a stop) unless the app died on its own.
+    let code = match (ended, app.stop_app().await) {
+        (Ended::App(AppExit::Signal(s)), _) => 128 + s,
+        (_, Some(AppExit::Code(c))) => c,
+        _ => 0,
+    };
+    if app.has_app() {
+        if code == 0 {
+            status::success(&format!("Exited App {id} successfully"));
+        } else {
+            status::failure(&format!("The App process of {id} exited with error code: {code}"));
+        }
+    }
+    match app.stop_sidecar().await {
+        SidecarEnd::Clean => status::success(&format!("Exited Dapr {id} successfully")),
+        SidecarEnd::Failed => status::failure(&format!("Error exiting Dapr {id}")),
+    }
+    (id, code)
 }
 
 /// Runs every app of the plan; returns the run's exit code.
@@ -90,7 +118,7 @@ pub async fn run(mut launches: Vec<AppLaunch>, mut signals: Signals) -> i32 {
         }
     };
     for l in &mut launches {
-        l.control = control.as_ref().map(|c| c.path().to_path_buf());
+        l.record.control = control.as_ref().map(|c| c.path().to_path_buf());
     }
     let (stop_all, all_stopped) = watch::channel(false);
     let (started_tx, mut started) = mpsc::channel(1);
@@ -111,7 +139,7 @@ pub async fn run(mut launches: Vec<AppLaunch>, mut signals: Signals) -> i32 {
                     running.spawn(supervise(*app, all_stopped.clone(), flipped));
                 }
                 Some(Launch::Failed(e)) => {
-                    eprintln!("{e}");
+                    status::failure(&format!("Error starting Dapr and app: {e}"));
                     code = 1;
                     stopping = true;
                     stop_all.send_replace(true);
@@ -146,6 +174,8 @@ pub async fn run(mut launches: Vec<AppLaunch>, mut signals: Signals) -> i32 {
                 let _ = req.reply.send(hosted);
             }
             _ = signals.recv(), if !stopping => {
+                println!();
+                status::info("Received signal to stop Dapr and app processes. Shutting down Dapr and app processes.");
                 stopping = true;
                 stop_all.send_replace(true);
             }
@@ -153,6 +183,5 @@ pub async fn run(mut launches: Vec<AppLaunch>, mut signals: Signals) -> i32 {
     }
     let _ = launcher.await;
     drop(control);
-    println!("Exited rapr successfully");
     code
 }

@@ -1,111 +1,63 @@
-//! `rapr run`: the developer's front door, as `dapr run`. Starts a sidecar in this process on the
-//! embedded defaults (or `--resources-path`), on a runtime of its own whose log lines all carry
-//! `sidecar{app_id=<id>}` (sidecar_host.rs), then the app with `DAPR_HTTP_PORT`,
-//! `DAPR_GRPC_PORT`, `APP_ID` and `APP_PORT`; prefixes the app's output `== APP == `; exits with
-//! the app's exit code; on SIGINT/SIGTERM (`rapr stop`) stops the app and drains the sidecar.
+//! `rapr run`: the developer's front door, as `dapr run` of the Dapr CLI 1.18. Starts a sidecar
+//! in this process (sidecar_host.rs; its log lines carry `app_id`), then the app in its own
+//! process group, inheriting the terminal (app_process.rs), with the CLI's environment
+//! (run_flags.rs). Without a command the sidecar runs alone until stopped.
 //!
-//! `launch` and `RunningApp` are shared with `rapr run -f` (run_file.rs), which runs several apps,
-//! each with its own in-process sidecar. Every running app is recorded under `$RAPR_HOME/run/`
-//! (runs.rs) for `rapr list` and `rapr stop`.
+//! The run ends when the app exits, on SIGINT/SIGTERM (`rapr stop`), or when the sidecar stops
+//! by itself (`POST /v1.0/shutdown`). Then it stops the app's whole process group and drains
+//! the sidecar, printing the CLI's closing lines: `Exited App successfully` only for an app
+//! that exited 0 (or was stopped), `The App process exited with error code: N` and
+//! `Error exiting App: …` for one that failed, `Exited Dapr successfully` for the sidecar.
+//! The exit code is the app's own (the CLI gives only 0 or 1; docs/runtime-semantics.md).
+//!
+//! `rapr run -f` (several apps) is run_file.rs and multi_run.rs; both share launch.rs.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
+use super::app_process::{AppExit, AppOutput};
 use super::init::ensure_defaults;
+use super::launch::{free_port, launch, workers_per_sidecar, AppLaunch, Ended, RecordExtras};
+use super::run_flags::{AppEnv, ChannelOptions, SidecarArgv};
+use super::sidecar_host::SidecarEnd;
+use super::status;
 use crate::config::rapr_home;
-use super::runs::{self, RunGuard, RunRecord};
-use super::sidecar_host::SidecarHost;
-use crate::config::SidecarArgs;
 use crate::sidecar::Signals;
 
-/// App channel flags `dapr run` passes through to daprd; also the keys of a run file's app.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChannelOptions {
-    /// Address of the app.
-    #[arg(long = "app-channel-address")]
-    pub app_channel_address: Option<String>,
-    /// Most concurrent calls delivered to the app (-1: unlimited).
-    #[arg(long = "app-max-concurrency", allow_negative_numbers = true)]
-    pub app_max_concurrency: Option<i32>,
-    /// Health-check the app.
-    #[arg(long = "enable-app-health-check", num_args = 0..=1, default_missing_value = "true")]
-    pub enable_app_health_check: Option<bool>,
-    /// Path probed on the app.
-    #[arg(long = "app-health-check-path")]
-    pub app_health_check_path: Option<String>,
-    /// Seconds between probes.
-    #[arg(long = "app-health-probe-interval")]
-    pub app_health_probe_interval: Option<u64>,
-    /// Milliseconds before a probe times out.
-    #[arg(long = "app-health-probe-timeout")]
-    pub app_health_probe_timeout: Option<u64>,
-    /// Failed probes before the app is unhealthy.
-    #[arg(long = "app-health-threshold")]
-    pub app_health_threshold: Option<u32>,
-    /// Largest request body, e.g. `4Mi`.
-    #[arg(long = "max-body-size")]
-    pub max_body_size: Option<String>,
-}
-
-impl ChannelOptions {
-    /// Sets the given options on the sidecar's flags.
-    pub fn apply(&self, f: &mut SidecarArgs) {
-        if let Some(v) = &self.app_channel_address {
-            f.app_channel_address = v.clone();
-        }
-        if let Some(v) = self.app_max_concurrency {
-            f.app_max_concurrency = v;
-        }
-        if let Some(v) = self.enable_app_health_check {
-            f.enable_app_health_check = v;
-        }
-        if let Some(v) = &self.app_health_check_path {
-            f.app_health_check_path = v.clone();
-        }
-        if let Some(v) = self.app_health_probe_interval {
-            f.app_health_probe_interval = v;
-        }
-        if let Some(v) = self.app_health_probe_timeout {
-            f.app_health_probe_timeout = v;
-        }
-        if let Some(v) = self.app_health_threshold {
-            f.app_health_threshold = v;
-        }
-        if let Some(v) = &self.max_body_size {
-            f.max_body_size = v.clone();
-        }
-    }
-}
-
-/// Flags of `rapr run`.
+/// Flags of `rapr run` (those of `dapr run`).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// App id (generated when absent).
     #[arg(long = "app-id", short = 'a')]
     pub app_id: Option<String>,
     /// Port the app listens on.
-    #[arg(long = "app-port", short = 'p')]
-    pub app_port: Option<u16>,
-    /// App protocol.
-    #[arg(long = "app-protocol", short = 'P', default_value = "http")]
-    pub app_protocol: String,
+    #[arg(long = "app-port", short = 'p', allow_negative_numbers = true)]
+    pub app_port: Option<i32>,
+    /// App protocol: http, grpc, https, grpcs, h2c.
+    #[arg(long = "app-protocol", short = 'P')]
+    pub app_protocol: Option<String>,
     /// Sidecar HTTP port (a free one when absent).
-    #[arg(long = "dapr-http-port", short = 'H')]
-    pub dapr_http_port: Option<u16>,
+    #[arg(long = "dapr-http-port", short = 'H', allow_negative_numbers = true)]
+    pub dapr_http_port: Option<i32>,
     /// Sidecar gRPC port (a free one when absent).
-    #[arg(long = "dapr-grpc-port", short = 'G')]
-    pub dapr_grpc_port: Option<u16>,
-    /// Resource folders (default: `~/.rapr/components`, written on first use).
-    #[arg(long = "resources-path", short = 'd')]
+    #[arg(long = "dapr-grpc-port", short = 'G', allow_negative_numbers = true)]
+    pub dapr_grpc_port: Option<i32>,
+    /// Sidecar-to-sidecar gRPC port (a free one when absent).
+    #[arg(long = "dapr-internal-grpc-port", short = 'I', allow_negative_numbers = true)]
+    pub dapr_internal_grpc_port: Option<i32>,
+    /// Metrics port (a free one when absent).
+    #[arg(long = "metrics-port", short = 'M', allow_negative_numbers = true)]
+    pub metrics_port: Option<i32>,
+    /// Profiling port (with --enable-profiling; a free one when absent).
+    #[arg(long = "profile-port", allow_negative_numbers = true)]
+    pub profile_port: Option<i32>,
+    /// Resource folders, repeatable or comma separated (default: `~/.rapr/components`).
+    #[arg(long = "resources-path", value_delimiter = ',')]
     pub resources_path: Vec<PathBuf>,
+    /// Deprecated: one components folder (use --resources-path).
+    #[arg(long = "components-path", short = 'd')]
+    pub components_path: Option<PathBuf>,
     /// Configuration file.
     #[arg(long = "config", short = 'c')]
     pub config: Option<PathBuf>,
@@ -113,61 +65,59 @@ pub struct RunArgs {
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
     /// The sidecars' log lines as JSON (daprd's `--log-as-json` fields, `app_id` on every line).
-    #[arg(long = "log-as-json", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "log-as-json", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub log_as_json: bool,
+    /// Directory for the sidecar's Unix domain sockets (`dapr-<id>-http.socket`, `-grpc`).
+    #[arg(long = "unix-domain-socket", short = 'u')]
+    pub unix_domain_socket: Option<PathBuf>,
     /// Run every app of a multi-app run file (a file, or a folder holding `dapr.yaml`).
     #[arg(long = "run-file", short = 'f', conflicts_with = "command")]
     pub run_file: Option<PathBuf>,
-    /// App channel options.
+    /// Kubernetes mode of `dapr run -f`: not supported, rapr runs apps on this machine.
+    #[arg(long = "kubernetes", short = 'k', default_value_t = false)]
+    pub kubernetes: bool,
+    /// Where daprd is installed, for `dapr run`: accepted and unused (the sidecar is rapr).
+    #[arg(long = "runtime-path", hide = true)]
+    pub runtime_path: Option<PathBuf>,
+    /// App channel and sidecar options.
     #[command(flatten)]
     pub channel: ChannelOptions,
-    /// The app's command line.
-    #[arg(last = true, required_unless_present = "run_file")]
+    /// The app's command line (none: the sidecar alone).
+    #[arg(last = true)]
     pub command: Vec<String>,
 }
 
-/// One app to start with its own sidecar.
-pub struct AppLaunch {
-    /// App id.
-    pub app_id: String,
-    /// The sidecar's flags (ports, resources, app channel), fully set.
-    pub flags: SidecarArgs,
-    /// The app's command line.
-    pub command: Vec<String>,
-    /// Extra environment for the app.
-    pub env: Vec<(String, String)>,
-    /// Working directory of the app.
-    pub dir: Option<PathBuf>,
-    /// Prefix of each line of the app's output.
-    pub prefix: String,
-    /// The run file this app came from.
-    pub run_file: Option<String>,
-    /// The control socket of the run hosting the app (`rapr run -f`), for its record.
-    pub control: Option<PathBuf>,
-    /// Worker threads of the sidecar's runtime.
-    pub workers: usize,
-}
-
-/// An app running with its sidecar.
-pub struct RunningApp {
-    /// App id.
-    pub app_id: String,
-    sidecar: SidecarHost,
-    child: Child,
-    pipes: Vec<JoinHandle<()>>,
-    record: Option<RunGuard>,
-}
-
-/// Worker threads for each of `apps` sidecars: the machine's cores shared out, at least two so
-/// that one busy task never stalls a sidecar.
-pub fn workers_per_sidecar(apps: usize) -> usize {
-    let cores = std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(2);
-    (cores / apps.max(1)).max(2)
-}
-
-/// A free loopback port.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+impl RunArgs {
+    /// Flags set beside `--run-file`, which the run file replaces (the CLI warns the same way).
+    fn ignored_with_run_file(&self) -> Vec<&'static str> {
+        let c = &self.channel;
+        let set = [
+            ("app-id", self.app_id.is_some()),
+            ("app-port", self.app_port.is_some()),
+            ("app-protocol", self.app_protocol.is_some()),
+            ("dapr-http-port", self.dapr_http_port.is_some()),
+            ("dapr-grpc-port", self.dapr_grpc_port.is_some()),
+            ("dapr-internal-grpc-port", self.dapr_internal_grpc_port.is_some()),
+            ("metrics-port", self.metrics_port.is_some()),
+            ("profile-port", self.profile_port.is_some()),
+            ("resources-path", !self.resources_path.is_empty()),
+            ("components-path", self.components_path.is_some()),
+            ("config", self.config.is_some()),
+            ("unix-domain-socket", self.unix_domain_socket.is_some()),
+            ("app-channel-address", c.app_channel_address.is_some()),
+            ("app-max-concurrency", c.app_max_concurrency.is_some()),
+            ("enable-app-health-check", c.enable_app_health_check.is_some()),
+            ("max-body-size", c.max_body_size.is_some()),
+            ("read-buffer-size", c.read_buffer_size.is_some()),
+            ("enable-api-logging", c.enable_api_logging.is_some()),
+            ("enable-profiling", c.enable_profiling.is_some()),
+            ("dapr-listen-addresses", c.dapr_listen_addresses.is_some()),
+            ("placement-host-address", c.placement_host_address.is_some()),
+            ("scheduler-host-address", c.scheduler_host_address.is_some()),
+            ("app-ssl", c.app_ssl.is_some()),
+        ];
+        set.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
+    }
 }
 
 /// The default resources folder (written on first use).
@@ -175,173 +125,149 @@ pub fn default_resources() -> Result<PathBuf, String> {
     ensure_defaults(&rapr_home()).map_err(|e| format!("cannot write the default components under {}: {e}", rapr_home().display()))
 }
 
-async fn pipe(stream: impl AsyncRead + Unpin, prefix: String, to_stderr: bool) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if to_stderr {
-            eprintln!("{prefix}{line}");
-        } else {
-            println!("{prefix}{line}");
-        }
+/// A port flag: the CLI picks a free port for an absent or non-positive one.
+pub fn port_or_free(p: Option<i32>) -> Result<u16, String> {
+    match p.filter(|p| *p > 0) {
+        Some(p) => u16::try_from(p).map_err(|_| format!("invalid port {p}")),
+        None => free_port().map_err(|e| format!("cannot find a free port: {e}")),
     }
 }
 
-/// Waits until the sidecar serves outbound calls; the full `/v1.0/healthz` also waits for the
-/// app's port, which only opens once the app runs.
-async fn wait_outbound(port: u16, deadline: Duration) -> bool {
-    let url = format!("http://127.0.0.1:{port}/v1.0/healthz/outbound");
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Plans the one app of `rapr run`.
+fn plan(args: &RunArgs) -> Result<AppLaunch, String> {
+    let mut resources = args.resources_path.clone();
+    if resources.is_empty() {
+        resources.push(match &args.components_path {
+            Some(d) => d.clone(),
+            None => default_resources()?,
+        });
     }
-    false
-}
-
-/// Starts the sidecar, then the app; records the run.
-pub async fn launch(l: AppLaunch) -> Result<RunningApp, String> {
-    let (http_port, grpc_port, app_port) = (l.flags.dapr_http_port, l.flags.dapr_grpc_port, l.flags.app_port);
-    println!("Starting rapr with id {}. HTTP Port: {http_port}. gRPC Port: {grpc_port}", l.app_id);
-    let program = l.command.first().ok_or_else(|| format!("no command given for app {}", l.app_id))?.clone();
-    let sidecar = SidecarHost::start(l.flags, std::env::var("DAPR_API_TOKEN").ok(), l.workers).await.map_err(|e| e.to_string())?;
-    if !wait_outbound(http_port, Duration::from_secs(60)).await {
-        eprintln!("the sidecar of {} did not become ready; see /v1.0/metadata for component errors", l.app_id);
+    let app_id = args.app_id.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| format!("app-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let app_port = u16::try_from(args.app_port.unwrap_or(0).max(0)).map_err(|_| "invalid --app-port".to_string())?;
+    let (http_port, grpc_port) = (port_or_free(args.dapr_http_port)?, port_or_free(args.dapr_grpc_port)?);
+    let metrics_port = port_or_free(args.metrics_port)?;
+    let protocol = args.channel.app_protocol(args.app_protocol.as_deref());
+    let mut argv = SidecarArgv::default();
+    argv.flag("app-id", &app_id);
+    argv.flag("app-port", app_port);
+    argv.flag("app-protocol", &protocol);
+    argv.flag("dapr-http-port", http_port);
+    argv.flag("dapr-grpc-port", grpc_port);
+    argv.flag("dapr-internal-grpc-port", port_or_free(args.dapr_internal_grpc_port)?);
+    argv.flag("metrics-port", metrics_port);
+    argv.flag("log-level", &args.log_level);
+    if args.log_as_json {
+        argv.flag("log-as-json", true);
     }
-    let mut cmd = Command::new(&program);
-    cmd.args(&l.command[1..])
-        .env("DAPR_HTTP_PORT", http_port.to_string())
-        .env("DAPR_GRPC_PORT", grpc_port.to_string())
-        .env("APP_ID", &l.app_id)
-        .envs(l.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if app_port != 0 {
-        cmd.env("APP_PORT", app_port.to_string());
+    for r in &resources {
+        argv.flag("resources-path", r.display());
     }
-    if let Some(d) = &l.dir {
-        cmd.current_dir(d);
+    argv.opt("config", args.config.as_ref().map(|c| c.display()));
+    argv.opt("unix-domain-socket", args.unix_domain_socket.as_ref().map(|d| d.display()));
+    if args.channel.enable_profiling == Some(true) {
+        argv.flag("profile-port", port_or_free(args.profile_port)?);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            sidecar.stop().await;
-            return Err(format!("cannot start the app {program:?}: {e}"));
-        }
-    };
-    let mut pipes = Vec::new();
-    pipes.extend(child.stdout.take().map(|s| tokio::spawn(pipe(s, l.prefix.clone(), false))));
-    pipes.extend(child.stderr.take().map(|s| tokio::spawn(pipe(s, l.prefix.clone(), true))));
-    let rec = RunRecord {
-        app_id: l.app_id.clone(),
-        http_port,
-        grpc_port,
-        app_port,
-        command: l.command.join(" "),
-        cli_pid: std::process::id(),
-        app_pid: child.id().unwrap_or(0),
-        created: runs::now(),
-        run_template_path: l.run_file,
-        control: l.control,
-    };
-    let record = runs::register(&rapr_home(), &rec).map_err(|e| tracing::warn!(app_id = %l.app_id, error = %e, "cannot record the run; `rapr list` will not show it")).ok();
-    Ok(RunningApp { app_id: l.app_id, sidecar, child, pipes, record })
-}
-
-fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
-    match status {
-        Ok(s) => s.code().unwrap_or(1),
-        Err(e) => {
-            eprintln!("waiting for the app failed: {e}");
-            1
-        }
-    }
-}
-
-impl RunningApp {
-    /// Waits for the app to exit, or sends it SIGTERM once `stop` resolves; returns its exit code.
-    pub async fn wait_or_stop(&mut self, stop: impl std::future::Future<Output = ()>) -> i32 {
-        let status = tokio::select! {
-            s = self.child.wait() => s,
-            _ = stop => {
-                println!("Terminating the app {} and its sidecar", self.app_id);
-                if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-                }
-                match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = self.child.kill().await;
-                        self.child.wait().await
-                    }
-                }
-            }
-        };
-        for t in self.pipes.drain(..) {
-            let _ = t.await;
-        }
-        exit_code(status)
-    }
-
-    /// Drains and stops the sidecar, then removes the run's record.
-    pub async fn stop_sidecar(self) {
-        self.sidecar.stop().await;
-        drop(self.record);
-    }
+    args.channel.push(&mut argv);
+    let flags = argv.parse()?;
+    let env = AppEnv { app_id: &app_id, app_channel_address: &flags.app_channel_address, app_port, http_port, grpc_port, metrics_port, app_protocol: &protocol }.vars(&[]);
+    Ok(AppLaunch {
+        app_id,
+        flags,
+        command: args.command.clone(),
+        env,
+        dir: None,
+        output: AppOutput::Inherit,
+        sidecar_log: None,
+        record: RecordExtras::default(),
+        workers: workers_per_sidecar(1),
+    })
 }
 
 /// `rapr run`; returns the exit code.
-pub async fn run(args: RunArgs, mut flags: SidecarArgs) -> i32 {
+pub async fn run(args: RunArgs) -> i32 {
+    if args.kubernetes {
+        status::failure("rapr runs apps on this machine only: --kubernetes is not supported");
+        return 1;
+    }
     if let Some(file) = &args.run_file {
+        let ignored = args.ignored_with_run_file();
+        if !ignored.is_empty() {
+            status::warning(&format!("The following flags are ignored when using --run-file and should be configured in the run file instead: {}", ignored.join(", ")));
+        }
         return super::run_file::run_file(file, &args).await;
+    }
+    if args.command.is_empty() {
+        println!("WARNING: no application command found.");
     }
     // Installed first: a SIGTERM while the sidecar starts still stops the run cleanly.
     let mut signals = Signals::install();
-    let resources = if args.resources_path.is_empty() {
-        match default_resources() {
-            Ok(dir) => vec![dir],
+    let mut app = match plan(&args).map(launch) {
+        Ok(started) => match started.await {
+            Ok(a) => a,
             Err(e) => {
-                eprintln!("{e}");
+                status::failure(&e);
                 return 1;
             }
-        }
-    } else {
-        args.resources_path.clone()
-    };
-    let (http_port, grpc_port) = match (args.dapr_http_port.map(Ok).unwrap_or_else(free_port), args.dapr_grpc_port.map(Ok).unwrap_or_else(free_port)) {
-        (Ok(h), Ok(g)) => (h, g),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("cannot find a free port: {e}");
-            return 1;
-        }
-    };
-    let app_id = args.app_id.clone().unwrap_or_else(|| format!("app-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    flags.app_id = app_id.clone();
-    flags.app_port = args.app_port.unwrap_or(0);
-    flags.app_protocol = args.app_protocol.clone();
-    flags.dapr_http_port = http_port;
-    flags.dapr_grpc_port = grpc_port;
-    flags.resources_path = resources;
-    flags.config = args.config.clone();
-    flags.dapr_listen_addresses = "127.0.0.1".into();
-    // As the Dapr CLI: a free metrics port, so several runs coexist.
-    flags.metrics_port = 0;
-    args.channel.apply(&mut flags);
-    let one = AppLaunch { app_id, flags, command: args.command.clone(), env: vec![], dir: None, prefix: "== APP == ".into(), run_file: None, control: None, workers: workers_per_sidecar(1) };
-    let mut app = match launch(one).await {
-        Ok(a) => a,
+        },
         Err(e) => {
-            eprintln!("{e}");
+            status::failure(&e);
             return 1;
         }
     };
-    println!("You're up and running! Both rapr and your app logs will appear here.");
-    let code = app.wait_or_stop(signals.recv()).await;
-    println!("Exited App successfully");
-    app.stop_sidecar().await;
-    println!("Exited rapr successfully");
+    if app.has_app() {
+        status::success("You're up and running! Both Dapr and your app logs will appear here.\n");
+    } else {
+        status::success("You're up and running! Dapr logs will appear here.\n");
+    }
+    let ended = app.wait(signals.recv()).await;
+    match ended {
+        Ended::App(exit) => exit.report(),
+        Ended::Sidecar(SidecarEnd::Clean) => status::success("Exited Dapr successfully"),
+        Ended::Sidecar(SidecarEnd::Failed) => status::failure("The daprd process exited with error code: 1"),
+        Ended::Stop => {}
+    }
+    status::info("\nterminated signal received: shutting down");
+    let exit = app.stop_app().await;
+    let sidecar_end = if let Ended::Sidecar(end) = ended {
+        app.stop_sidecar().await;
+        if end == SidecarEnd::Failed {
+            status::failure("Error exiting Dapr: the sidecar stopped unexpectedly");
+        }
+        end
+    } else {
+        let end = app.stop_sidecar().await;
+        match end {
+            SidecarEnd::Clean => status::success("Exited Dapr successfully"),
+            SidecarEnd::Failed => status::failure("Error exiting Dapr: the sidecar stopped unexpectedly"),
+        }
+        end
+    };
+    let code = match (ended, exit) {
+        // The app failed by itself: its own code.
+        (Ended::App(e), _) if e != AppExit::Code(0) => {
+            status::failure(&format!("Error exiting App: {}", match e {
+                AppExit::Code(c) => format!("app exited with status {c}"),
+                AppExit::Signal(s) => format!("app terminated by signal {s}"),
+            }));
+            e.code()
+        }
+        (_, None) => 0,
+        // Stopped, or ended when the sidecar did: a code it exited with, else (our signal) 0.
+        (_, Some(e)) => {
+            let code = match e {
+                AppExit::Code(c) => c,
+                AppExit::Signal(_) => 0,
+            };
+            if code == 0 {
+                status::success("Exited App successfully");
+            } else {
+                status::failure(&format!("The App process exited with error code: {code}"));
+            }
+            code
+        }
+    };
+    if code == 0 && sidecar_end == SidecarEnd::Failed {
+        return 1;
+    }
     code
 }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// One running app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// App id.
@@ -23,17 +23,38 @@ pub struct RunRecord {
     pub grpc_port: u16,
     /// App port (0: none).
     pub app_port: u16,
+    /// Sidecar metrics port (0: none).
+    #[serde(default)]
+    pub metrics_port: u16,
     /// The app's command line.
     pub command: String,
     /// Pid of the `rapr run` that hosts the sidecar (the one `rapr stop` signals).
     pub cli_pid: u32,
-    /// Pid of the app process.
+    /// Pid of the sidecar: the `rapr run` itself, which hosts it.
+    #[serde(default)]
+    pub daprd_pid: u32,
+    /// Pid of the app process (0: sidecar only).
     pub app_pid: u32,
     /// Start time, seconds since the Unix epoch.
     pub created: u64,
+    /// The sidecar's request body limit in bytes.
+    #[serde(default)]
+    pub max_request_body_size: u64,
+    /// The sidecar's HTTP header read buffer in bytes.
+    #[serde(default)]
+    pub http_read_buffer_size: u64,
     /// The run file the app came from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_template_path: Option<String>,
+    /// The run file's `name`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_template_name: Option<String>,
+    /// The app's log file (`rapr run -f`, appLogDestination file or fileAndConsole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_log_path: Option<String>,
+    /// The sidecar's log file (`rapr run -f`, daprdLogDestination file or fileAndConsole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daprd_log_path: Option<String>,
     /// The control socket of the run hosting the app, when it can stop one app alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<PathBuf>,
@@ -117,13 +138,14 @@ pub fn find(home: &Path, app_id: &str) -> Option<RunRecord> {
     list(home).into_iter().find(|r| r.app_id == app_id)
 }
 
-/// Age as the Dapr CLI prints it: `12s`, `5m`, `3h`, `2d`.
+/// Age as the Dapr CLI prints it (`age.GetAge`): `12s` up to a minute, `5m` up to an hour,
+/// `3h` up to a day, then `2d`.
 pub fn age(created: u64, now: u64) -> String {
     let s = now.saturating_sub(created);
     match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h", s / 3600),
+        0..=60 => format!("{s}s"),
+        61..=3600 => format!("{}m", s / 60),
+        3601..=86_400 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
     }
 }
@@ -133,7 +155,7 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, pid: u32) -> RunRecord {
-        RunRecord { app_id: id.into(), http_port: 1, grpc_port: 2, app_port: 0, command: "sh".into(), cli_pid: pid, app_pid: pid, created: 0, run_template_path: None, control: None }
+        RunRecord { app_id: id.into(), http_port: 1, grpc_port: 2, app_port: 0, command: "sh".into(), cli_pid: pid, daprd_pid: pid, app_pid: pid, created: 0, ..Default::default() }
     }
 
     #[test]

@@ -22,8 +22,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 
+pub use super::log_sink::{level_of, set_other_threads_level, set_thread_sink, LineSink};
+use super::log_sink::{thread_allows, write_line};
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -225,6 +226,9 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !thread_allows(event.metadata().level()) {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         // An event from the `log` crate names its real target in `log.target`.
@@ -280,8 +284,7 @@ where
         fields.values.retain(|(k, _)| k != "app_id");
         let mut line = self.line(event.metadata().level(), &target, fields, app_id.as_deref(), context);
         line.push('\n');
-        // One write per line: lines of concurrent threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        write_line(line.as_bytes());
     }
 }
 

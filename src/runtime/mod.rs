@@ -6,6 +6,7 @@
 pub mod baggage;
 pub mod call;
 pub mod failpoints;
+pub mod log_sink;
 pub mod logging;
 pub mod otlp;
 pub mod metrics;

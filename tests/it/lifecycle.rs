@@ -247,15 +247,16 @@ fn curl_script(tail: &str) -> String {
     )
 }
 
+/// The app writes to the terminal itself (as with CLI 1.17+): its lines come unprefixed.
 fn assert_app_saw_the_sidecar(stdout: &str, http: Option<u16>) {
-    assert!(stdout.lines().any(|l| l == "== APP == hi"), "{stdout}");
-    let port_line = stdout.lines().find(|l| l.starts_with("== APP == port=")).unwrap_or_else(|| panic!("{stdout}"));
-    let port: u16 = port_line.trim_start_matches("== APP == port=").parse().unwrap_or_else(|_| panic!("{port_line}"));
+    assert!(stdout.lines().any(|l| l == "hi"), "{stdout}");
+    let port_line = stdout.lines().find(|l| l.starts_with("port=")).unwrap_or_else(|| panic!("{stdout}"));
+    let port: u16 = port_line.trim_start_matches("port=").parse().unwrap_or_else(|_| panic!("{port_line}"));
     if let Some(h) = http {
         assert_eq!(port, h);
     }
-    assert!(stdout.lines().any(|l| l == "== APP == save=204"), "{stdout}");
-    assert!(stdout.lines().any(|l| l == "== APP == got=\"from-app\""), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "save=204"), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "got=\"from-app\""), "{stdout}");
     assert!(stdout.contains("You're up and running!"), "{stdout}");
 }
 
@@ -333,6 +334,6 @@ async fn rapr_run_stops_the_app_and_the_sidecar_on_sigterm() {
     let stdout = text(&out.stdout);
     assert!(marker.exists(), "the app received SIGTERM; stdout: {stdout}");
     assert_eq!(out.status.code(), Some(0), "the app's exit code; stdout: {stdout}\nstderr: {}", text(&out.stderr));
-    assert!(stdout.contains("Exited rapr successfully"), "{stdout}");
+    assert!(stdout.contains("✅  Exited Dapr successfully") && stdout.contains("✅  Exited App successfully"), "{stdout}");
     assert!(client.get(format!("http://127.0.0.1:{http}/v1.0/healthz")).send().await.is_err(), "the sidecar is gone");
 }

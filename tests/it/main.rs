@@ -47,6 +47,7 @@ mod otlp;
 mod pubsub;
 mod resiliency;
 mod resources;
+mod run_cli;
 mod secrets;
 mod state;
 mod supervision;

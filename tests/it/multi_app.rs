@@ -131,14 +131,14 @@ async fn two_rapr_runs_call_each_other_by_app_id_and_stop() {
     let mut cmd = rapr(&home);
     cmd.args(["run", "--app-id", "ma-alpha", "--app-port", &pa.to_string(), "--", "python3", "serve.py"]).current_dir(&dir_a);
     let mut alpha = Run::start(cmd);
-    alpha.until_line("== APP == serving ma-alpha").await;
+    alpha.until_line("serving ma-alpha").await;
     // beta calls alpha through its own sidecar as soon as it starts, then serves.
     let script = "until curl -sf http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/ma-alpha/method/a.txt; do sleep 0.2; done; echo; exec python3 serve.py";
     let mut cmd = rapr(&home);
     cmd.args(["run", "--app-id", "ma-beta", "--app-port", &pb.to_string(), "--", "sh", "-c", script]).current_dir(&dir_b);
     let mut beta = Run::start(cmd);
-    beta.until_line("== APP == from alpha").await;
-    beta.until_line("== APP == serving ma-beta").await;
+    beta.until_line("from alpha").await;
+    beta.until_line("serving ma-beta").await;
 
     let l = listed(&home, &["ma-alpha", "ma-beta"]).await;
     let a = l.iter().find(|r| r["appId"] == "ma-alpha").unwrap();
@@ -156,7 +156,7 @@ async fn two_rapr_runs_call_each_other_by_app_id_and_stop() {
     for run in [alpha, beta] {
         let (status, lines) = run.finish().await;
         assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
-        assert!(lines.iter().any(|l| l == "Exited rapr successfully"), "{}", lines.join("\n"));
+        assert!(lines.iter().any(|l| l == "✅  Exited Dapr successfully"), "{}", lines.join("\n"));
     }
     assert!(list(&home).await.is_empty());
     assert_eq!(std::fs::read_dir(home.join("run")).unwrap().count(), 0, "records removed on exit");
@@ -189,7 +189,7 @@ async fn run_file_starts_every_app_with_prefixed_output() {
     run.until_line("== APP - mf-server == serving mf-server").await;
     run.until_line("== APP - mf-client == greeting=hi id=mf-client dir=client").await;
     run.until_line("== APP - mf-client == from server").await;
-    run.until_line("Exited App mf-client successfully").await;
+    run.until_line("❌  The App process of mf-client exited with error code: 3").await;
 
     let l = listed(&home, &["mf-server"]).await;
     let s = l.iter().find(|r| r["appId"] == "mf-server").unwrap();
@@ -203,16 +203,17 @@ async fn run_file_starts_every_app_with_prefixed_output() {
     stop(&home, "mf-server").await;
     let (status, lines) = run.finish().await;
     assert_eq!(status.code(), Some(3), "the first non-zero exit code: {}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l == "Exited rapr successfully"), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == "✅  Exited Dapr mf-server successfully"), "{}", lines.join("\n"));
 }
 
-/// A run file of two file servers, `<prefix>-a` serving `a.txt` and `<prefix>-b` serving `b.txt`.
+/// A run file of two file servers, `<prefix>-a` serving `a.txt` and `<prefix>-b` serving `b.txt`,
+/// their sidecars logging to the console (the CLI's default is a file).
 fn two_servers(root: &Path, prefix: &str) {
     app_dir(root, "a", "a.txt", "from a");
     app_dir(root, "b", "b.txt", "from b");
     let (pa, pb) = (free_port(), free_port());
     let yaml = format!(
-        "version: 1\napps:\n  - appID: {prefix}-a\n    appDirPath: ./a\n    appPort: {pa}\n    command: [\"python3\", \"serve.py\"]\n  - appID: {prefix}-b\n    appDirPath: ./b\n    appPort: {pb}\n    command: [\"python3\", \"serve.py\"]\n"
+        "version: 1\ncommon:\n  daprdLogDestination: console\napps:\n  - appID: {prefix}-a\n    appDirPath: ./a\n    appPort: {pa}\n    command: [\"python3\", \"serve.py\"]\n  - appID: {prefix}-b\n    appDirPath: ./b\n    appPort: {pb}\n    command: [\"python3\", \"serve.py\"]\n"
     );
     std::fs::write(root.join("dapr.yaml"), yaml).unwrap();
 }
@@ -233,7 +234,7 @@ async fn run_file_stop_app_id_stops_one_app_and_stop_run_file_the_rest() {
 
     let out = stop(&home, "ms-a").await;
     assert!(out.contains("app stopped successfully: ms-a"), "{out}");
-    run.until_line("Exited App ms-a successfully").await;
+    run.until_line("✅  Exited App ms-a successfully").await;
     // `rapr stop` returns once the record is gone: the list already shows only the other app.
     let ids: Vec<Value> = list(&home).await.iter().map(|r| r["appId"].clone()).collect();
     assert_eq!(ids, vec![Value::from("ms-b")]);
@@ -242,15 +243,15 @@ async fn run_file_stop_app_id_stops_one_app_and_stop_run_file_the_rest() {
     let r = reqwest::get(format!("http://127.0.0.1:{b_http}/v1.0/invoke/ms-b/method/b.txt")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "from b");
-    assert!(!run.seen.iter().any(|l| l == "Exited rapr successfully" || l.contains("Terminating the app ms-b")), "{}", run.seen.join("\n"));
+    assert!(!run.seen.iter().any(|l| l.contains("Exited App ms-b") || l.contains("Exited Dapr ms-b")), "{}", run.seen.join("\n"));
 
     // The folder names its dapr.yaml, as for `rapr run -f`.
     let out = stop_with(&home, &["-f", root.path().to_str().unwrap()]).await;
     assert!(out.contains("app stopped successfully: ms-b"), "{out}");
     let (status, lines) = run.finish().await;
     assert_eq!(status.code(), Some(0), "{}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l == "Exited App ms-b successfully"), "{}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l == "Exited rapr successfully"), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == "✅  Exited App ms-b successfully"), "{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == "✅  Exited Dapr ms-b successfully"), "{}", lines.join("\n"));
     assert!(list(&home).await.is_empty());
     assert_eq!(std::fs::read_dir(home.join("run")).unwrap().count(), 0, "records and the control socket removed on exit");
     // Nothing left to stop from that file.

@@ -148,9 +148,10 @@ def test_hello_through_rapr_run(tmp_path):
     detail = f"exit {res.returncode}\n--- stdout ---\n{out}\n--- stderr ---\n{res.stderr}"
     assert res.returncode == 0, detail
     assert "You're up and running!" in out + res.stderr, detail
-    app_lines = [ln for ln in out.splitlines() if ln.startswith("== APP == ")]
-    assert "== APP == Saved state: HTTP 204" in app_lines, detail
-    assert '== APP == Read back: {"message": "Hello from hello!"}' in app_lines, detail
+    # The app writes to the terminal itself, unprefixed (as `dapr run` of CLI 1.17+).
+    app_lines = out.splitlines()
+    assert "Saved state: HTTP 204" in app_lines, detail
+    assert 'Read back: {"message": "Hello from hello!"}' in app_lines, detail
 
 
 def test_rapr_run_exits_with_the_apps_exit_code(tmp_path):
@@ -165,7 +166,7 @@ def test_rapr_run_exits_with_the_apps_exit_code(tmp_path):
                          stdin=subprocess.DEVNULL)
     detail = f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}"
     assert res.returncode == 7, detail
-    assert f"== APP == port {http_port} exiter" in res.stdout.splitlines(), detail
+    assert f"port {http_port} exiter" in res.stdout.splitlines(), detail
 
 
 def test_readme_pubsub_example(tmp_path):
