@@ -104,6 +104,59 @@ fn serve(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener,
     });
 }
 
+/// How many streams a peer sidecar may reset before the internal server has accepted them
+/// (h2's rapid-reset guard; its default is 20). A caller whose own clients give up cancels every
+/// call it has queued on the one HTTP/2 connection it shares with this sidecar: past the default,
+/// h2 answered with GOAWAY and tore that connection down, failing every other call in flight on it
+/// ("operation was canceled", seen as 500s in the 10,000-connection test under CPU load). The
+/// bound stays finite, and above the 200 streams a peer may have open at once.
+const INTERNAL_PENDING_RESETS: usize = 4096;
+
+/// The internal (sidecar-to-sidecar) server: as `serve`, but on a hyper builder whose HTTP/2
+/// pending-accept reset limit is `INTERNAL_PENDING_RESETS` (axum's `serve` cannot set it).
+fn serve_internal(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener, router: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let (stop, conns) = (stop.clone(), tracker.clone());
+    tracker.spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of fds or a connection reset before accept: wait, as axum's serve does.
+                        tracing::debug!(error = %e, "internal API accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+            let (service, stop) = (TowerToHyperService::new(router.clone()), stop.clone());
+            conns.spawn(async move {
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http2().max_pending_accept_reset_streams(INTERNAL_PENDING_RESETS);
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                let res = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "internal API connection ended");
+                }
+            });
+        }
+    });
+}
+
 impl Actor for ApiGateway {
     type Msg = ApiGatewayMsg;
     type State = ApiGatewayState;
@@ -126,7 +179,7 @@ impl Actor for ApiGateway {
         }
         for l in internal {
             st.internal_bound.push(l.local_addr()?);
-            serve(&st.servers, &st.stop, l, a.internal.clone(), "internal");
+            serve_internal(&st.servers, &st.stop, l, a.internal.clone());
         }
         tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, internal = ?st.internal_bound, "API servers listening");
         // A taken metrics port is logged, not fatal: metrics never keep a sidecar from serving.

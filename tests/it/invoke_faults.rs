@@ -150,9 +150,40 @@ fn rss_kib(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
 }
 
+/// What one round saw: how many connections answered 200, and every other outcome counted by
+/// kind (a status line with its `errorCode`, or the client-side failure), so a failing run says
+/// WHICH answers were not ok instead of only how many.
+#[derive(Default)]
+struct Round {
+    took: Duration,
+    ok: usize,
+    answered: usize,
+    not_ok: std::collections::BTreeMap<String, usize>,
+}
+
+impl Round {
+    fn note(&mut self, kind: String) {
+        *self.not_ok.entry(kind).or_default() += 1;
+    }
+}
+
+/// One connection's outcome: `Ok(())` for a 200, else what went wrong and whether an answer came.
+type Outcome = Result<(), (bool, String)>;
+
+/// The status line and `errorCode` of a non-200 answer: the kind a failing run counts.
+fn answer_kind(out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out);
+    let status = text.lines().next().unwrap_or("").trim().to_string();
+    let code = text.split("\"errorCode\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("-");
+    let message: String = text.split("\"message\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").chars().take(120).collect();
+    format!("{status} {code} {message}")
+}
+
 /// Opens `n` connections (in batches, so the listen backlog never overflows), keeps them all
 /// open, then sends one invocation on each and reads every answer.
-async fn round(port: u16, n: usize) -> (usize, usize) {
+async fn round(port: u16, n: usize) -> Round {
+    let started = std::time::Instant::now();
+    let mut result = Round::default();
     let mut conns = Vec::with_capacity(n);
     for batch in 0..n.div_ceil(500) {
         let mut opening = Vec::new();
@@ -161,19 +192,21 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
             // ports, so two rounds of 10,000 never run out while the first round's are in TIME_WAIT.
             let source = std::net::SocketAddr::from(([127, 0, 0, 2 + (i % 16) as u8], 0));
             opening.push(tokio::spawn(async move {
-                let socket = tokio::net::TcpSocket::new_v4().ok()?;
-                socket.bind(source).ok()?;
-                let stream = socket.connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
+                let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {:?}", e.kind()))?;
+                socket.bind(source).map_err(|e| format!("bind: {:?}", e.kind()))?;
+                let stream = socket.connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await.map_err(|e| format!("connect: {:?}", e.kind()))?;
                 // Close with a reset: no TIME_WAIT left behind to collide with later listeners.
                 // reason: a zero linger resets at once on drop, it never blocks the thread.
                 #[allow(deprecated)]
-                stream.set_linger(Some(Duration::ZERO)).ok()?;
-                Some(stream)
+                stream.set_linger(Some(Duration::ZERO)).map_err(|e| format!("linger: {:?}", e.kind()))?;
+                Ok::<_, String>(stream)
             }));
         }
         for o in opening {
-            if let Ok(Some(c)) = o.await {
-                conns.push(c);
+            match o.await {
+                Ok(Ok(c)) => conns.push(c),
+                Ok(Err(kind)) => result.note(kind),
+                Err(e) => result.note(format!("open task: {e}")),
             }
         }
     }
@@ -182,40 +215,50 @@ async fn round(port: u16, n: usize) -> (usize, usize) {
         tasks.push(tokio::spawn(async move {
             // Keep-alive request; this side closes after the answer, so TIME_WAIT stays with the
             // client, whose kernel never reuses those ports (server-side TIME_WAIT would collide).
-            s.write_all(b"GET /v1.0/invoke/flt-load/method/fine HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+            s.write_all(b"GET /v1.0/invoke/flt-load/method/fine HTTP/1.1\r\nHost: x\r\n\r\n").await.map_err(|e| (false, format!("write: {:?}", e.kind())))?;
             let read = async {
                 let mut out = Vec::new();
                 let mut buf = [0u8; 4096];
                 loop {
-                    let n = s.read(&mut buf).await.ok()?;
+                    let n = s.read(&mut buf).await.map_err(|e| (!out.is_empty(), format!("read: {:?}", e.kind())))?;
                     if n == 0 {
-                        return Some(out);
+                        return if out.is_empty() { Err((false, "closed without an answer".to_string())) } else { Ok(out) };
                     }
                     out.extend_from_slice(&buf[..n]);
                     if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
                         let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
                         if out.len() >= end + 4 + len {
-                            return Some(out);
+                            return Ok(out);
                         }
                     }
                 }
             };
-            let out = tokio::time::timeout(Duration::from_secs(60), read).await.ok()??;
-            if !out.starts_with(b"HTTP/1.1 200") && std::env::var_os("RAPR_SHOW_FAILURES").is_some() {
-                eprintln!("non-200 answer: {}", String::from_utf8_lossy(&out[..out.len().min(400)]).replace("\r\n", " | "));
+            // Generous: on a loaded 2-core machine a debug-build round can take minutes; what
+            // this test proves is that every connection is answered, not how fast.
+            let out = tokio::time::timeout(Duration::from_secs(300), read).await.map_err(|_| (false, "no answer in 300 s".to_string()))??;
+            if out.starts_with(b"HTTP/1.1 200") {
+                Ok(())
+            } else {
+                Err((true, answer_kind(&out)))
             }
-            Some(out.starts_with(b"HTTP/1.1 200"))
         }));
     }
-    let (mut ok, mut answered) = (0, 0);
     for t in tasks {
-        if let Ok(Some(good)) = t.await {
-            answered += 1;
-            ok += usize::from(good);
+        let outcome: Outcome = t.await.unwrap_or_else(|e| Err((false, format!("request task: {e}"))));
+        match outcome {
+            Ok(()) => {
+                result.answered += 1;
+                result.ok += 1;
+            }
+            Err((answered, kind)) => {
+                result.answered += usize::from(answered);
+                result.note(kind);
+            }
         }
     }
-    (ok, answered)
+    result.took = started.elapsed();
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,14 +271,18 @@ async fn ten_thousand_concurrent_connections_twice_without_a_leak() {
     const N: usize = 10_000;
     // Warm-up with a full round: allocator arenas, HTTP/2 stream tables and connection pools
     // reach their working size (the first round alone grows RSS ~10%; later ones stay flat).
-    round(caller.http, N).await;
-    let (ok1, answered1) = round(caller.http, N).await;
+    let warm = round(caller.http, N).await;
+    println!("warm-up: {} ok / {} answered in {:?}, not ok {:?}", warm.ok, warm.answered, warm.took, warm.not_ok);
+    let first = round(caller.http, N).await;
     let after_first = settled_rss(caller.pid()).await;
-    let (ok2, answered2) = round(caller.http, N).await;
+    let second = round(caller.http, N).await;
     let after_second = settled_rss(caller.pid()).await;
-    println!("10,000 connections: round 1 {ok1} ok / {answered1} answered, RSS {after_first} KiB; round 2 {ok2} ok / {answered2} answered, RSS {after_second} KiB");
-    assert_eq!((answered1, answered2), (N, N), "every connection got an answer");
-    assert!(ok1 > N * 99 / 100 && ok2 > N * 99 / 100, "nearly all succeed: {ok1}, {ok2}");
+    println!(
+        "10,000 connections: round 1 {} ok / {} answered in {:?}, RSS {after_first} KiB, not ok {:?}; round 2 {} ok / {} answered in {:?}, RSS {after_second} KiB, not ok {:?}",
+        first.ok, first.answered, first.took, first.not_ok, second.ok, second.answered, second.took, second.not_ok
+    );
+    assert_eq!((first.answered, second.answered), (N, N), "every connection got an answer: not ok {:?} / {:?}", first.not_ok, second.not_ok);
+    assert!(first.ok > N * 99 / 100 && second.ok > N * 99 / 100, "nearly all succeed: {}, {}; not ok {:?} / {:?}", first.ok, second.ok, first.not_ok, second.not_ok);
     assert!(after_second * 10 < after_first * 11, "RSS grew more than 10% in the second round: {after_first} -> {after_second} KiB");
     still_serving(&caller, "flt-load").await;
 }

@@ -157,14 +157,31 @@ async fn bulk(State(s): State<HttpState>, Path((pubsub, topic)): Path<(String, S
     let args = BulkArgs { pubsub, topic, entries, metadata, trace_parent, trace_state };
     match s.pubsub.bulk_publish(&client, args).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(PubSubApiError::BulkPartial { failed, detail, pubsub, topic }) => {
-            tracing::debug!(pubsub = %pubsub, topic = %topic, error = %detail, failed = failed.len(), "bulk publish partly failed");
-            let body = BulkResponseJson {
-                failed_entries: failed.into_iter().map(|f| FailedEntryJson { entry_id: f.entry_id, error: f.error }).collect(),
-                error_code: ERR_PUBSUB_PUBLISH_MESSAGE,
-            };
-            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-        }
+        Err(e @ PubSubApiError::BulkPartial { .. }) => bulk_failed(e),
         Err(e) => fail(e),
     }
+}
+
+/// daprd's answer to a bulk publish that failed in part: 500 with the failed entries and
+/// `errorCode` as the JSON body, and the same JSON again in a `metadata.responseData` header
+/// beside `metadata.error` (the error's `api error: code = Internal desc = ...` text), as
+/// `onBulkPublish` sets them with `setResponseMetadataHeaders`.
+fn bulk_failed(e: PubSubApiError) -> Response {
+    let message = e.to_string();
+    let PubSubApiError::BulkPartial { failed, detail, pubsub, topic } = e else { return fail(e) };
+    tracing::debug!(pubsub = %pubsub, topic = %topic, error = %detail, failed = failed.len(), "bulk publish partly failed");
+    let body = BulkResponseJson {
+        failed_entries: failed.into_iter().map(|f| FailedEntryJson { entry_id: f.entry_id, error: f.error }).collect(),
+        error_code: ERR_PUBSUB_PUBLISH_MESSAGE,
+    };
+    let json = serde_json::to_string(&body).unwrap_or_default();
+    let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, [(http::header::CONTENT_TYPE, "application/json")], json.clone()).into_response();
+    // A header value cannot hold control characters (a newline in a broker's error text): such
+    // a header is left out rather than failing the answer.
+    for (name, value) in [("metadata.responsedata", json), ("metadata.error", format!("api error: code = Internal desc = {message}"))] {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
 }

@@ -5,6 +5,7 @@ pub mod app;
 mod bad_input;
 mod delivery;
 mod delivery_grpc;
+mod host_restart;
 mod proofs;
 mod publish;
 mod redis;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tonic_types::StatusExt;
 
 use super::app::SubscriberApp;
+use crate::harness::private_server::{redis_server, PrivateServer};
 use crate::harness::{eventually, Sidecar, SidecarBuilder};
 use crate::telemetry::{metrics_port, sample, scrape};
 
@@ -101,6 +102,41 @@ async fn http_bulk_as_daprd() {
     }
     let text = scrape(&sc, metrics_port(&sc).await).await;
     assert_eq!(sample(&text, "dapr_component_pubsub_egress_bulk_count", &[("component", "open"), ("topic", "orders/eu"), ("success", "true")]), Some(2.0), "{text}");
+}
+
+/// A bulk publish the broker fails: daprd's 500 with the failed entries and `errorCode` as the
+/// body, the same JSON in a `metadata.responseData` header and the error in `metadata.error`
+/// (`onBulkPublish` sets both with `setResponseMetadataHeaders`; Go sends them canonicalized as
+/// `Metadata.responsedata` / `Metadata.error`, names being case-insensitive).
+#[tokio::test]
+async fn http_bulk_failure_as_daprd() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let mut server = PrivateServer::started("the private redis-server", port, redis_server(port, dir.path(), false)).await;
+    let host = format!("127.0.0.1:{port}");
+    let md = [("redisHost", host.as_str()), ("dialTimeout", "300"), ("readTimeout", "1s")];
+    let sc = SidecarBuilder::new(APP).file("down.yaml", &super::component_yaml("down", "pubsub.redis", "  initTimeout: 2s\n", &md)).start().await;
+    server.kill();
+    let entries = json!([
+        {"entryId": "a", "event": {"n": 1}, "contentType": "application/json"},
+        {"entryId": "b", "event": "text", "contentType": "text/plain"}
+    ]);
+    for base in ["/v1.0-alpha1/publish/bulk", "/v1.0/publish/bulk"] {
+        let r = sc.client.post(sc.url(&format!("{base}/down/orders"))).json(&entries).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 500, "{base}");
+        let h = r.headers().clone();
+        assert_eq!(h.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE", "{body}");
+        let mut ids: Vec<&str> = body["failedEntries"].as_array().unwrap().iter().map(|e| e["entryId"].as_str().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"], "{body}");
+        assert!(body["failedEntries"].as_array().unwrap().iter().all(|e| !e["error"].as_str().unwrap_or_default().is_empty()), "each entry says why: {body}");
+        assert_eq!(h.get("metadata.responsedata").and_then(|v| v.to_str().ok()), Some(text.as_str()), "the body again in a header");
+        let error = h.get("metadata.error").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(error.starts_with("api error: code = Internal desc = error when publishing to topic orders in pubsub down: "), "{error}");
+    }
 }
 
 fn publish_req(pubsub: &str, topic: &str, md: &[(&str, &str)]) -> pb::PublishEventRequest {
