@@ -12,6 +12,7 @@
 //! process; only a power loss can drop the last commits. All SQLite calls run on the pool's
 //! connection threads, never on the runtime.
 
+mod claim;
 mod config;
 mod consumer;
 pub mod store;

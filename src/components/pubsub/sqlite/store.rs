@@ -1,12 +1,16 @@
-//! The broker's SQL: schema, publish, claim, settle, sweep. Plain blocking functions on a
-//! connection; `SqliteBroker` runs them on its connection threads.
+//! The broker's SQL: schema, publish, sweep (claims and settles live in `claim.rs`). Plain
+//! blocking functions on a connection; `SqliteBroker` runs them on its connection threads.
 //!
 //! Layout (one file shared by every process on the host):
 //! - `<p>_messages`: one row per published message (`id` grows, so per-topic order is id order);
 //! - `<p>_groups`: every consumer group a subscription ever declared for a topic; a new group
-//!   sees every message still stored, as contrib's Redis Streams group created at `0`;
+//!   sees every message still stored, as contrib's Redis Streams group created at `0`.
+//!   `claimed_to`: the highest message id of the topic the group was ever handed; every message
+//!   at or below it has a delivery row, so a claim looks for new messages above it only (an
+//!   index seek) rather than walking the acknowledged ones the sweep has not removed yet;
 //! - `<p>_deliveries`: a group's state of one message: how often handed out, claimed until when
-//!   (`visible_ms`), acknowledged or parked. No row: not yet handed to that group.
+//!   (`visible_ms`), acknowledged or parked. No row: not yet handed to that group. A partial
+//!   index holds the pending rows by `visible_ms`: expired claims and due retries.
 //!
 //! A claim is a write transaction taken with `BEGIN IMMEDIATE`, so two processes never hand the
 //! same message of a group out twice while its claim is live; a claim that outlives
@@ -14,15 +18,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::components::sqlite_pool::db_err;
 use crate::components::state::StoreError;
 
 /// A delivery row's state.
-const PENDING: i64 = 0;
-const ACKED: i64 = 1;
-const PARKED: i64 = 2;
+pub(super) const PENDING: i64 = 0;
+pub(super) const ACKED: i64 = 1;
+pub(super) const PARKED: i64 = 2;
 
 /// Milliseconds since the Unix epoch: the clock every process on the host shares.
 pub fn now_ms() -> i64 {
@@ -32,9 +36,9 @@ pub fn now_ms() -> i64 {
 /// The table names of one broker.
 #[derive(Debug, Clone)]
 pub struct Tables {
-    messages: String,
-    groups: String,
-    deliveries: String,
+    pub(super) messages: String,
+    pub(super) groups: String,
+    pub(super) deliveries: String,
 }
 
 impl Tables {
@@ -91,6 +95,7 @@ pub fn migrate(conn: &mut Connection, t: &Tables) -> Result<(), StoreError> {
             topic TEXT NOT NULL,
             grp TEXT NOT NULL,
             created_ms INTEGER NOT NULL,
+            claimed_to INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (topic, grp)
         );
         CREATE TABLE IF NOT EXISTS {d} (
@@ -107,7 +112,28 @@ pub fn migrate(conn: &mut Connection, t: &Tables) -> Result<(), StoreError> {
         d = t.deliveries,
     ))
     .map_err(db_err)?;
+    add_claim_cursor(&tx, t)?;
+    tx.execute_batch(&format!("CREATE INDEX IF NOT EXISTS idx_{d}_due ON {d} (grp, visible_ms) WHERE state = {PENDING};", d = t.deliveries)).map_err(db_err)?;
     tx.commit().map_err(db_err)
+}
+
+/// Files made before the claim cursor existed get the column, set to the highest message each
+/// group was handed (claims always took the lowest ids, so every message below it has a
+/// delivery row: the invariant `claim` relies on).
+fn add_claim_cursor(conn: &Connection, t: &Tables) -> Result<(), StoreError> {
+    let (m, g, d) = (&t.messages, &t.groups, &t.deliveries);
+    let has: bool = conn
+        .query_row(&format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{g}') WHERE name = 'claimed_to')"), [], |r| r.get(0))
+        .map_err(db_err)?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "ALTER TABLE {g} ADD COLUMN claimed_to INTEGER NOT NULL DEFAULT 0;
+         UPDATE {g} SET claimed_to = COALESCE((SELECT MAX(d.message_id) FROM {d} d JOIN {m} m ON m.id = d.message_id
+             WHERE d.grp = {g}.grp AND m.topic = {g}.topic), 0);"
+    ))
+    .map_err(db_err)
 }
 
 /// One message to insert.
@@ -134,74 +160,6 @@ pub fn publish(conn: &mut Connection, t: &Tables, topic: &str, msgs: &[NewMessag
 /// Declares `group` on `topic` (it then holds every stored message of the topic).
 pub fn join_group(conn: &mut Connection, t: &Tables, topic: &str, group: &str) -> Result<(), StoreError> {
     conn.execute(&format!("INSERT OR IGNORE INTO {} (topic, grp, created_ms) VALUES (?1, ?2, ?3)", t.groups), params![topic, group, now_ms()]).map_err(db_err)?;
-    Ok(())
-}
-
-fn available_sql(t: &Tables, select: &str) -> String {
-    format!(
-        "SELECT {select} FROM {m} m LEFT JOIN {d} d ON d.grp = ?1 AND d.message_id = m.id
-         WHERE m.topic = ?2 AND (d.message_id IS NULL OR (d.state = {PENDING} AND d.visible_ms <= ?3))
-         ORDER BY m.id LIMIT ?4",
-        m = t.messages,
-        d = t.deliveries,
-    )
-}
-
-/// Hands up to `limit` messages of `topic` that `group` may have now, claimed until
-/// `now + lease_ms` (`None`: claimed for good, until settled).
-pub fn claim(conn: &mut Connection, t: &Tables, topic: &str, group: &str, limit: usize, lease_ms: Option<i64>) -> Result<Vec<Claimed>, StoreError> {
-    let now = now_ms();
-    // A cheap read first: most polls find nothing and then take no write lock.
-    let any: Option<i64> = conn
-        .prepare_cached(&available_sql(t, "m.id"))
-        .and_then(|mut s| s.query_row(params![group, topic, now, 1], |r| r.get(0)).optional())
-        .map_err(db_err)?;
-    if any.is_none() {
-        return Ok(Vec::new());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-    let mut out = Vec::new();
-    {
-        let mut pick = tx.prepare_cached(&available_sql(t, "m.id, m.data, m.content_type, COALESCE(d.delivery_count, 0)")).map_err(db_err)?;
-        let rows = pick
-            .query_map(params![group, topic, now, limit as i64], |r| {
-                let count: i64 = r.get(3)?;
-                Ok(Claimed { id: r.get(0)?, data: r.get(1)?, content_type: r.get(2)?, delivery_count: count.saturating_add(1).clamp(1, u32::MAX as i64) as u32 })
-            })
-            .map_err(db_err)?;
-        for row in rows {
-            out.push(row.map_err(db_err)?);
-        }
-        let visible = lease_ms.map_or(i64::MAX, |l| now.saturating_add(l));
-        let mut mark = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {} (grp, message_id, state, delivery_count, visible_ms) VALUES (?1, ?2, {PENDING}, ?3, ?4)
-                 ON CONFLICT (grp, message_id) DO UPDATE SET delivery_count = excluded.delivery_count, visible_ms = excluded.visible_ms",
-                t.deliveries
-            ))
-            .map_err(db_err)?;
-        for c in &out {
-            mark.execute(params![group, c.id, c.delivery_count, visible]).map_err(db_err)?;
-        }
-    }
-    tx.commit().map_err(db_err)?;
-    Ok(out)
-}
-
-/// Records `group`'s decision about message `id`.
-pub fn settle(conn: &mut Connection, t: &Tables, group: &str, id: i64, how: Settle) -> Result<(), StoreError> {
-    let d = &t.deliveries;
-    let (sql, visible) = match how {
-        Settle::Ack => (format!("UPDATE {d} SET state = {ACKED} WHERE grp = ?1 AND message_id = ?2 AND ?3 >= 0"), 0),
-        Settle::Park => (format!("UPDATE {d} SET state = {PARKED} WHERE grp = ?1 AND message_id = ?2 AND ?3 >= 0"), 0),
-        Settle::RetryAt(at) => (format!("UPDATE {d} SET visible_ms = ?3 WHERE grp = ?1 AND message_id = ?2 AND state = {PENDING}"), at),
-        // Not handed out after all: the claim did not count as a delivery.
-        Settle::Release => (
-            format!("UPDATE {d} SET visible_ms = ?3, delivery_count = MAX(delivery_count - 1, 0) WHERE grp = ?1 AND message_id = ?2 AND state = {PENDING}"),
-            0,
-        ),
-    };
-    conn.prepare_cached(&sql).and_then(|mut s| s.execute(params![group, id, visible])).map_err(db_err)?;
     Ok(())
 }
 
@@ -244,6 +202,7 @@ pub fn sweep(conn: &mut Connection, t: &Tables, retention_ms: Option<i64>) -> Re
 
 #[cfg(test)]
 mod tests {
+    use super::super::claim::{claim, settle};
     use super::*;
 
     fn open() -> (Connection, Tables) {
