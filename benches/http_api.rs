@@ -147,7 +147,7 @@ fn record(c: &mut Criterion) {
             m.invoke_responded("bench-caller", 200);
         })
     });
-    g.bench_function("app_http_call", |b| b.iter(|| m.app_http_call("POST", black_box("/echo"), Some(200), Instant::now())));
+    g.bench_function("app_http_call", |b| b.iter(|| m.app_http_call("POST", black_box("/echo"), Some(200), (0, Some(0)), Instant::now())));
     g.bench_function("state_call", |b| b.iter(|| m.state_call(black_box("statestore"), ComponentOp::Get, true, Instant::now())));
     for (name, path) in [("invoke", INVOKE_PATH), ("state", "/v1.0/state/statestore/order-1"), ("actors", "/v1.0/actors/Cart/42/method/add")] {
         g.bench_function(format!("normalize_path/{name}"), |b| b.iter(|| normalize_path(black_box(path))));

@@ -54,18 +54,40 @@ pub struct ConfigurationSpec {
     pub unimplemented: Vec<String>,
 }
 
-/// `spec.metric`.
+/// `spec.metric` (daprd's `MetricSpec`; `spec.metrics` is read the same way).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSpec {
     /// `enabled` (default true; `--enable-metrics false` also turns metrics off).
     pub enabled: bool,
-    /// `http.increasedCardinality`: label HTTP metrics with the (normalised) path.
+    /// `http.increasedCardinality`: label HTTP metrics with the (normalised) path. daprd's
+    /// default is still true (its warning says it will change).
     pub increased_cardinality: bool,
+    /// `http.excludeVerbs`: no `method` label value.
+    pub exclude_verbs: bool,
+    /// `http.pathMatching`: the patterns HTTP paths are labelled with.
+    pub path_matching: Vec<String>,
+    /// `latencyDistributionBuckets` (ms; absent or empty: daprd's defaults).
+    pub latency_buckets: Option<Vec<f64>>,
+    /// `rules`, one entry per rule and label.
+    pub rules: Vec<MetricRule>,
+    /// `recordErrorCodes`: daprd's `dapr_error_code_total`, which rapr does not record (warned).
+    pub record_error_codes: bool,
+}
+
+/// One label of a `spec.metric.rules[]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRule {
+    /// The metric (`dapr_http_server_request_count`).
+    pub name: String,
+    /// The label.
+    pub label: String,
+    /// `(replacement, regex)` pairs, as the YAML maps them.
+    pub regex: Vec<(String, String)>,
 }
 
 impl Default for MetricSpec {
     fn default() -> Self {
-        Self { enabled: true, increased_cardinality: false }
+        Self { enabled: true, increased_cardinality: true, exclude_verbs: false, path_matching: Vec::new(), latency_buckets: None, rules: Vec::new(), record_error_codes: false }
     }
 }
 
@@ -85,9 +107,36 @@ pub(super) fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<b
 
 fn metric_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<MetricSpec, String> {
     let Some(m) = spec.get("metric").or_else(|| spec.get("metrics")) else { return Ok(MetricSpec::default()) };
+    let http = m.get("http");
+    let latency_buckets = match m.get("latencyDistributionBuckets") {
+        None => None,
+        Some(v) => {
+            let list = v.as_sequence().ok_or("spec.metric.latencyDistributionBuckets must be a list of integers")?;
+            let b = list.iter().map(|i| i.as_i64().map(|n| n as f64)).collect::<Option<Vec<f64>>>();
+            Some(b.ok_or("spec.metric.latencyDistributionBuckets must be a list of integers")?).filter(|b| !b.is_empty())
+        }
+    };
+    let mut rules = Vec::new();
+    for r in m.get("rules").and_then(|r| r.as_sequence()).into_iter().flatten() {
+        let name = r.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        for l in r.get("labels").and_then(|l| l.as_sequence()).into_iter().flatten() {
+            let label = l.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let regex = l
+                .get("regex")
+                .and_then(|v| v.as_mapping())
+                .map(|map| map.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default();
+            rules.push(MetricRule { name: name.clone(), label, regex });
+        }
+    }
     Ok(MetricSpec {
         enabled: flag(m.get("enabled"), "spec.metric.enabled")?.unwrap_or(true),
-        increased_cardinality: flag(m.get("http").and_then(|h| h.get("increasedCardinality")), "spec.metric.http.increasedCardinality")?.unwrap_or(false),
+        increased_cardinality: flag(http.and_then(|h| h.get("increasedCardinality")), "spec.metric.http.increasedCardinality")?.unwrap_or(true),
+        exclude_verbs: flag(http.and_then(|h| h.get("excludeVerbs")), "spec.metric.http.excludeVerbs")?.unwrap_or(false),
+        path_matching: strings(http.and_then(|h| h.get("pathMatching")), "spec.metric.http.pathMatching")?,
+        latency_buckets,
+        rules,
+        record_error_codes: flag(m.get("recordErrorCodes"), "spec.metric.recordErrorCodes")?.unwrap_or(false),
     })
 }
 
@@ -220,6 +269,22 @@ mod tests {
         assert!(c.metric.enabled && c.metric.increased_cardinality);
         assert!(c.unimplemented.is_empty());
         let none = ConfigurationSpec::from_spec("c", &BTreeMap::new()).unwrap();
-        assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (DEFAULT_SAMPLING_RATE, true, false));
+        assert_eq!((none.tracing.sampling_rate, none.metric.enabled, none.metric.increased_cardinality), (DEFAULT_SAMPLING_RATE, true, true));
+    }
+
+    #[test]
+    fn metric_spec_as_daprd_reads_it() {
+        let spec: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str(
+            "metrics:\n  latencyDistributionBuckets: [5, 50]\n  recordErrorCodes: true\n  http:\n    increasedCardinality: false\n    excludeVerbs: true\n    pathMatching: [\"/orders/{id}\"]\n  rules:\n  - name: dapr_http_server_request_count\n    labels:\n    - name: path\n      regex:\n        \"/orders/x\": \"/orders/.+\"\n",
+        )
+        .unwrap();
+        let m = ConfigurationSpec::from_spec("c", &spec).unwrap().metric;
+        assert_eq!(m.latency_buckets, Some(vec![5.0, 50.0]));
+        assert!(m.record_error_codes && m.exclude_verbs && !m.increased_cardinality);
+        assert_eq!(m.path_matching, vec!["/orders/{id}".to_string()]);
+        let rule = MetricRule { name: "dapr_http_server_request_count".into(), label: "path".into(), regex: vec![("/orders/x".into(), "/orders/.+".into())] };
+        assert_eq!(m.rules, vec![rule]);
+        let bad: BTreeMap<String, yaml_serde::Value> = yaml_serde::from_str("metric:\n  latencyDistributionBuckets: [\"a\"]\n").unwrap();
+        assert!(ConfigurationSpec::from_spec("c", &bad).is_err());
     }
 }

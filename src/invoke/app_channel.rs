@@ -161,10 +161,12 @@ impl AppChannel {
         if let Some(t) = &self.token {
             req.headers_mut().insert("dapr-api-token", t.clone());
         }
+        let sent = content_length(req.headers()).unwrap_or(0);
         let started = std::time::Instant::now();
         let resp = self.http.request(req).await;
         if let Some(m) = &self.metrics {
-            m.app_http_call(meta.verb.as_str(), &format!("/{}", meta.method.trim_start_matches('/')), resp.as_ref().ok().map(|r| r.status().as_u16()), started);
+            let (status, received) = resp.as_ref().ok().map_or((None, None), |r| (Some(r.status().as_u16()), content_length(r.headers())));
+            m.app_http_call(meta.verb.as_str(), &format!("/{}", meta.method.trim_start_matches('/')), status, (sent, received), started);
         }
         let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {}", super::tls::error_chain(&e))))?;
         let (parts, incoming) = resp.into_parts();
@@ -199,6 +201,7 @@ impl AppChannel {
             return failed(tonic::Status::internal(e.to_string()));
         }
         let _permit = self.permit().await;
+        let sent = prost::Message::encoded_len(&req) as u64;
         let mut request = tonic::Request::new(futures::stream::once(std::future::ready(req)));
         for (k, v) in &meta.headers {
             if let (Ok(key), Ok(val)) = (tonic::metadata::MetadataKey::from_bytes(super::message::grpc_metadata_key(k).as_bytes()), v.parse()) {
@@ -216,10 +219,16 @@ impl AppChannel {
         let started = std::time::Instant::now();
         let answer = on_invoke(channel.clone(), request).await;
         if let Some(m) = &self.metrics {
-            m.app_grpc_call(ON_INVOKE, answer.result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started);
+            let received = answer.result.as_ref().map_or(0, |r| prost::Message::encoded_len(r) as u64);
+            m.app_grpc_call(ON_INVOKE, answer.result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started, Some((sent, received)));
         }
         answer
     }
+}
+
+/// A `Content-Length` header's value (for the metrics' byte counts).
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// One `OnInvoke` call: headers, the one message, then the trailers.

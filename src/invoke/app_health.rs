@@ -125,6 +125,8 @@ pub struct AppHealthArgs {
     pub checks: Option<AppHealthConfig>,
     /// Where the status is published.
     pub publish: watch::Sender<AppStatus>,
+    /// Where probes are counted (`dapr_http_healthprobes_*`, `dapr_grpc_io_healthprobes_*`).
+    pub metrics: Option<crate::runtime::metrics::Metrics>,
 }
 
 enum Prober {
@@ -144,18 +146,38 @@ impl Prober {
         Ok(Prober::Http { client: Box::new(client), uri })
     }
 
-    async fn probe(&self) -> Result<(), String> {
+    /// One probe, bounded by `timeout`; counted in `metrics` as daprd counts it (HTTP: the app's
+    /// status, 500 for a network error or timeout; gRPC: the call's code).
+    async fn probe(&self, timeout: Duration, metrics: Option<&crate::runtime::metrics::Metrics>) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let timed_out = || format!("timed out after {timeout:?}");
         match self {
             Prober::Http { client, uri } => {
                 let req = Request::get(uri.clone()).body(Body::empty()).map_err(|e| e.to_string())?;
-                let resp = client.request(req).await.map_err(|e| super::tls::error_chain(&e))?;
+                let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+                    Ok(r) => r.map_err(|e| super::tls::error_chain(&e)),
+                    Err(_) => Err(timed_out()),
+                };
+                if let Some(m) = metrics {
+                    m.app_http_probe(resp.as_ref().map_or(500, |r| r.status().as_u16()), started);
+                }
+                let resp = resp?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
                     Err(format!("status {}", resp.status().as_u16()))
                 }
             }
-            Prober::Grpc(client) => client.clone().health_check(()).await.map(|_| ()).map_err(|s| s.message().to_string()),
+            Prober::Grpc(client) => {
+                let r = match tokio::time::timeout(timeout, client.clone().health_check(())).await {
+                    Ok(r) => r.map(|_| ()).map_err(|s| (s.code(), s.message().to_string())),
+                    Err(_) => Err((tonic::Code::DeadlineExceeded, timed_out())),
+                };
+                if let Some(m) = metrics {
+                    m.app_grpc_probe(r.as_ref().err().map_or(tonic::Code::Ok, |e| e.0), started);
+                }
+                r.map_err(|e| e.1)
+            }
         }
     }
 }
@@ -168,6 +190,7 @@ pub struct AppHealthState {
     target: ProbeTarget,
     checks: Option<(AppHealthConfig, Prober)>,
     publish: watch::Sender<AppStatus>,
+    metrics: Option<crate::runtime::metrics::Metrics>,
     status: AppStatus,
     failures: u32,
 }
@@ -220,7 +243,7 @@ impl Actor for AppHealthMonitor {
         };
         let status = *a.publish.borrow();
         me.send_message(AppHealthMsg::Tick)?;
-        Ok(AppHealthState { target: a.target, checks, publish: a.publish, status, failures: 0 })
+        Ok(AppHealthState { target: a.target, checks, publish: a.publish, metrics: a.metrics, status, failures: 0 })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -244,10 +267,7 @@ impl Actor for AppHealthMonitor {
             AppHealthMsg::Tick => {
                 let Some((cfg, prober)) = &st.checks else { return Ok(()) };
                 let (interval, threshold) = (cfg.interval, cfg.threshold);
-                let outcome = match tokio::time::timeout(cfg.timeout, prober.probe()).await {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("timed out after {:?}", cfg.timeout)),
-                };
+                let outcome = prober.probe(cfg.timeout, st.metrics.as_ref()).await;
                 st.record(outcome, threshold);
                 drop(me.send_after(interval, || AppHealthMsg::Tick));
             }
@@ -279,7 +299,13 @@ impl AppHealthSetup {
     /// Wiring for the app at `target`, probed with `checks` when given.
     pub fn new(target: ProbeTarget, checks: Option<AppHealthConfig>) -> Self {
         let (publish, handle) = AppHealthHandle::new(checks.is_some());
-        Self { handle, args: AppHealthArgs { target, checks, publish } }
+        Self { handle, args: AppHealthArgs { target, checks, publish, metrics: None } }
+    }
+
+    /// Counts the probes in `metrics`.
+    pub fn with_metrics(mut self, metrics: &crate::runtime::metrics::Metrics) -> Self {
+        self.args.metrics = Some(metrics.clone()).filter(crate::runtime::metrics::Metrics::enabled);
+        self
     }
 
     /// Spawns `AppHealthMonitor` linked to `supervisor`.
@@ -315,7 +341,7 @@ mod tests {
     fn state(checks: bool) -> AppHealthState {
         let (tx, _) = AppHealthHandle::new(checks);
         let status = *tx.borrow();
-        AppHealthState { target: ProbeTarget { transport: AppTransport { protocol: AppProtocol::Http, tls: false }, authority: "127.0.0.1:1".into() }, checks: None, publish: tx, status, failures: 0 }
+        AppHealthState { target: ProbeTarget { transport: AppTransport { protocol: AppProtocol::Http, tls: false }, authority: "127.0.0.1:1".into() }, checks: None, publish: tx, metrics: None, status, failures: 0 }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! so a bulk `DROP` is acknowledged only once its dead-letter publish worked, like any drop.
 //!
 //! One task per subscription instance owns the pending batches; it ends when the handler that
-//! feeds it is dropped (the subscription ended).
+//! feeds it is dropped (the subscription ended). Each batch sent is counted as daprd counts bulk
+//! ingress (`dapr_component_pubsub_ingress_bulk_*`: the call, its latency, its entries by status).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use super::app_sink::{AppBatch, AppEvent, AppSink, BatchEntry};
 use super::outcome::AppAnswer;
 use super::BulkSubscribe;
+use crate::runtime::metrics::Metrics;
 
 /// daprd's default batch size.
 pub const DEFAULT_MAX_MESSAGES: usize = 100;
@@ -40,11 +42,11 @@ pub fn limits(b: &BulkSubscribe) -> (usize, Duration) {
 }
 
 impl Batcher {
-    /// Starts the batching task over `sink`.
-    pub fn start(sink: Arc<dyn AppSink>, bulk: &BulkSubscribe) -> Self {
+    /// Starts the batching task over `sink`, counting batches in `metrics`.
+    pub fn start(sink: Arc<dyn AppSink>, bulk: &BulkSubscribe, metrics: Option<Metrics>) -> Self {
         let (max, wait) = limits(bulk);
         let (tx, rx) = mpsc::channel(max.max(1) * 2);
-        tokio::spawn(run(sink, rx, max, wait));
+        tokio::spawn(run(sink, rx, max, wait, metrics));
         Self { tx }
     }
 
@@ -65,7 +67,7 @@ struct Pending {
     entries: Vec<Waiting>,
 }
 
-async fn run(sink: Arc<dyn AppSink>, mut rx: mpsc::Receiver<Waiting>, max: usize, wait: Duration) {
+async fn run(sink: Arc<dyn AppSink>, mut rx: mpsc::Receiver<Waiting>, max: usize, wait: Duration, metrics: Option<Metrics>) {
     let mut pending: HashMap<String, Pending> = HashMap::new();
     loop {
         let next_due = pending.values().map(|p| p.due).min();
@@ -83,14 +85,14 @@ async fn run(sink: Arc<dyn AppSink>, mut rx: mpsc::Receiver<Waiting>, max: usize
                 p.entries.push(w);
                 if p.entries.len() >= max {
                     if let Some(p) = pending.remove(&path) {
-                        send(&sink, p.entries).await;
+                        send(&sink, p.entries, metrics.as_ref()).await;
                     }
                 }
             }
             // Every handler is gone: answer what waits, then end.
             Some(None) => {
                 for (_, p) in pending.drain() {
-                    send(&sink, p.entries).await;
+                    send(&sink, p.entries, metrics.as_ref()).await;
                 }
                 return;
             }
@@ -99,7 +101,7 @@ async fn run(sink: Arc<dyn AppSink>, mut rx: mpsc::Receiver<Waiting>, max: usize
                 let due: Vec<String> = pending.iter().filter(|(_, p)| p.due <= now).map(|(k, _)| k.clone()).collect();
                 for k in due {
                     if let Some(p) = pending.remove(&k) {
-                        send(&sink, p.entries).await;
+                        send(&sink, p.entries, metrics.as_ref()).await;
                     }
                 }
             }
@@ -108,7 +110,7 @@ async fn run(sink: Arc<dyn AppSink>, mut rx: mpsc::Receiver<Waiting>, max: usize
 }
 
 /// Sends one batch and answers each of its entries.
-async fn send(sink: &Arc<dyn AppSink>, entries: Vec<Waiting>) {
+async fn send(sink: &Arc<dyn AppSink>, entries: Vec<Waiting>, metrics: Option<&Metrics>) {
     let Some((first, _)) = entries.first() else { return };
     let mut batch = AppBatch { pubsub: first.pubsub.clone(), topic: first.topic.clone(), path: first.path.clone(), entries: Vec::with_capacity(entries.len()) };
     let mut replies = Vec::with_capacity(entries.len());
@@ -116,9 +118,21 @@ async fn send(sink: &Arc<dyn AppSink>, entries: Vec<Waiting>) {
         batch.entries.push(BatchEntry { entry_id: uuid::Uuid::new_v4().to_string(), event: ev });
         replies.push(reply);
     }
+    let started = std::time::Instant::now();
     let answers = sink.deliver_bulk(&batch).await;
+    let mut statuses = [("SUCCESS", 0u64), ("RETRY", 0), ("DROP", 0)];
     for (i, reply) in replies.into_iter().enumerate() {
-        let _ = reply.send(answers.get(i).copied().unwrap_or(AppAnswer::Retry));
+        let answer = answers.get(i).copied().unwrap_or(AppAnswer::Retry);
+        let at = match answer {
+            AppAnswer::Success => 0,
+            AppAnswer::Retry => 1,
+            AppAnswer::Drop | AppAnswer::NotFound | AppAnswer::Unimplemented => 2,
+        };
+        statuses[at].1 += 1;
+        let _ = reply.send(answer);
+    }
+    if let Some(m) = metrics {
+        m.pubsub_ingress_bulk(&batch.pubsub, &batch.topic, Some(started), statuses);
     }
 }
 
@@ -166,7 +180,7 @@ mod tests {
     #[tokio::test]
     async fn full_batches_go_at_once_partial_ones_after_the_wait_per_route_and_answers_map_back() {
         let rec = Arc::new(Recorder::default());
-        let b = Batcher::start(rec.clone(), &BulkSubscribe { enabled: true, max_messages_count: 3, max_await_duration_ms: 100 });
+        let b = Batcher::start(rec.clone(), &BulkSubscribe { enabled: true, max_messages_count: 3, max_await_duration_ms: 100 }, None);
         let started = std::time::Instant::now();
         let calls: Vec<_> = [("e1", "/a"), ("e2", "/a"), ("e3", "/a"), ("e4", "/b")]
             .into_iter()

@@ -155,7 +155,7 @@ impl Actor for Delivery {
                     policy: st.args.resiliency.for_component_inbound(&sub.pubsub, ComponentKind::PubSub),
                     shared: Arc::clone(&st.args.shared),
                     manager: st.args.manager.clone(),
-                    batcher: sub.bulk.enabled.then(|| Batcher::start(Arc::clone(&st.args.shared.sink), &sub.bulk)),
+                    batcher: sub.bulk.enabled.then(|| Batcher::start(Arc::clone(&st.args.shared.sink), &sub.bulk, st.args.shared.metrics.clone())),
                 });
                 let req = SubscribeRequest { topic: sub.topic.clone(), metadata: sub.metadata.clone() };
                 let me = me.clone();

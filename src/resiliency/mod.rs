@@ -93,6 +93,8 @@ impl Direction {
 #[derive(Clone, Default)]
 pub struct Resiliency {
     inner: Arc<Policies>,
+    /// Where policies report (`dapr_resiliency_*`), once `with_metrics` is called.
+    metrics: Option<crate::runtime::metrics::Metrics>,
 }
 
 /// The merged contents of every loaded resource.
@@ -122,7 +124,32 @@ impl Resiliency {
     /// for `app_id`; bad documents and targets come back as errors, never fatal.
     pub fn load(documents: &[(PathBuf, yaml_serde::Value)], app_id: &str) -> (Self, Vec<ResourceError>) {
         let (policies, errors) = load::load(documents, app_id);
-        (Self { inner: Arc::new(policies) }, errors)
+        (Self { inner: Arc::new(policies), metrics: None }, errors)
+    }
+
+    /// Reports to `metrics` from now on: each loaded resource counts once
+    /// (`dapr_resiliency_loaded`), and every policy handed out records its lookups and
+    /// activations (see `runtime::metrics::resiliency`).
+    pub fn with_metrics(mut self, metrics: &crate::runtime::metrics::Metrics) -> Self {
+        if metrics.enabled() {
+            for name in &self.inner.resources {
+                metrics.resiliency_loaded(name, "");
+            }
+            self.metrics = Some(metrics.clone());
+        }
+        self
+    }
+
+    /// `policy` reporting its metrics under daprd's `target` (`app_<id>`, `<Kind>_<name>`).
+    fn observed(&self, policy: Policy, outbound: bool, target: impl FnOnce() -> String) -> Policy {
+        match &self.metrics {
+            Some(m) if !policy.is_noop() => {
+                // daprd names every policy after the last resource it loaded.
+                let name = self.inner.resources.last().map_or("", String::as_str);
+                policy.with_metrics(m.resiliency_policy(name, "", outbound, target()))
+            }
+            _ => policy,
+        }
     }
 
     /// Names of the resources loaded.
@@ -151,7 +178,8 @@ impl Resiliency {
             Some(n) => n.clone(),
             None => self.defaults(&["App"]),
         };
-        self.build(|| format!("endpoint[{app_id}]"), &names, || app_id.to_string(), || format!("app/{app_id}"))
+        let policy = self.build(|| format!("endpoint[{app_id}]"), &names, || app_id.to_string(), || format!("app/{app_id}"));
+        self.observed(policy, true, || format!("app_{app_id}"))
     }
 
     /// The policy for calls from the app into component `name` (state get/save, publish,
@@ -176,12 +204,13 @@ impl Resiliency {
             }
         };
         let label = if dir == Direction::Outbound { "output" } else { "input" };
-        self.build(
+        let policy = self.build(
             || format!("component[{name}] {label}"),
             &names,
             || name.to_string(),
             || format!("component/{name}/{}", dir.as_str()),
-        )
+        );
+        self.observed(policy, dir == Direction::Outbound, || format!("{}_{name}", kind.as_str()))
     }
 
     /// daprd's default policies: for each of timeout, retry and breaker separately, the first of

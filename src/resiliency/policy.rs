@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::breaker::{BreakerEvent, BreakerState, Rejection, SharedBreaker, Verdict};
 use super::retry::RetrySpec;
+use crate::runtime::metrics::{PolicyKind, PolicyMetrics};
 
 /// An attempt's failure, saying whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +88,32 @@ pub struct Policy {
     timeout: Option<Duration>,
     retry: Option<Arc<RetrySpec>>,
     breaker: Option<Arc<SharedBreaker>>,
+    /// Where the policy's metrics go (`dapr_resiliency_*`), when recorded.
+    metrics: Option<Arc<PolicyMetrics>>,
 }
 
 impl Policy {
     /// A policy from its parts; `name` is for logs (`component[orders] output`).
     pub fn new(name: impl Into<Arc<str>>, timeout: Option<Duration>, retry: Option<Arc<RetrySpec>>, breaker: Option<Arc<SharedBreaker>>) -> Self {
-        Self { name: name.into(), timeout: timeout.filter(|t| !t.is_zero()), retry, breaker }
+        Self { name: name.into(), timeout: timeout.filter(|t| !t.is_zero()), retry, breaker, metrics: None }
+    }
+
+    /// Reports to `metrics`: counts this lookup now (daprd counts each part of a policy when a
+    /// call looks it up), and activations as the policy runs.
+    pub fn with_metrics(mut self, metrics: Option<PolicyMetrics>) -> Self {
+        if let Some(m) = metrics.filter(|_| !self.is_noop()) {
+            if self.timeout.is_some() {
+                m.executed(PolicyKind::Timeout, "");
+            }
+            if self.retry.is_some() {
+                m.executed(PolicyKind::Retry, "");
+            }
+            if let Some(b) = &self.breaker {
+                m.executed(PolicyKind::CircuitBreaker, b.state().as_str());
+            }
+            self.metrics = Some(Arc::new(m));
+        }
+        self
     }
 
     /// No timeout, no retry, no breaker.
@@ -135,6 +156,7 @@ impl Policy {
         let start = Instant::now();
         let mut backoff = self.retry.as_deref().map(RetrySpec::backoff);
         let mut retried = false;
+        let mut timed_out = false;
         loop {
             let (error, retriable) = match self.attempt(&mut op).await {
                 Ok(v) => {
@@ -149,7 +171,16 @@ impl Policy {
                 Some(b) if retriable => b.next(start.elapsed(), random_unit()),
                 _ => None,
             };
+            if let Some(m) = &self.metrics {
+                // daprd reports a timeout once per call.
+                if matches!(error, PolicyError::Timeout(_)) && !std::mem::replace(&mut timed_out, true) {
+                    m.activated(PolicyKind::Timeout, "");
+                }
+            }
             let Some(delay) = delay else { return Err(error) };
+            if let Some(m) = &self.metrics {
+                m.activated(PolicyKind::Retry, "");
+            }
             if !retried {
                 tracing::info!(policy = %self.name, "error processing operation; retrying");
                 retried = true;
@@ -165,6 +196,7 @@ impl Policy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AttemptError<E>>>,
     {
+        let before = self.metrics.as_ref().and(self.breaker.as_ref()).map(|b| b.state());
         let mut ticket = match &self.breaker {
             None => None,
             Some(b) => match b.apply(BreakerEvent::Request).verdict {
@@ -191,6 +223,12 @@ impl Policy {
         };
         if let Some(t) = ticket.as_mut() {
             t.finish(result.is_ok());
+        }
+        if let (Some(m), Some(b), Some(before)) = (&self.metrics, &self.breaker, before) {
+            let now = b.state();
+            if now != before {
+                m.activated(PolicyKind::CircuitBreaker, now.as_str());
+            }
         }
         result
     }

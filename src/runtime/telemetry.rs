@@ -158,7 +158,7 @@ impl Tracing {
 /// for a Zipkin URL it cannot parse; rapr keeps serving and says why); environment variables
 /// daprd cannot read stop the sidecar as they stop daprd.
 pub fn setup(flags: &crate::config::SidecarArgs, cfg: &crate::config::ConfigurationSpec) -> Result<(Metrics, Tracing), String> {
-    let metrics = Metrics::new(&flags.app_id, flags.enable_metrics && cfg.metric.enabled, cfg.metric.increased_cardinality);
+    let metrics = Metrics::with_options(&flags.app_id, metric_options(flags.enable_metrics, &cfg.metric));
     let mut spec = cfg.tracing.clone();
     crate::config::tracing_spec::tracing_from_env(&mut spec, |k| std::env::var(k).ok()).map_err(|e| format!("error setting tracing spec from env: {e}"))?;
     let (tracer, errors) = Tracing::with_errors(&flags.app_id, &spec);
@@ -169,6 +169,29 @@ pub fn setup(flags: &crate::config::SidecarArgs, cfg: &crate::config::Configurat
         tracing::info!("tracing disabled (samplingRate 0): no spans, trace headers pass untouched");
     }
     Ok((metrics, tracer))
+}
+
+/// The metrics' shape from the Configuration's `spec.metric`. As daprd, a rule whose regex does
+/// not compile is logged and no rule applies; `recordErrorCodes` is warned about (rapr does not
+/// record `dapr_error_code_total`).
+fn metric_options(flag: bool, m: &crate::config::configuration::MetricSpec) -> crate::runtime::metrics::MetricOptions {
+    use crate::runtime::metrics::LabelRule;
+    let rules = m.rules.iter().map(|r| LabelRule::new(&r.name, &r.label, &r.regex)).collect::<Result<Vec<_>, _>>();
+    let rules = rules.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "metrics rules not applied");
+        Vec::new()
+    });
+    if m.record_error_codes {
+        tracing::warn!("spec.metric.recordErrorCodes is not implemented by rapr: dapr_error_code_total is not recorded");
+    }
+    crate::runtime::metrics::MetricOptions {
+        enabled: flag && m.enabled,
+        increased_cardinality: m.increased_cardinality,
+        exclude_verbs: m.exclude_verbs,
+        path_matching: m.path_matching.clone(),
+        latency_buckets: m.latency_buckets.clone(),
+        rules,
+    }
 }
 
 /// Wraps a server's router with tracing (outermost) and metrics middleware.

@@ -46,7 +46,7 @@ impl Invocation {
             let transport = AppTransport::parse(&flags.app_protocol).map_err(InvocationError)?;
             let authority = format!("{}:{}", flags.app_channel_address, flags.app_port);
             let target = ProbeTarget { transport, authority: authority.clone() };
-            let health = AppHealthSetup::new(target, AppHealthConfig::from_flags(flags));
+            let health = AppHealthSetup::new(target, AppHealthConfig::from_flags(flags)).with_metrics(metrics);
             let ch = AppChannel::new(transport, &flags.app_channel_address, flags.app_port, flags.app_max_concurrency, token.clone()).map_err(|e| InvocationError(e.to_string()))?;
             // The proxy's own channel to a gRPC app: TLS for `grpcs`, the app's certificate
             // unchecked as daprd does (`tls.rs`).

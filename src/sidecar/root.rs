@@ -136,6 +136,7 @@ impl Actor for RuntimeRoot {
         let hot_reload = configuration.feature_enabled(crate::config::configuration::HOT_RELOAD);
         let directory = DirectoryHandle::default();
         let (metrics, tracer) = telemetry::setup(&flags, &configuration)?;
+        let resiliency = resiliency.with_metrics(&metrics);
         let (sup, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/components")),
             ComponentSupervisor,

@@ -41,6 +41,7 @@ mod invoke_resiliency;
 mod lifecycle;
 mod logs;
 mod metadata_templates;
+mod metrics;
 mod multi_app;
 mod netns;
 mod otlp;

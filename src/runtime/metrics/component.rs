@@ -11,7 +11,7 @@ use std::time::Instant;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{hist, latency, ms, Count, Hist, Labels, Metrics};
+use super::{ms, Buckets, Count, Hist, Labels, Metrics};
 
 /// The operation of a component call (daprd's `operation` label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,8 @@ pub(super) struct ComponentFamilies {
 }
 
 impl ComponentFamilies {
-    pub(super) fn new() -> Self {
-        Self { state_count: Family::default(), state_latency: hist(latency), secret_count: Family::default(), secret_latency: hist(latency) }
+    pub(super) fn new(latency: &Buckets) -> Self {
+        Self { state_count: Family::default(), state_latency: latency.family(), secret_count: Family::default(), secret_latency: latency.family() }
     }
 
     pub(super) fn register(&self, r: &mut Registry) {

@@ -1,65 +1,113 @@
-//! HTTP metrics: daprd's `http/server/*` views for the HTTP API (a middleware) and
-//! `http/client/*` for the sidecar's calls to an HTTP app. Labels are low-cardinality by default:
-//! the `path` label exists only with `spec.metric.http.increasedCardinality: true`, and even then
-//! is normalised so no state or secret key, actor id or workflow instance id becomes a label.
+//! HTTP metrics: daprd's `http/server/*` views for the HTTP API (a middleware), `http/client/*`
+//! for the sidecar's calls to an HTTP app, and `http/healthprobes/*` for its health probes
+//! (pkg/diagnostics/http_monitoring.go). The `method` and `path` labels come from `path.rs`.
+//!
+//! Counts and latency are recorded when the handler returns; the response size when the body
+//! has been sent (at once when its length is known), so a streamed answer is measured whole.
 
 use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http_body_util::BodyExt;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
-use super::{ms, Metrics};
+use super::{whole_ms, Buckets, Count, Hist, Labels, Metrics};
 
-impl Metrics {
-    /// The `path` label of an HTTP metric: none unless increased cardinality is on.
-    fn http_path(&self, path: &str) -> Option<String> {
-        self.0.increased_cardinality.then(|| normalize_path(path))
+/// The HTTP families of one sidecar's registry.
+pub(super) struct HttpFamilies {
+    server_request_count: Family<Labels, Count>,
+    server_request_bytes: Hist,
+    server_response_bytes: Hist,
+    server_latency: Hist,
+    server_response_count: Family<Labels, Count>,
+    client_sent_bytes: Hist,
+    client_received_bytes: Hist,
+    client_roundtrip_latency: Hist,
+    client_completed_count: Family<Labels, Count>,
+    probe_count: Family<Labels, Count>,
+    probe_latency: Hist,
+}
+
+impl HttpFamilies {
+    pub(super) fn new(latency: &Buckets, size: &Buckets) -> Self {
+        Self {
+            server_request_count: Family::default(),
+            server_request_bytes: size.family(),
+            server_response_bytes: size.family(),
+            server_latency: latency.family(),
+            server_response_count: Family::default(),
+            client_sent_bytes: size.family(),
+            client_received_bytes: size.family(),
+            client_roundtrip_latency: latency.family(),
+            client_completed_count: Family::default(),
+            probe_count: Family::default(),
+            probe_latency: latency.family(),
+        }
     }
 
-    /// A call to the app over HTTP finished (status, or `Err` for a transport failure).
-    pub fn app_http_call(&self, method: &str, path: &str, status: Option<u16>, started: Instant) {
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register("dapr_http_server_request_count", "Count of HTTP requests processed by the server.", self.server_request_count.clone());
+        r.register("dapr_http_server_request_bytes", "HTTP request body size if set as ContentLength (uncompressed) in server.", self.server_request_bytes.clone());
+        r.register("dapr_http_server_response_bytes", "HTTP response body size (uncompressed) in server.", self.server_response_bytes.clone());
+        r.register("dapr_http_server_latency", "HTTP request end-to-end latency in server.", self.server_latency.clone());
+        r.register("dapr_http_server_response_count", "The number of HTTP responses", self.server_response_count.clone());
+        r.register("dapr_http_client_sent_bytes", "Total bytes sent in request body (not including headers)", self.client_sent_bytes.clone());
+        r.register(
+            "dapr_http_client_received_bytes",
+            "Total bytes received in response bodies (not including headers but including error responses with bodies)",
+            self.client_received_bytes.clone(),
+        );
+        r.register(
+            "dapr_http_client_roundtrip_latency",
+            "Time between first byte of request headers sent to last byte of response received, or terminal error",
+            self.client_roundtrip_latency.clone(),
+        );
+        r.register("dapr_http_client_completed_count", "Count of completed requests", self.client_completed_count.clone());
+        r.register("dapr_http_healthprobes_completed_count", "Count of completed health probes", self.probe_count.clone());
+        r.register(
+            "dapr_http_healthprobes_roundtrip_latency",
+            "Time between first byte of health probes headers sent to last byte of response received, or terminal error",
+            self.probe_latency.clone(),
+        );
+    }
+}
+
+impl Metrics {
+    /// A call to the app over HTTP finished: `status` (`None`: a transport failure, which daprd
+    /// counts as 500), the request body size and the response's `Content-Length` (daprd's -1
+    /// when unknown).
+    pub fn app_http_call(&self, method: &str, path: &str, status: Option<u16>, sizes: (u64, Option<u64>), started: Instant) {
         if !self.0.enabled {
             return;
         }
-        let status = status.map(|s| s.to_string()).unwrap_or_else(|| "-1".into());
-        let mut l = self.labels(&[("method", method), ("status", &status)]);
-        if let Some(p) = self.http_path(path) {
-            l.push(("path", p));
+        let elapsed = whole_ms(started);
+        let h = &self.0.http;
+        let (method, path) = (h.method(method), h.client_path(path));
+        let status = status.unwrap_or(500).to_string();
+        let f = &self.0.f.http;
+        f.client_sent_bytes.get_or_create(&self.labels(&[("method", &method), ("path", &path), ("status", "")])).observe(sizes.0 as f64);
+        let l = self.labels(&[("method", &method), ("path", &path), ("status", &status)]);
+        f.client_completed_count.get_or_create(&l).0.inc();
+        f.client_roundtrip_latency.get_or_create(&l).observe(elapsed);
+        f.client_received_bytes.get_or_create(&self.labels(&[])).observe(sizes.1.map_or(-1.0, |n| n as f64));
+    }
+
+    /// An HTTP health probe of the app finished (`status`: the app's, 500 for a network error).
+    pub fn app_http_probe(&self, status: u16, started: Instant) {
+        if !self.0.enabled {
+            return;
         }
-        self.0.f.http_client_completed_count.get_or_create(&l).0.inc();
-        self.0.f.http_client_roundtrip_latency.get_or_create(&l).observe(ms(started));
+        let l = self.labels(&[("status", &status.to_string())]);
+        self.0.f.http.probe_count.get_or_create(&l).0.inc();
+        self.0.f.http.probe_latency.get_or_create(&l).observe(whole_ms(started));
     }
 }
 
-fn content_length(h: &http::HeaderMap) -> Option<f64> {
-    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<f64>().ok()
-}
-
-/// daprd's path normalisation for increased cardinality: keys of state and secrets, actor ids
-/// and workflow instance ids are dropped or replaced with a placeholder.
-pub fn normalize_path(path: &str) -> String {
-    let p = path.strip_prefix('/').unwrap_or(path);
-    let mut parts: Vec<&str> = p.splitn(6, '/').collect();
-    if parts.len() < 3 {
-        return path.to_string();
-    }
-    if parts[0] == "actors" {
-        parts[2] = "{id}";
-        return parts.join("/");
-    }
-    match parts[1] {
-        "state" | "secrets" => format!("/{}", parts[..3].join("/")),
-        "actors" if parts.len() >= 5 => {
-            parts[3] = "{id}";
-            format!("/{}", parts[..5].join("/"))
-        }
-        "workflows" if parts.len() >= 4 => {
-            parts[3] = "{instanceId}";
-            format!("/{}", parts[..parts.len().min(5)].join("/"))
-        }
-        _ => path.to_string(),
-    }
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// HTTP API middleware: daprd's `http/server/*` views.
@@ -67,24 +115,51 @@ pub async fn http_server(State(m): State<Metrics>, req: Request, next: Next) -> 
     if !m.0.enabled {
         return next.run(req).await;
     }
-    let method = req.method().as_str().to_string();
-    let path = m.http_path(req.uri().path());
-    let mut l = m.labels(&[("method", &method)]);
-    if let Some(p) = &path {
-        l.push(("path", p.clone()));
-    }
-    m.0.f.http_server_request_count.get_or_create(&l).0.inc();
-    let app = m.labels(&[]);
-    m.0.f.http_server_request_bytes.get_or_create(&app).observe(content_length(req.headers()).unwrap_or(0.0));
+    let request_size = content_length(req.headers()).unwrap_or(0);
+    let method = m.0.http.method(req.method().as_str());
+    let path = m.0.http.server_path(req.uri().path());
     let started = Instant::now();
     let resp = next.run(req).await;
+    let elapsed = whole_ms(started);
     let status = resp.status().as_u16().to_string();
-    l.push(("status", status));
-    m.0.f.http_server_latency.get_or_create(&l).observe(ms(started));
-    m.0.f.http_server_response_count.get_or_create(&l).0.inc();
-    let size = content_length(resp.headers()).or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact().map(|n| n as f64));
-    m.0.f.http_server_response_bytes.get_or_create(&app).observe(size.unwrap_or(0.0));
-    resp
+    let f = &m.0.f.http;
+    let l = m.labels(&[("method", &method), ("path", &path), ("status", &status)]);
+    f.server_request_count.get_or_create(&l).0.inc();
+    f.server_latency.get_or_create(&l).observe(elapsed);
+    if m.0.http.legacy {
+        f.server_response_count.get_or_create(&l).0.inc();
+    }
+    f.server_request_bytes.get_or_create(&m.labels(&[])).observe(request_size as f64);
+    let known = content_length(resp.headers()).or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact());
+    if let Some(n) = known {
+        f.server_response_bytes.get_or_create(&m.labels(&[])).observe(n as f64);
+        return resp;
+    }
+    let mut sent = Sent { m: Some(m), n: 0 };
+    let (parts, body) = resp.into_parts();
+    let body = body.map_frame(move |frame| {
+        // The guard moves into the closure whole, so it records when the body is dropped.
+        let sent = &mut sent;
+        if let Some(d) = frame.data_ref() {
+            sent.n += d.len() as u64;
+        }
+        frame
+    });
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// Records a streamed response's size when its body is done.
+struct Sent {
+    m: Option<Metrics>,
+    n: u64,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if let Some(m) = self.m.take() {
+            m.0.f.http.server_response_bytes.get_or_create(&m.labels(&[])).observe(self.n as f64);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -92,10 +167,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_never_carry_keys() {
-        assert_eq!(normalize_path("/v1.0/state/store/secret-key"), "/v1.0/state/store");
-        assert_eq!(normalize_path("/v1.0/secrets/vault/name"), "/v1.0/secrets/vault");
-        assert_eq!(normalize_path("/v1.0/actors/T/42/method/m"), "/v1.0/actors/T/{id}/method");
-        assert_eq!(normalize_path("/v1.0/healthz"), "/v1.0/healthz");
+    fn client_calls_and_probes_carry_daprds_labels() {
+        let m = Metrics::new("app", true, true);
+        m.app_http_call("GET", "/orders/1", Some(200), (3, None), Instant::now());
+        m.app_http_call("BREW", "/orders/1", None, (0, Some(5)), Instant::now());
+        m.app_http_probe(204, Instant::now());
+        let text = m.encode();
+        assert!(text.contains("dapr_http_client_completed_count{app_id=\"app\",method=\"GET\",path=\"/orders/1\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("dapr_http_client_completed_count{app_id=\"app\",method=\"UNKNOWN\",path=\"/orders/1\",status=\"500\"} 1"), "{text}");
+        assert!(text.contains("dapr_http_client_sent_bytes_count{app_id=\"app\",method=\"GET\",path=\"/orders/1\",status=\"\"} 1"), "{text}");
+        assert!(text.contains("dapr_http_client_received_bytes_sum{app_id=\"app\"} 4"), "-1 for the unknown size: {text}");
+        assert!(text.contains("dapr_http_healthprobes_completed_count{app_id=\"app\",status=\"204\"} 1"), "{text}");
+        assert!(text.contains("dapr_http_healthprobes_roundtrip_latency_bucket{app_id=\"app\",status=\"204\",le=\"1\"} 1"), "{text}");
     }
 }

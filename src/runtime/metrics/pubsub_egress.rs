@@ -9,7 +9,7 @@ use std::time::Instant;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{hist, latency, ms, Count, Hist, Metrics};
+use super::{ms, Buckets, Count, Hist, Metrics};
 
 /// The egress families of one sidecar's registry.
 pub(super) struct EgressFamilies {
@@ -20,8 +20,8 @@ pub(super) struct EgressFamilies {
 }
 
 impl EgressFamilies {
-    pub(super) fn new() -> Self {
-        Self { count: Family::default(), latency: hist(latency), bulk_count: Family::default(), bulk_latency: hist(latency) }
+    pub(super) fn new(latency: &Buckets) -> Self {
+        Self { count: Family::default(), latency: latency.family(), bulk_count: Family::default(), bulk_latency: latency.family() }
     }
 
     pub(super) fn register(&self, r: &mut Registry) {

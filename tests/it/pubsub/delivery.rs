@@ -164,7 +164,7 @@ async fn bulk_subscribe_batches_events_and_settles_each_entry() {
     let app = SubscriberApp::start(json!([])).await;
     let broker = Broker::open().await;
     let bulk = format!("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: bulk\nspec:\n  pubsubname: ps\n  topic: {topic}\n  routes:\n    default: /bulk\n  deadLetterTopic: {dead}\n  bulkSubscribe:\n    enabled: true\n    maxMessagesCount: 3\n    maxAwaitDurationMs: 300\n");
-    let _sc = sidecar("deliv-bulk", &app, &broker, &[], &[(&dead, "/dead", None)], |b| b.file("bulk.yaml", &bulk)).await;
+    let sc = sidecar("deliv-bulk", &app, &broker, &[], &[(&dead, "/dead", None)], |b| b.file("bulk.yaml", &bulk)).await;
     warm_up(&broker, &app, &dead, "/dead").await;
     app.answer("/bulk", Answer::Drop);
     for n in 0..3 {
@@ -184,6 +184,12 @@ async fn bulk_subscribe_batches_events_and_settles_each_entry() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let again: usize = app.received("/bulk").iter().map(|r| r.json()["entries"].as_array().map_or(0, Vec::len)).sum();
     assert_eq!(again, 3);
+    // daprd's bulk ingress views: one count per app call, its entries by status.
+    let text = scrape(&sc, metrics_port(&sc).await).await;
+    let calls = sample(&text, "dapr_component_pubsub_ingress_bulk_count", &[("component", "ps"), ("process_status", ""), ("topic", &topic)]);
+    assert_eq!(calls, Some(batches.len() as f64), "{text}");
+    assert_eq!(sample(&text, "dapr_component_pubsub_ingress_bulk_event_count", &[("process_status", "DROP"), ("topic", &topic)]), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "dapr_component_pubsub_ingress_bulk_latencies_count", &[("topic", &topic)]), Some(batches.len() as f64), "{text}");
 }
 
 #[tokio::test]
