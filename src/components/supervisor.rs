@@ -277,7 +277,7 @@ impl Actor for ComponentSupervisor {
                     order.push(spec.name.clone());
                     children.insert(spec.name.clone(), child);
                 }
-                Err(status) => load_failures.push(status),
+                Err(status) => load_failures.push(*status),
             }
         }
         // Secret stores first: other components resolve their secretKeyRefs through them.
@@ -401,7 +401,7 @@ impl Actor for ComponentSupervisor {
 }
 
 /// A child for `spec`, not started yet; or, when its key prefix is invalid, its failed status.
-fn new_child(spec: &ComponentSpec, app_id: &str) -> Result<Child, ComponentStatus> {
+fn new_child(spec: &ComponentSpec, app_id: &str) -> Result<Child, Box<ComponentStatus>> {
     let supported = Category::of(&spec.type_name).is_some();
     let mut status = ComponentStatus {
         name: spec.name.clone(),
@@ -420,7 +420,7 @@ fn new_child(spec: &ComponentSpec, app_id: &str) -> Result<Child, ComponentStatu
         Err(e) => {
             status.state = ComponentState::Failed;
             status.error = Some(format!("{}: component {}: metadata keyPrefix: {e}", spec.source.display(), spec.name));
-            return Err(status);
+            return Err(Box::new(status));
         }
     };
     Ok(Child { spec: spec.clone(), status, attempts: 0, running: None, prefix, first_done: !supported, starting: false, generation: 0 })

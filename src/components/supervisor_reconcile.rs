@@ -77,7 +77,7 @@ impl ComponentSupervisorState {
                     let mut child = match new_child(spec, &self.args.app_id) {
                         Ok(child) => child,
                         Err(status) => {
-                            self.load_failures.push(status);
+                            self.load_failures.push(*status);
                             if let Some(running) = self.children.remove(&name).and_then(|c| c.running) {
                                 retire(me, running, None);
                             }
