@@ -2,7 +2,10 @@
 //! `dapr-app-id` fallback and gRPC `InvokeService`.
 //!
 //! A call to this sidecar's own app id goes straight to the local app channel; any other id is
-//! resolved to its sidecar's internal address and sent over the internal protocol.
+//! resolved to its sidecar's internal address and sent over the internal protocol. Resiliency
+//! (endpoint policies, daprd's built-in service retries) is in `resilient.rs`.
+
+mod resilient;
 
 use std::sync::Arc;
 
@@ -12,14 +15,13 @@ use rapr_proto::common::v1 as common;
 use rapr_proto::internals::v1 as internals;
 
 use crate::invoke::app_channel::AppChannel;
-use crate::invoke::internal::InternalService;
 use crate::invoke::message::CallMeta;
 use crate::invoke::nameres::SqliteNameResolver;
 use crate::invoke::remote::RemoteInvoker;
 use crate::config::http_endpoint::HttpEndpointSpec;
 use crate::invoke::external::ExternalCaller;
 use crate::invoke::InvokeError;
-use crate::resiliency::{AttemptError, PolicyError, Resiliency};
+use crate::resiliency::Resiliency;
 
 /// A failed invocation, with the target it was for.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,14 +45,6 @@ pub struct InvokeApi {
     proxy: Option<Arc<crate::invoke::proxy::GrpcProxy>>,
     endpoints: Arc<Vec<HttpEndpointSpec>>,
     external: Arc<ExternalCaller>,
-}
-
-/// Why one attempt of a policy-governed call failed.
-enum Failure<R> {
-    /// The call never got an answer from the app.
-    Invoke(InvokeError),
-    /// The app answered with a failure status; the answer is kept to pass it through verbatim.
-    Answer(R),
 }
 
 /// The result of a gRPC `InvokeService` as daprd answers it: the app's message or its status as
@@ -102,12 +96,6 @@ impl InvokeApi {
         Ok(parts[0].to_string())
     }
 
-    async fn address(&self, target: &str) -> Result<String, InvokeApiError> {
-        let fail = |source| InvokeApiError::Failed { target: target.to_string(), source };
-        let resolver = self.resolver.as_ref().ok_or_else(|| fail(InvokeError::Resolver("name resolution is not available".into())))?;
-        resolver.resolve(target).await.map_err(fail)
-    }
-
     /// Invokes `method` on app `id` over HTTP semantics; the body streams both ways.
     pub async fn invoke_http(&self, id: &str, method: String, verb: Method, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response<Body>, InvokeApiError> {
         let method = normalized(id, &method)?;
@@ -124,46 +112,10 @@ impl InvokeApi {
             return self.external.call(endpoint, &base, &extra, &meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
         }
         let target = self.target(id)?;
+        let policy = self.endpoint_policy(id, &method);
         let mut meta = CallMeta::from_http(method, verb, query, headers);
         meta.stamp(&self.app_id, &target);
-        let fail = |source| InvokeApiError::Failed { target: target.clone(), source };
-        if target == *self.app_id {
-            let app = self.app.as_ref().ok_or_else(|| fail(InvokeError::NoAppChannel))?;
-            return app.call_http(&meta, body).await.map_err(fail);
-        }
-        let policy = self.resiliency.for_app(&target);
-        if policy.is_noop() {
-            let addr = self.address(&target).await?;
-            return self.remote.call_stream(&addr, meta.to_internal(), body).await.map_err(fail);
-        }
-        // A policy may replay the call: the body is buffered once (it is within --max-body-size).
-        let bytes = crate::invoke::remote::collect(body).await.map_err(fail)?;
-        let retries_status = |code: u16| policy.retry().is_none_or(|r| r.matching.retries_http_status(code));
-        let result = policy
-            .run(|| {
-                let (bytes, req) = (bytes.clone(), meta.to_internal());
-                let (target, retries_status) = (&target, &retries_status);
-                async move {
-                    let addr = self.address(target).await.map_err(|e| match e {
-                        InvokeApiError::Failed { source, .. } => AttemptError::Retriable(Failure::Invoke(source)),
-                        InvokeApiError::NoAppId => AttemptError::Permanent(Failure::Invoke(InvokeError::NotFound)),
-                    })?;
-                    match self.remote.call_stream(&addr, req, Body::from(bytes)).await {
-                        Ok(resp) if (200..400).contains(&resp.status().as_u16()) => Ok(resp),
-                        Ok(resp) if retries_status(resp.status().as_u16()) => Err(AttemptError::Retriable(Failure::Answer(resp))),
-                        Ok(resp) => Err(AttemptError::Permanent(Failure::Answer(resp))),
-                        Err(e) => Err(AttemptError::Retriable(Failure::Invoke(e))),
-                    }
-                }
-            })
-            .await;
-        match result {
-            Ok(resp) => Ok(resp),
-            // The app's own failure answer passes through verbatim, as daprd does.
-            Err(PolicyError::Operation(Failure::Answer(resp))) => Ok(resp),
-            Err(PolicyError::Operation(Failure::Invoke(e))) => Err(fail(e)),
-            Err(other) => Err(fail(InvokeError::Unreachable(other.map_operation(|_| String::new()).to_string()))),
-        }
+        self.http_call(policy, &target, meta, body).await.map_err(|source| InvokeApiError::Failed { target: target.clone(), source })
     }
 
     /// gRPC `InvokeService`: a whole-message call.
@@ -180,40 +132,11 @@ impl InvokeApi {
             headers: metadata,
         };
         meta.stamp(&self.app_id, &target);
+        let message_method = message.method.clone();
         let mut req = meta.to_internal();
         req.message = Some(message);
-        let resp = if target == *self.app_id {
-            let service = InternalService::new(self.app.clone());
-            use rapr_proto::internals::v1::service_invocation_server::ServiceInvocation;
-            match service.call_local(tonic::Request::new(req)).await {
-                Ok(r) => r.into_inner(),
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => return Err(fail(InvokeError::NoAppChannel)),
-                Err(s) => return Err(fail(InvokeError::App(s.message().to_string()))),
-            }
-        } else {
-            let policy = self.resiliency.for_app(&target);
-            let result = policy
-                .run(|| {
-                    let (req, target, policy) = (req.clone(), &target, &policy);
-                    async move {
-                        let addr = self.address(target).await.map_err(|_| AttemptError::Retriable(Failure::Invoke(InvokeError::NotFound)))?;
-                        let resp = self.remote.call_unary(&addr, req).await.map_err(|e| AttemptError::Retriable(Failure::Invoke(e)))?;
-                        let code = resp.status.as_ref().map(|s| s.code).unwrap_or(0);
-                        let failed = if code >= 100 { !(200..400).contains(&code) } else { code != 0 };
-                        if !failed || policy.is_noop() {
-                            return Ok(resp);
-                        }
-                        let retriable = policy.retry().is_none_or(|r| if code >= 100 { r.matching.retries_http_status(code as u16) } else { r.matching.retries_grpc_code(code as u16) });
-                        Err(if retriable { AttemptError::Retriable(Failure::Answer(resp)) } else { AttemptError::Permanent(Failure::Answer(resp)) })
-                    }
-                })
-                .await;
-            match result {
-                Ok(resp) | Err(PolicyError::Operation(Failure::Answer(resp))) => resp,
-                Err(PolicyError::Operation(Failure::Invoke(e))) => return Err(fail(e)),
-                Err(other) => return Err(fail(InvokeError::Unreachable(other.map_operation(|_| String::new()).to_string()))),
-            }
-        };
+        let policy = self.endpoint_policy(id, &message_method);
+        let resp = self.unary_call(policy, &target, req).await.map_err(fail)?;
         Ok(outcome(resp))
     }
 }

@@ -194,6 +194,7 @@ impl PubSubApi {
         self.check_scopes(client, &a.pubsub, &a.topic)?;
         let req = PublishRequest { topic: a.topic.clone(), data, content_type: None, metadata };
         let policy = self.resiliency.for_component_outbound(&a.pubsub, ComponentKind::PubSub);
+        let client = &client.under_policy(policy.timeout());
         let started = std::time::Instant::now();
         let result = policy.run(|| retriable(client.publish(req.clone()))).await;
         self.record(&a.pubsub, &a.topic, false, result.is_ok(), started);
@@ -225,6 +226,7 @@ impl PubSubApi {
         }
         self.check_scopes(client, &a.pubsub, &a.topic)?;
         let policy = self.resiliency.for_component_outbound(&a.pubsub, ComponentKind::PubSub);
+        let client = &client.under_policy(policy.timeout());
         // The entries still to publish: each attempt retries only the ones that failed before.
         let pending = ArcSwap::from_pointee(entries);
         let last_failed: ArcSwap<Vec<BulkFailure>> = ArcSwap::from_pointee(Vec::new());

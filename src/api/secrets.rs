@@ -1,7 +1,10 @@
 //! `SecretsApi`: the transport-free secrets facade: store lookup, the Configuration's secret
-//! scopes (`secrets.scopes`), then the store through its `SecretClient`. Each store call is one
-//! sample of daprd's `dapr_component_secret_*` metrics; calls the scopes deny never reach the
-//! store and are not counted.
+//! scopes (`secrets.scopes`), then the store through its `SecretClient`, under the store's
+//! outbound resiliency policy (`targets.components.<store>.outbound`, else the
+//! `DefaultSecretstoreComponentOutbound*` defaults), as daprd's pkg/api/universal/secrets.go. A
+//! policy's timeout replaces `--component-call-timeout` for the call. Each store call (the whole
+//! policy run) is one sample of daprd's `dapr_component_secret_*` metrics; calls the scopes deny
+//! never reach the store and are not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use std::sync::Arc;
 use crate::components::directory::DirectoryHandle;
 use crate::components::secretstores::{Metadata, Secret, SecretClient, SecretError};
 use crate::config::configuration::SecretScope;
+use crate::resiliency::{AttemptError, ComponentKind, Policy, PolicyError, Resiliency};
 use crate::runtime::metrics::ComponentOp;
 
 /// Failures of the secrets API before they are mapped to the wire.
@@ -23,12 +27,12 @@ pub enum SecretsApiError {
     /// The scopes deny this key.
     #[error("access denied by policy to get {key:?} from {store:?}")]
     PermissionDenied { store: String, key: String },
-    /// The store failed.
+    /// The store failed (or the policy gave up: its text is daprd's).
     #[error("failed getting secret with key {key} from secret store {store}: {source}")]
-    Get { store: String, key: String, source: SecretError },
+    Get { store: String, key: String, source: PolicyError<SecretError> },
     /// The store failed a bulk read.
     #[error("failed getting secrets from secret store {store}: {source}")]
-    BulkGet { store: String, source: SecretError },
+    BulkGet { store: String, source: PolicyError<SecretError> },
 }
 
 /// The secrets facade.
@@ -36,12 +40,26 @@ pub enum SecretsApiError {
 pub struct SecretsApi {
     directory: DirectoryHandle,
     scopes: Arc<BTreeMap<String, SecretScope>>,
+    resiliency: Resiliency,
 }
 
 impl SecretsApi {
     /// Builds the facade.
     pub fn new(directory: DirectoryHandle, scopes: BTreeMap<String, SecretScope>) -> Self {
-        Self { directory, scopes: Arc::new(scopes) }
+        Self { directory, scopes: Arc::new(scopes), resiliency: Resiliency::none() }
+    }
+
+    /// Calls stores under `resiliency`'s outbound policies.
+    pub fn with_resiliency(mut self, resiliency: Resiliency) -> Self {
+        self.resiliency = resiliency;
+        self
+    }
+
+    /// The store's outbound policy, and its client as the policy's timeout leaves it.
+    fn policy(&self, store: &str, client: &SecretClient) -> (Policy, SecretClient) {
+        let policy = self.resiliency.for_component_outbound(store, ComponentKind::SecretStore);
+        let client = client.under_policy(policy.timeout());
+        (policy, client)
     }
 
     fn store(&self, name: &str) -> Result<SecretClient, SecretsApiError> {
@@ -72,8 +90,10 @@ impl SecretsApi {
         if !self.allowed(store, key) {
             return Err(SecretsApiError::PermissionDenied { store: store.into(), key: key.into() });
         }
+        let (policy, client) = self.policy(store, &client);
         let started = std::time::Instant::now();
-        let result = client.get(key.to_string(), metadata).await;
+        // As daprd, every store error is worth another attempt.
+        let result = policy.run(|| retriable(client.get(key.to_string(), metadata.clone()))).await;
         self.measured(store, ComponentOp::Get, started, &result);
         result.map_err(|source| SecretsApiError::Get { store: store.into(), key: key.into(), source })
     }
@@ -81,10 +101,15 @@ impl SecretsApi {
     /// Every secret the scopes allow.
     pub async fn bulk_get(&self, store: &str, metadata: Metadata) -> Result<BTreeMap<String, Secret>, SecretsApiError> {
         let client = self.store(store)?;
+        let (policy, client) = self.policy(store, &client);
         let started = std::time::Instant::now();
-        let result = client.bulk_get(metadata).await;
+        let result = policy.run(|| retriable(client.bulk_get(metadata.clone()))).await;
         self.measured(store, ComponentOp::BulkGet, started, &result);
         let all = result.map_err(|source| SecretsApiError::BulkGet { store: store.into(), source })?;
         Ok(all.into_iter().filter(|(k, _)| self.allowed(store, k)).collect())
     }
+}
+
+async fn retriable<T>(call: impl std::future::Future<Output = Result<T, SecretError>>) -> Result<T, AttemptError<SecretError>> {
+    call.await.map_err(AttemptError::Retriable)
 }

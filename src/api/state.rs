@@ -146,7 +146,9 @@ impl StateApi {
     fn store(&self, name: &str) -> Result<StateEntry, StateApiError> {
         let d = self.directory.load();
         if let Some(e) = d.state.get(name) {
-            return Ok(e.clone());
+            let mut e = e.clone();
+            e.client = e.client.under_policy(self.resiliency.component_outbound_timeout(name, ComponentKind::StateStore));
+            return Ok(e);
         }
         if !d.has_state_stores() {
             return Err(StateApiError::NotConfigured { store: name.to_string() });

@@ -32,6 +32,10 @@ pub enum InvokeError {
     /// The target sidecar could not be reached.
     #[error("{0}")]
     Unreachable(String),
+    /// The connection to the target sidecar failed or was refused (gRPC UNAVAILABLE or
+    /// UNAUTHENTICATED): what daprd's built-in service retries retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// This sidecar has no app channel (`--app-port` unset).
     #[error("cannot invoke local endpoint: app channel not initialized")]
     NoAppChannel,

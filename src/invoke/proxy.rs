@@ -13,7 +13,8 @@
 //! in both directions, and the answer's trailers (`grpc-status`) come back untouched.
 //!
 //! Resiliency (`proxy/policy.rs`): a call for another app runs under that app's `targets.apps`
-//! policy, as daprd's proxy handler does. A call for this sidecar's own app never does (daprd's
+//! policy for the endpoint `<id>:<grpc path>` (its own circuit breaker), as daprd's proxy
+//! handler does; a failed connection is retried once at once, never more, outside a policy. A call for this sidecar's own app never does (daprd's
 //! policy lookup gives local targets none), so the callee's sidecar does not apply it again.
 //!
 //! Metrics, as daprd's proxy handler records them on both sidecars: each attempt counts in
@@ -159,7 +160,8 @@ impl GrpcProxy {
                 h.insert(k, v);
             }
         }
-        let policy = self.resiliency.for_app(&target);
+        let method = req.uri().path().to_string();
+        let policy = self.resiliency.for_endpoint(&id, &format!("{id}:{method}"));
         if policy.is_noop() {
             let route = self.route(&target).await?;
             return self.observed(&id, streaming, &route, req).await;
@@ -182,15 +184,19 @@ impl GrpcProxy {
         self.observed(&id, policy::is_stream(req.headers()), &route, req).await
     }
 
-    /// Finds the target: this sidecar's app, or another sidecar (connected, with daprd's
-    /// connection retries).
+    /// Finds the target: this sidecar's app, or another sidecar (connected).
     async fn route(&self, target: &str) -> Result<Route, ProxyError> {
         if *target == *self.app_id {
             return self.app.clone().map(Route::App).ok_or(ProxyError::NoAppChannel);
         }
         let resolver = self.resolver.as_ref().ok_or_else(|| ProxyError::Resolve(InvokeError::Resolver("name resolution is not available".into())))?;
         let addr = resolver.resolve(target).await.map_err(ProxyError::Resolve)?;
-        let channel = self.remote.channel(&addr).await.map_err(|e| ProxyError::Unreachable(e.to_string()))?;
+        // One connection attempt and, when it fails, one reconnection, as daprd's proxy handler
+        // does; anything more is the resiliency policy's to decide.
+        let channel = match self.remote.channel(&addr).await {
+            Ok(c) => c,
+            Err(_) => self.remote.channel(&addr).await.map_err(|e| ProxyError::Unreachable(e.to_string()))?,
+        };
         Ok(Route::Remote { addr, channel })
     }
 

@@ -2,8 +2,9 @@
 //!
 //! One HTTP/2 connection per target address, reused by every call (a copy-on-write map behind
 //! `arc-swap`: readers never lock, new targets are rare). Bodies are streamed in chunks over
-//! `CallLocalStream` in both directions. Connection failures are retried as daprd's built-in
-//! policy does (3 retries, 1 s apart) before any byte of the body is sent.
+//! `CallLocalStream` in both directions. A call is one attempt: a failed connection is
+//! `InvokeError::Unavailable`, and the caller (api/invoke.rs) decides whether to retry it, with
+//! daprd's built-in service retries or the user's policy, never both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +27,6 @@ use super::InvokeError;
 
 /// Largest chunk of a streamed body.
 pub const CHUNK: usize = 64 * 1024;
-const CONNECT_RETRIES: u32 = 3;
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Calls other sidecars.
 pub struct RemoteInvoker {
@@ -55,7 +54,7 @@ impl RemoteInvoker {
         Some((m, target, Instant::now()))
     }
 
-    /// The (cached) connection to the sidecar at `addr`, connecting with daprd's retries.
+    /// The (cached) connection to the sidecar at `addr`; one connection attempt, no retry.
     pub(crate) async fn channel(&self, addr: &str) -> Result<Channel, InvokeError> {
         if let Some(c) = self.channels.load().get(addr) {
             return Ok(c.clone());
@@ -64,24 +63,20 @@ impl RemoteInvoker {
             .map_err(|e| InvokeError::Unreachable(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let mut last = String::new();
-        for attempt in 0..=CONNECT_RETRIES {
-            if attempt > 0 {
-                tokio::time::sleep(RETRY_DELAY).await;
+        match endpoint.connect().await {
+            Ok(ch) => {
+                self.channels.rcu(|m| {
+                    let mut m = (**m).clone();
+                    m.insert(addr.to_string(), ch.clone());
+                    m
+                });
+                Ok(ch)
             }
-            match endpoint.connect().await {
-                Ok(ch) => {
-                    self.channels.rcu(|m| {
-                        let mut m = (**m).clone();
-                        m.insert(addr.to_string(), ch.clone());
-                        m
-                    });
-                    return Ok(ch);
-                }
-                Err(e) => last = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
-            }
+            Err(e) => Err(InvokeError::Unavailable(format!(
+                "rpc error: code = Unavailable desc = connection error: {e}: {}",
+                std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+            ))),
         }
-        Err(InvokeError::Unreachable(format!("failed to invoke target at {addr} after {CONNECT_RETRIES} retries. Error: {last}")))
     }
 
     /// Forgets the connection to `addr` (it failed).
@@ -98,7 +93,15 @@ impl RemoteInvoker {
     }
 
     fn status_error(&self, addr: &str, s: tonic::Status) -> InvokeError {
-        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+        // A status carrying a source was made here from a transport failure (the connection
+        // closed or reset before an answer), never sent by the target: grpc-go reports those
+        // as UNAVAILABLE, and so does rapr.
+        let transport = std::error::Error::source(&s).is_some() && s.code() != tonic::Code::DeadlineExceeded;
+        if transport || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unauthenticated) {
+            self.evict(addr);
+            return InvokeError::Unavailable(format!("rpc error: code = Unavailable desc = {}", s.message()));
+        }
+        if s.code() == tonic::Code::Unknown {
             self.evict(addr);
             return InvokeError::Unreachable(s.message().to_string());
         }
@@ -127,7 +130,7 @@ impl RemoteInvoker {
         if let Some((m, target, started)) = sent {
             let (code, status) = match &res {
                 Ok(r) => (tonic::Code::Ok, i32::from(r.status().as_u16())),
-                Err(InvokeError::Unreachable(_)) => (tonic::Code::Unavailable, tonic::Code::Unavailable as i32),
+                Err(InvokeError::Unreachable(_) | InvokeError::Unavailable(_)) => (tonic::Code::Unavailable, tonic::Code::Unavailable as i32),
                 Err(_) => (tonic::Code::Internal, tonic::Code::Internal as i32),
             };
             m.invoke_answered(&target, true, "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream", code, status, started);

@@ -4,7 +4,8 @@
 //!
 //! As daprd (pkg/runtime/pubsub/subscriptions.go): the call is retried on transport failure
 //! with the built-in initialization policy (exponential from 500 ms, ×1.5, at most 1 s, three
-//! retries); HTTP 404 means no subscriptions, any other non-200 is logged as an error and means
+//! retries; rapr's default schedule has no jitter), which a resiliency resource may redefine
+//! under its daprd name `DaprBuiltInInitializationRetries` (then its schedule is used as is); HTTP 404 means no subscriptions, any other non-200 is logged as an error and means
 //! none; a body that is not the expected JSON is an error (none); an empty body is none; gRPC
 //! `Unimplemented` is none. `routes.default` wins over `route`; an HTTP entry with no route at
 //! all is dropped with a warning; a gRPC entry without routes gets the empty path. Where daprd
@@ -24,15 +25,23 @@ use super::routing::Routes;
 use super::{BulkSubscribe, Rule, Subscription, SubscriptionKind};
 use crate::invoke::app_channel::{AppChannel, AppProtocol};
 use crate::invoke::message::CallMeta;
+use crate::resiliency::{AttemptError, Policy};
 
 /// Pauses between attempts: daprd's `DaprBuiltInInitializationRetries` without its jitter.
 const RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(500), Duration::from_millis(750), Duration::from_secs(1)];
 
 /// The app's subscriptions; empty when it has none or could not say (errors are logged).
 pub async fn load(channel: &AppChannel, app_id: &str) -> Vec<Subscription> {
+    load_with(channel, app_id, None).await
+}
+
+/// `load`, retried under `policy` when a resource redefines `DaprBuiltInInitializationRetries`
+/// (`Resiliency::built_in_override`), else with the built-in schedule.
+pub async fn load_with(channel: &AppChannel, app_id: &str, policy: Option<Policy>) -> Vec<Subscription> {
+    let policy = policy.as_ref();
     let result = match channel.protocol() {
-        AppProtocol::Grpc => with_retries(|| ask_grpc(channel)).await.map(from_grpc),
-        AppProtocol::Http | AppProtocol::H2c => with_retries(|| ask_http(channel, app_id)).await.and_then(|answer| match answer {
+        AppProtocol::Grpc => with_retries(policy, || ask_grpc(channel)).await.map(from_grpc),
+        AppProtocol::Http | AppProtocol::H2c => with_retries(policy, || ask_http(channel, app_id)).await.and_then(|answer| match answer {
             HttpAnswer::Body(body) => from_http(&body).map_err(|e| format!("error getting topics from app: {e}")),
             HttpAnswer::None => Ok(Vec::new()),
         }),
@@ -94,11 +103,19 @@ fn compiled(sub: Subscription) -> Option<Subscription> {
     }
 }
 
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, String>
+async fn with_retries<T, F, Fut>(policy: Option<&Policy>, mut call: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
+    if let Some(p) = policy {
+        return p.run(|| {
+            let attempt = call();
+            async move { attempt.await.map_err(AttemptError::Retriable) }
+        })
+        .await
+        .map_err(|e| e.to_string());
+    }
     let mut delays = RETRY_DELAYS.iter();
     loop {
         match call().await {

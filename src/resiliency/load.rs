@@ -1,13 +1,17 @@
 //! Turns the `Resiliency` documents found on the resource paths into one merged set of policies.
 //!
 //! Never fails as a whole: a document out of scope is skipped; one that does not parse is an
-//! error naming its file and resource, and the rest still loads; a target naming an unknown
-//! policy is an error naming the target and the policy, and only that target is dropped.
-//! (daprd logs a bad document and skips the rest of it; it does not check target names at load,
-//! so an unknown name there silently means "no policy".)
+//! error naming its file and resource, and the rest still loads. A target naming an unknown
+//! policy keeps its target with nothing for that part, as daprd (whose lookups of an unknown
+//! name give no policy); rapr also logs a warning naming the target and the policy, where
+//! daprd is silent. It is not a load error: the sidecar stays healthy, as daprd does. A retry policy named after a built-in one redefines it under daprd's
+//! rules (`super::builtin`).
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::builtin;
 use super::spec::{self, PolicyNames, ResiliencySpec};
 use super::Policies;
 use crate::config::ResourceError;
@@ -34,22 +38,25 @@ pub(crate) fn load(documents: &[(PathBuf, yaml_serde::Value)], app_id: &str) -> 
     let is_default = |n: &String| n.starts_with("Default");
     p.has_defaults = p.timeouts.keys().any(is_default) || p.retries.keys().any(is_default) || p.breakers.keys().any(is_default);
     for (file, s) in specs {
+        let warn = |target: String, reason: String| {
+            tracing::warn!(resiliency = %s.name, file = %file.display(), "target {target}: {reason}; that part of the target has no policy");
+        };
         let err = |target: String, reason: String| error(file, &s.name, format!("target {target}: {reason}"));
-        for (app, names) in s.apps {
-            match check(&p, &names) {
-                Ok(()) => {
-                    p.apps.insert(app, names);
-                }
-                Err(reason) => errors.push(err(format!("apps.{app}"), reason)),
+        for (app, a) in s.apps {
+            if let Err(reason) = check(&p, &a.names) {
+                warn(format!("apps.{app}"), reason);
             }
+            if let Some(size) = a.circuit_breaker_cache_size.filter(|n| *n > 0) {
+                p.app_cache_sizes.insert(app.clone(), usize::try_from(size).unwrap_or(usize::MAX));
+            }
+            p.apps.insert(app, a.names);
         }
         for (component, c) in s.components {
-            match check(&p, &c.outbound).map_err(|e| ("outbound", e)).and_then(|()| check(&p, &c.inbound).map_err(|e| ("inbound", e))) {
-                Ok(()) => {
-                    p.components.insert(component, c);
-                }
-                Err((dir, reason)) => errors.push(err(format!("components.{component}.{dir}"), reason)),
+            let checked = check(&p, &c.outbound).map_err(|e| ("outbound", e)).and_then(|()| check(&p, &c.inbound).map_err(|e| ("inbound", e)));
+            if let Err((dir, reason)) = checked {
+                warn(format!("components.{component}.{dir}"), reason);
             }
+            p.components.insert(component, c);
         }
         for (actor, a) in s.actors {
             let scope = match (a.names.circuit_breaker.as_deref(), a.circuit_breaker_scope.as_deref()) {
@@ -83,7 +90,8 @@ fn merge_policies(p: &mut Policies, s: &ResiliencySpec) {
         }
     }
     for (name, r) in &s.retries {
-        if p.retries.insert(name.clone(), r.clone()).is_some() {
+        let Some(r) = builtin::user_retry(&s.name, name, (**r).clone()) else { continue };
+        if p.retries.insert(name.clone(), Arc::new(r)).is_some() {
             overridden("retry", name);
         }
     }
@@ -124,15 +132,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_policy_names_drop_only_their_target() {
-        let a = res("a", "spec:\n  policies:\n    timeouts:\n      t: 1s\n  targets:\n    apps:\n      good:\n        timeout: t\n      bad:\n        retry: nosuch\n    components:\n      store:\n        inbound:\n          circuitBreaker: nocb\n");
+    fn unknown_policy_names_leave_their_target_without_that_policy() {
+        let a = res("a", "spec:\n  policies:\n    timeouts:\n      t: 1s\n  targets:\n    apps:\n      good:\n        timeout: t\n      bad:\n        timeout: t\n        retry: nosuch\n    components:\n      store:\n        inbound:\n          circuitBreaker: nocb\n");
         let (p, errors) = load(&docs(&[&a]), "me");
-        assert!(p.apps.contains_key("good") && !p.apps.contains_key("bad"));
-        assert!(!p.components.contains_key("store"));
-        let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(msgs.len(), 2, "{msgs:?}");
-        assert!(msgs[0].contains("r0.yaml: resiliency a: target apps.bad: unknown retry policy \"nosuch\""), "{}", msgs[0]);
-        assert!(msgs[1].contains("target components.store.inbound: unknown circuitBreaker policy \"nocb\""), "{}", msgs[1]);
+        assert!(p.apps.contains_key("good") && p.apps.contains_key("bad"), "the target stays (daprd's PolicyDefined is true)");
+        assert!(p.components.contains_key("store"));
+        assert!(errors.is_empty(), "a warning, not a load error (daprd loads it silently): {errors:?}");
     }
 
     #[test]
@@ -149,11 +154,11 @@ mod tests {
     fn scopes_filter_and_bad_documents_are_reported() {
         let scoped = res("scoped", "scopes: [other]\nspec:\n  policies:\n    timeouts:\n      t: never\n");
         let mine = res("mine", "scopes: [me]\nspec:\n  policies:\n    timeouts:\n      t: 3s\n");
-        let bad = res("bad", "spec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: failures > 1\n");
+        let bad = res("bad", "spec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: failures >\n");
         let (p, errors) = load(&docs(&[&scoped, &mine, &bad]), "me");
         assert_eq!(p.resources, vec!["mine".to_string()], "the out-of-scope document is not even parsed");
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().contains("resiliency bad: circuit breaker policy cb: trip: unknown counter"), "{}", errors[0]);
+        assert!(errors[0].to_string().contains("resiliency bad: circuit breaker policy cb: trip: invalid CEL expression"), "{}", errors[0]);
     }
 
     #[test]

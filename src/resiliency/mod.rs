@@ -5,20 +5,34 @@
 //! resources path ──> config::resources (collects Resiliency documents)
 //!                      └─> load::load (scope filter, spec::parse, merge, target checks)
 //!                            └─> Resiliency (shared, immutable policies + breaker instances)
-//!                                  ├─ for_component_outbound(name, kind) -> Policy   state facade
+//!                                  ├─ for_component_outbound(name, kind) -> Policy   state, secrets, publish
 //!                                  ├─ for_component_inbound(name, kind)  -> Policy   deliveries
-//!                                  └─ for_app(app_id)                    -> Policy   invocation
+//!                                  ├─ for_endpoint(app_id, endpoint)     -> Policy   invocation
+//!                                  └─ built_in(BuiltIn::..)              -> Policy   daprd's built-in retries
 //! Policy::run(|| async { .. }) : breaker -> timeout -> operation, repeated by the retry backoff
 //! ```
-//! Pure cores: `trip` (expression evaluator), `retry` (backoff schedule), `breaker` (state
+//! Pure cores: `trip` (CEL trip expression), `retry` (backoff schedule), `breaker` (state
 //! machine). As in daprd, all loaded resources merge into one set of named policies (a later
-//! resource's policy of the same name wins) and targets look policies up by name; a target that
-//! names an unknown policy is a load error and that target is dropped. Without a target, daprd's
-//! default policies apply when defined (`DefaultRetryPolicy`, `DefaultAppTimeoutPolicy`,
-//! `DefaultStatestoreComponentOutboundCircuitBreakerPolicy`...); otherwise the policy is empty: no
-//! timeout, no retry, no breaker. Each target has one breaker instance, shared by its calls.
+//! resource's policy of the same name wins) and targets look policies up by name. A target that
+//! names an unknown policy keeps its target (so daprd's built-in service retries stay off for it)
+//! but gets nothing for that part, as daprd (rapr also reports it at load; daprd is silent).
+//! Without a target, daprd's default policies apply when defined (`DefaultRetryPolicy`,
+//! `DefaultAppTimeoutPolicy`, `DefaultStatestoreComponentOutboundCircuitBreakerPolicy`...);
+//! otherwise the policy is empty: no timeout, no retry, no breaker.
+//!
+//! Breaker instances are daprd's: one per component (and direction's policy) for components; for
+//! service invocation one per app *and endpoint* (`<app>:<method>`, daprd's `EndpointPolicy`
+//! key), kept in a per-app cache of `circuitBreakerCacheSize` (default 100) that forgets the
+//! least recently used, so one failing method never trips a whole app.
+//!
+//! Built-in policies (`BuiltIn`) are retry policies daprd uses where no user policy is named:
+//! `DaprBuiltInServiceRetries` (3 retries 1 s apart), `DaprBuiltInInitializationRetries`... A
+//! resource may redefine one under its name, but never below 3 retries (raised, with a warning);
+//! `DaprBuiltInActorNotFoundRetries` cannot be redefined.
 
 pub mod breaker;
+pub mod builtin;
+mod endpoints;
 pub mod load;
 pub mod policy;
 pub mod retry;
@@ -33,10 +47,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use self::breaker::{BreakerSpec, SharedBreaker};
+use self::endpoints::EndpointBreakers;
 use self::retry::RetrySpec;
 use self::spec::{ActorPolicyNames, ComponentPolicyNames, PolicyNames};
 use crate::config::ResourceError;
 
+pub use self::builtin::BuiltIn;
 pub use self::policy::{AttemptError, Policy, PolicyError};
 
 /// The component categories daprd names in its default policy names
@@ -105,13 +121,16 @@ pub(crate) struct Policies {
     pub(crate) retries: HashMap<String, Arc<RetrySpec>>,
     pub(crate) breakers: HashMap<String, Arc<BreakerSpec>>,
     pub(crate) apps: HashMap<String, PolicyNames>,
+    /// `targets.apps.<id>.circuitBreakerCacheSize`, when set.
+    pub(crate) app_cache_sizes: HashMap<String, usize>,
     pub(crate) components: HashMap<String, ComponentPolicyNames>,
     pub(crate) actors: HashMap<String, ActorPolicyNames>,
     /// Whether any policy is named `Default...`, so untargeted calls skip the lookup otherwise.
     pub(crate) has_defaults: bool,
-    /// Breaker instances by target key (`app/<id>`, `component/<name>/<direction>`), created on
-    /// first use.
+    /// Component breaker instances by `component/<name>/<direction>`, created on first use.
     instances: DashMap<String, Arc<SharedBreaker>>,
+    /// Invocation breaker instances: per app, one per endpoint.
+    app_breakers: DashMap<String, Arc<EndpointBreakers>>,
 }
 
 impl Resiliency {
@@ -167,19 +186,48 @@ impl Resiliency {
         self.inner.components.contains_key(name)
     }
 
-    /// The policy for service invocation of `app_id` (`targets.apps.<app_id>`, else the
-    /// `DefaultApp*Policy` / `Default*Policy` defaults). One breaker instance per app id.
+    /// The policy for service invocation of `endpoint` on app `app_id`
+    /// (`targets.apps.<app_id>`, else the `DefaultApp*Policy` / `Default*Policy` defaults).
+    /// `endpoint` is daprd's breaker key, `<id>:<method>` as the caller wrote the id (see
+    /// `endpoint_key`): each endpoint has its own breaker.
     ///
     /// Service invocation classifies its own failures: the `matching` codes of the retry policy
     /// (`policy.retry().map(|r| &r.matching)`) say which HTTP statuses / gRPC codes are
     /// `AttemptError::Retriable`.
-    pub fn for_app(&self, app_id: &str) -> Policy {
+    pub fn for_endpoint(&self, app_id: &str, endpoint: &str) -> Policy {
         let names = match self.inner.apps.get(app_id) {
             Some(n) => n.clone(),
             None => self.defaults(&["App"]),
         };
-        let policy = self.build(|| format!("endpoint[{app_id}]"), &names, || app_id.to_string(), || format!("app/{app_id}"));
+        let p = &self.inner;
+        let timeout = names.timeout.as_ref().and_then(|n| p.timeouts.get(n)).copied();
+        let retry = names.retry.as_ref().and_then(|n| p.retries.get(n)).cloned();
+        let breaker = names.circuit_breaker.as_ref().and_then(|n| p.breakers.get(n)).map(|spec| {
+            let cache = match p.app_breakers.get(app_id) {
+                Some(c) => Arc::clone(c.value()),
+                None => {
+                    let size = p.app_cache_sizes.get(app_id).copied().unwrap_or(endpoints::DEFAULT_CACHE_SIZE);
+                    Arc::clone(p.app_breakers.entry(app_id.to_string()).or_insert_with(|| Arc::new(EndpointBreakers::new(size))).value())
+                }
+            };
+            cache.get(endpoint, spec)
+        });
+        if timeout.is_none() && retry.is_none() && breaker.is_none() {
+            return Policy::none();
+        }
+        let policy = Policy::new(format!("endpoint[{app_id}, {endpoint}]"), timeout, retry, breaker);
         self.observed(policy, true, || format!("app_{app_id}"))
+    }
+
+    /// A resource's redefinition of a built-in policy, if any (retries only).
+    pub fn built_in_override(&self, which: BuiltIn) -> Option<Policy> {
+        self.inner.retries.get(which.name()).map(|r| Policy::new(which.name(), None, Some(Arc::clone(r)), None))
+    }
+
+    /// A built-in retry policy (retries only): a resource's policy of that name, else daprd's.
+    pub fn built_in(&self, which: BuiltIn) -> Policy {
+        let retry = self.inner.retries.get(which.name()).cloned().unwrap_or_else(|| Arc::new(which.default_spec()));
+        Policy::new(which.name(), None, Some(retry), None)
     }
 
     /// The policy for calls from the app into component `name` (state get/save, publish,
@@ -192,6 +240,17 @@ impl Resiliency {
     /// bindings): `targets.components.<name>.inbound`, else the defaults for `kind`.
     pub fn for_component_inbound(&self, name: &str, kind: ComponentKind) -> Policy {
         self.for_component(name, kind, Direction::Inbound)
+    }
+
+    /// The timeout of `name`'s outbound policy, if any: without building the policy (no breaker
+    /// instance), for component clients whose own deadline yields to it.
+    pub fn component_outbound_timeout(&self, name: &str, kind: ComponentKind) -> Option<Duration> {
+        let names = match self.inner.components.get(name) {
+            Some(c) => c.outbound.timeout.clone(),
+            None if !self.inner.has_defaults => None,
+            None => self.defaults(&[&format!("{}ComponentOutbound", kind.as_str()), "ComponentOutbound", "Component"]).timeout,
+        };
+        names.and_then(|n| self.inner.timeouts.get(&n)).copied().filter(|t| !t.is_zero())
     }
 
     fn for_component(&self, name: &str, kind: ComponentKind, dir: Direction) -> Policy {
@@ -249,82 +308,4 @@ impl Resiliency {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resiliency::breaker::BreakerState;
-
-    fn load_one(text: &str, app_id: &str) -> (Resiliency, Vec<ResourceError>) {
-        let v: yaml_serde::Value = yaml_serde::from_str(text).unwrap();
-        Resiliency::load(&[(PathBuf::from("r.yaml"), v)], app_id)
-    }
-
-    const DOC: &str = r#"
-apiVersion: dapr.io/v1alpha1
-kind: Resiliency
-metadata:
-  name: res
-spec:
-  policies:
-    timeouts:
-      fast: 1s
-      DefaultTimeoutPolicy: 9s
-    retries:
-      three:
-        duration: 10ms
-        maxRetries: 3
-      DefaultStatestoreComponentOutboundRetryPolicy:
-        maxRetries: 1
-    circuitBreakers:
-      cb:
-        trip: consecutiveFailures >= 1
-  targets:
-    apps:
-      orders:
-        timeout: fast
-        retry: three
-        circuitBreaker: cb
-    components:
-      store:
-        outbound:
-          retry: three
-          circuitBreaker: cb
-"#;
-
-    #[test]
-    fn targets_resolve_their_policies_and_share_one_breaker_per_target() {
-        let (r, errors) = load_one(DOC, "me");
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(r.resource_names(), ["res".to_string()]);
-        let app = r.for_app("orders");
-        assert_eq!(app.timeout(), Some(Duration::from_secs(1)));
-        assert_eq!(app.retry().and_then(|r| r.max_retries), Some(3));
-        assert_eq!(app.breaker_state(), Some(BreakerState::Closed));
-        assert!(r.has_app_target("orders") && !r.has_app_target("other"));
-        let out = r.for_component_outbound("store", ComponentKind::StateStore);
-        assert_eq!(out.timeout(), None, "a target without timeout does not take the default");
-        assert_eq!(out.retry().and_then(|r| r.max_retries), Some(3));
-        assert!(r.for_component_inbound("store", ComponentKind::StateStore).is_noop());
-        // Clones of the engine and later lookups share the same breaker instance.
-        let again = r.clone().for_app("orders");
-        let fail = || async { Err::<(), _>(AttemptError::Permanent(())) };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(async {
-            let _ = app.run(fail).await;
-        });
-        assert_eq!(again.breaker_state(), Some(BreakerState::Open));
-        assert_eq!(out.breaker_state(), Some(BreakerState::Closed), "other targets have their own instance");
-    }
-
-    #[test]
-    fn untargeted_calls_take_the_most_specific_default() {
-        let (r, _) = load_one(DOC, "me");
-        let other_store = r.for_component_outbound("other", ComponentKind::StateStore);
-        assert_eq!(other_store.retry().and_then(|r| r.max_retries), Some(1));
-        assert_eq!(other_store.timeout(), Some(Duration::from_secs(9)), "the top-level default");
-        let pubsub = r.for_component_outbound("bus", ComponentKind::PubSub);
-        assert!(pubsub.retry().is_none());
-        assert_eq!(pubsub.timeout(), Some(Duration::from_secs(9)));
-        assert_eq!(r.for_app("billing").timeout(), Some(Duration::from_secs(9)));
-        assert!(Resiliency::none().for_app("x").is_noop());
-    }
-}
+mod tests;

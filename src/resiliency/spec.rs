@@ -46,6 +46,18 @@ pub struct ComponentPolicyNames {
     pub inbound: PolicyNames,
 }
 
+/// An app target (`targets.apps.<id>`): its policies and how many endpoint breakers to keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPolicyNames {
+    /// The policy names.
+    #[serde(flatten)]
+    pub names: PolicyNames,
+    /// Endpoint breakers kept for this app (daprd's default: 100).
+    #[serde(default)]
+    pub circuit_breaker_cache_size: Option<u64>,
+}
+
 /// An actor target (accepted and validated; not applied by rapr yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,7 +87,7 @@ pub struct ResiliencySpec {
     /// Named circuit breaker templates.
     pub circuit_breakers: BTreeMap<String, Arc<BreakerSpec>>,
     /// `targets.apps`, by app id.
-    pub apps: BTreeMap<String, PolicyNames>,
+    pub apps: BTreeMap<String, AppPolicyNames>,
     /// `targets.components`, by component name.
     pub components: BTreeMap<String, ComponentPolicyNames>,
     /// `targets.actors`, by actor type.
@@ -138,7 +150,7 @@ struct RawBreaker {
 #[derive(Deserialize, Default)]
 struct RawTargets {
     #[serde(default)]
-    apps: BTreeMap<String, PolicyNames>,
+    apps: BTreeMap<String, AppPolicyNames>,
     #[serde(default)]
     components: BTreeMap<String, ComponentPolicyNames>,
     #[serde(default)]
@@ -191,6 +203,10 @@ pub fn parse(value: Value) -> Result<ResiliencySpec, String> {
     }
     for (name, b) in raw.spec.policies.circuit_breakers {
         let breaker = breaker(b).map_err(|e| format!("circuit breaker policy {name}: {e}"))?;
+        let unknown = breaker.trip.unknown_variables();
+        if !unknown.is_empty() {
+            tracing::warn!(resiliency = %spec.name, policy = %name, trip = %breaker.trip, variables = ?unknown, "the trip expression reads variables a circuit breaker does not have (it has requests, totalSuccesses, totalFailures, consecutiveSuccesses, consecutiveFailures): it never trips while they are read");
+        }
         spec.circuit_breakers.insert(name, Arc::new(breaker));
     }
     spec.apps = raw.spec.targets.apps;
@@ -342,6 +358,7 @@ spec:
         timeout: general
         retry: important
         circuitBreaker: simpleCB
+        circuitBreakerCacheSize: 7
     actors:
       myActorType:
         timeout: general
@@ -381,7 +398,8 @@ spec:
         assert_eq!((cb.max_requests, cb.interval, cb.timeout), (2, Duration::from_secs(8), Duration::from_secs(45)));
         assert_eq!(cb.trip.to_string(), "consecutiveFailures > 8");
         assert_eq!(*s.circuit_breakers["bare"].as_ref(), BreakerSpec::default());
-        assert_eq!(s.apps["appB"].circuit_breaker.as_deref(), Some("simpleCB"));
+        assert_eq!(s.apps["appB"].names.circuit_breaker.as_deref(), Some("simpleCB"));
+        assert_eq!(s.apps["appB"].circuit_breaker_cache_size, Some(7));
         assert_eq!(s.components["statestore1"].outbound.retry.as_deref(), Some("retryForever"));
         assert_eq!(s.components["pubsub1"].inbound.timeout.as_deref(), Some("general"));
         assert_eq!(s.actors["myActorType"].circuit_breaker_scope.as_deref(), Some("both"));
@@ -396,7 +414,7 @@ spec:
             ("    retries:\n      r1:\n        policy: linear\n", "retry policy r1: unexpected back off policy type: linear"),
             ("    retries:\n      r1:\n        maxRetries: lots\n", "retry policy r1: maxRetries"),
             ("    retries:\n      r1:\n        matching:\n          httpStatusCodes: \"700\"\n", "retry policy r1: matching.httpStatusCodes"),
-            ("    circuitBreakers:\n      cb:\n        trip: consecutiveFailures >> 3\n", "circuit breaker policy cb: trip:"),
+            ("    circuitBreakers:\n      cb:\n        trip: consecutiveFailures >> 3\n", "circuit breaker policy cb: trip: invalid CEL expression"),
             ("    circuitBreakers:\n      cb:\n        timeout: -5s\n", "circuit breaker policy cb: timeout"),
         ] {
             let err = parse(doc(&format!("{base}{policies}"))).unwrap_err();

@@ -164,7 +164,7 @@ impl Actor for RuntimeRoot {
         let state = StateApi::new(directory.clone(), resiliency.clone());
         let publish = crate::api::pubsub::PubSubApi::new(directory.clone(), resiliency.clone(), &flags.app_id);
         let app = AppConnection::from_flags(&flags);
-        let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes);
+        let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes).with_resiliency(resiliency.clone());
         let endpoints = resolve_http_endpoints(std::mem::take(&mut resources.http_endpoints), &directory, &components).await;
         let metadata = MetadataApi::new(flags.app_id.clone(), configuration.enabled_features, app, directory.clone()).with_http_endpoints(endpoints.iter().map(|e| e.name.clone()).collect());
         let mut invocation = Invocation::build(&flags, resolver_path(configuration.name_resolution_db.clone()), max_body, resiliency.clone(), &metrics).await?;

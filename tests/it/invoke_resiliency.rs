@@ -1,5 +1,7 @@
 //! Resiliency policies on service invocation (`targets.apps`): retries carry a flaky app to
-//! success, a timeout ends a hanging call with daprd's error, and a circuit breaker fails fast;
+//! success, a timeout ends a hanging call with daprd's error, and a circuit breaker (one per
+//! app and method) fails fast; policies on calls to the sidecar's own app; daprd's built-in
+//! service retries (only without a user policy, overridable by `DaprBuiltInServiceRetries`);
 //! over HTTP invoke and over gRPC proxying (`dapr-app-id`), where `dapr-stream: true` limits the
 //! policy to a stream's handshake and an unmarked stream may not be retried.
 
@@ -40,7 +42,7 @@ async fn flaky_app(calls: Arc<AtomicUsize>) -> u16 {
         calls.fetch_add(1, Ordering::SeqCst);
         StatusCode::INTERNAL_SERVER_ERROR
     }
-    let app = Router::new().route("/flaky", get(flaky)).route("/slow", get(slow)).route("/broken", get(broken)).with_state(calls);
+    let app = Router::new().route("/flaky", get(flaky)).route("/slow", get(slow)).route("/broken", get(broken)).route("/ok", get(|| async { "fine" })).with_state(calls);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -121,6 +123,145 @@ async fn policies_act_on_invocation() {
     .await;
 }
 
+
+#[tokio::test]
+async fn each_method_has_its_own_breaker_and_own_app_calls_take_the_policy() {
+    let home = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let port = flaky_app(calls.clone()).await;
+    let _cb = SidecarBuilder::new("res-cb").home(home.path()).args(&["--app-port", &port.to_string()]).start().await;
+    // The caller is also `res-target`, with the app: its own app's policy (retry: three) applies.
+    let caller = SidecarBuilder::new("res-target").home(home.path()).args(&["--app-port", &port.to_string()]).file("resiliency.yaml", RESILIENCY).start().await;
+    for _ in 0..2 {
+        let r = caller.client.get(caller.url("/v1.0/invoke/res-cb/method/broken")).send().await.unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    let r = caller.client.get(caller.url("/v1.0/invoke/res-cb/method/broken")).send().await.unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["message"], "failed to invoke, id: res-cb, err: circuit breaker is open");
+    // Another method of the same app has its own, closed breaker.
+    let r = caller.client.get(caller.url("/v1.0/invoke/res-cb/method/ok")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "fine".to_string()), "one failing method does not trip the app");
+
+    // A call to this sidecar's own app id runs under targets.apps.<own id>: retried to success.
+    calls.store(0, Ordering::SeqCst);
+    let r = caller.client.get(caller.url("/v1.0/invoke/res-target/method/flaky")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "attempt 2 ok".to_string()));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A sidecar that answers every call UNAVAILABLE, counting them; its address is registered for
+/// `app_id` in the name resolution table.
+#[derive(Clone)]
+struct Refusing(Arc<AtomicUsize>);
+
+#[tonic::async_trait]
+impl ServiceInvocation for Refusing {
+    async fn call_local(&self, _: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Status::unavailable("target is down"))
+    }
+
+    type CallLocalStreamStream = Frames;
+
+    async fn call_local_stream(&self, _: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Frames>, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Status::unavailable("target is down"))
+    }
+}
+
+async fn refusing_sidecar(home: &std::path::Path, app_id: &str) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let routes = tonic::service::Routes::new(ServiceInvocationServer::new(Refusing(count.clone())));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(l, routes.into_axum_router()).await.unwrap() });
+    let db = rusqlite::Connection::open(home.join("nameresolution.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch("CREATE TABLE IF NOT EXISTS hosts (registration_id TEXT PRIMARY KEY, address TEXT NOT NULL, app_id TEXT NOT NULL, namespace TEXT NOT NULL, last_update INTEGER NOT NULL)").unwrap();
+    db.execute("INSERT OR REPLACE INTO hosts VALUES (?1, ?2, ?1, '', unixepoch('now') + 3600)", rusqlite::params![app_id, addr]).unwrap();
+    count
+}
+
+const BUILT_IN: &str = "apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: builtin
+spec:
+  policies:
+    retries:
+      once:
+        policy: constant
+        duration: 10ms
+        maxRetries: 1
+  targets:
+    apps:
+      ghost-targeted:
+        retry: once
+      ghost-unknown:
+        retry: nosuch
+";
+
+const BUILT_IN_OVERRIDE: &str = "apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: builtin-override
+spec:
+  policies:
+    retries:
+      DaprBuiltInServiceRetries:
+        policy: constant
+        duration: 50ms
+        maxRetries: 5
+";
+
+#[tokio::test]
+async fn built_in_service_retries_only_without_a_user_policy() {
+    let home = tempfile::tempdir().unwrap();
+    let plain = refusing_sidecar(home.path(), "ghost-plain").await;
+    let targeted = refusing_sidecar(home.path(), "ghost-targeted").await;
+    let unknown = refusing_sidecar(home.path(), "ghost-unknown").await;
+    let caller = SidecarBuilder::new("res-builtin").home(home.path()).file("resiliency.yaml", BUILT_IN).start().await;
+
+    // No policy: daprd's built-in retries, 3 of them, then its message.
+    let r = caller.client.post(caller.url("/v1.0/invoke/ghost-plain/method/m")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let b: Value = r.json().await.unwrap();
+    let msg = b["message"].as_str().unwrap_or_default();
+    assert!(msg.starts_with("failed to invoke, id: ghost-plain, err: failed to invoke target ghost-plain after 3 retries. Error: "), "{msg}");
+    assert!(msg.ends_with("target is down"), "{msg}");
+    assert_eq!(plain.load(Ordering::SeqCst), 4, "one attempt and three built-in retries");
+
+    // A user policy replaces them: its one retry, no hidden connection retries underneath.
+    let r = caller.client.post(caller.url("/v1.0/invoke/ghost-targeted/method/m")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(targeted.load(Ordering::SeqCst), 2, "the policy's attempt and its one retry, nothing stacked");
+
+    // A target naming an unknown policy has no retry at all (and no built-in ones either).
+    let r = caller.client.post(caller.url("/v1.0/invoke/ghost-unknown/method/m")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(unknown.load(Ordering::SeqCst), 1);
+
+    // gRPC InvokeService takes the built-in retries too.
+    let before = plain.load(Ordering::SeqCst);
+    let mut dapr = caller.grpc().await;
+    let req = rapr_proto::runtime::v1::InvokeServiceRequest { id: "ghost-plain".into(), message: Some(InvokeRequest { method: "m".into(), ..Default::default() }) };
+    #[allow(deprecated)]
+    let status = dapr.invoke_service(req).await.unwrap_err();
+    assert!(status.message().contains("after 3 retries"), "{status:?}");
+    assert_eq!(plain.load(Ordering::SeqCst) - before, 4);
+}
+
+#[tokio::test]
+async fn dapr_built_in_service_retries_can_be_redefined() {
+    let home = tempfile::tempdir().unwrap();
+    let ghost = refusing_sidecar(home.path(), "ghost-over").await;
+    let caller = SidecarBuilder::new("res-builtin-over").home(home.path()).file("resiliency.yaml", BUILT_IN_OVERRIDE).start().await;
+    let r = caller.client.get(caller.url("/v1.0/invoke/ghost-over/method/m")).send().await.unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert!(b["message"].as_str().unwrap_or_default().contains("after 5 retries"), "{b}");
+    assert_eq!(ghost.load(Ordering::SeqCst), 6, "the redefined policy: five retries");
+}
 
 /// A gRPC app (any service serves: `ServiceInvocation` is reused as an arbitrary one). Unary
 /// `CallLocal` by method: `flaky` fails UNAVAILABLE twice out of three, `slow` takes 5 s,

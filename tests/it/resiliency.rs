@@ -1,15 +1,19 @@
 //! Resiliency policies on state store calls, through the real runtime and HTTP API (in-process
 //! sidecar with test-only stores that fail, stall or recover on command): retries to success,
 //! per-attempt timeouts, and a circuit breaker that opens, fails fast and closes after a
-//! half-open probe. Also: a bad Resiliency resource is reported, never fatal.
+//! half-open probe. Also: a bad Resiliency resource is reported, never fatal; secret store
+//! calls take their outbound policy; a policy timeout longer than `--component-call-timeout`
+//! is never cut by it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rapr::cli::default_sidecar_args;
 use rapr::components::registry::Registry;
+use rapr::components::secretstores::{Metadata, Secret, SecretError, SecretStore};
 use rapr::components::state::{DeleteRequest, Feature, GetRequest, SetRequest, StateStore, StoreError, StoredItem};
 use rapr::sidecar::Sidecar;
 use serde_json::Value;
@@ -27,6 +31,8 @@ struct Control {
     failing: AtomicBool,
     /// Never answer while set.
     stalled: AtomicBool,
+    /// Answer each call after this many milliseconds.
+    delay_ms: AtomicU64,
 }
 
 /// Controls by id: the registry takes plain `fn` factories, so a store finds its control through
@@ -41,6 +47,10 @@ impl Scripted {
         c.calls.fetch_add(1, Ordering::SeqCst);
         if c.stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        let delay = c.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let scripted = c.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if scripted || c.failing.load(Ordering::SeqCst) {
@@ -64,6 +74,21 @@ impl StateStore for Scripted {
     }
     async fn delete(&self, _: DeleteRequest) -> Result<(), StoreError> {
         self.step().await
+    }
+}
+
+#[async_trait]
+impl SecretStore for Scripted {
+    fn features(&self) -> &'static [&'static str] {
+        &[]
+    }
+    async fn get(&self, name: &str, _: &Metadata) -> Result<Secret, SecretError> {
+        self.step().await.map_err(|e| SecretError::Backend(e.to_string()))?;
+        Ok(BTreeMap::from([(name.to_string(), "s3cret".to_string())]))
+    }
+    async fn bulk_get(&self, _: &Metadata) -> Result<BTreeMap<String, Secret>, SecretError> {
+        self.step().await.map_err(|e| SecretError::Backend(e.to_string()))?;
+        Ok(BTreeMap::new())
     }
 }
 
@@ -110,11 +135,20 @@ struct Fixture {
 impl Fixture {
     /// A sidecar with one scripted store per name and the resources given.
     async fn start(app_id: &str, names: &[&'static str], extra: &[(&str, &str)]) -> Self {
+        Self::start_with(app_id, names, extra, |_| {}).await
+    }
+
+    /// `start`, with the flags adjusted. A name starting `secret` is a secret store.
+    async fn start_with(app_id: &str, names: &[&'static str], extra: &[(&str, &str)], adjust: impl FnOnce(&mut rapr::config::flags::SidecarArgs)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = Registry::default();
         reg.add_state(&["state.scripted"], "v1", |_, mut md| {
             let control = md.string(&["control"]).and_then(|id| CONTROLS.get(&id).map(|c| Arc::clone(c.value())));
             Box::pin(async move { Ok(Arc::new(Scripted(control.expect("a registered control"))) as Arc<dyn StateStore>) })
+        });
+        reg.add_secret(&["secretstores.scripted"], "v1", |_, mut md| {
+            let control = md.string(&["control"]).and_then(|id| CONTROLS.get(&id).map(|c| Arc::clone(c.value())));
+            Ok(Arc::new(Scripted(control.expect("a registered control"))) as Arc<dyn SecretStore>)
         });
         let mut stores = Vec::new();
         for name in names {
@@ -123,7 +157,10 @@ impl Fixture {
             CONTROLS.insert(id.clone(), Arc::clone(&control));
             std::fs::write(
                 dir.path().join(format!("{name}.yaml")),
-                format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.scripted\n  version: v1\n  metadata:\n  - name: control\n    value: {id}\n"),
+                format!(
+                    "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {}\n  version: v1\n  metadata:\n  - name: control\n    value: {id}\n",
+                    if name.starts_with("secret") { "secretstores.scripted" } else { "state.scripted" }
+                ),
             )
             .unwrap();
             stores.push((*name, control));
@@ -137,6 +174,7 @@ impl Fixture {
         flags.dapr_grpc_port = free_port();
         flags.dapr_listen_addresses = "127.0.0.1".into();
         flags.resources_path = vec![dir.path().to_path_buf()];
+        adjust(&mut flags);
         let sc = Sidecar::start_with_registry(flags.clone(), None, Arc::new(reg)).await.unwrap();
         Self { sc: Some(sc), base: format!("http://127.0.0.1:{}", flags.dapr_http_port), http: reqwest::Client::new(), stores, _dir: dir }
     }
@@ -247,11 +285,12 @@ async fn resiliency_circuit_breaker_opens_fails_fast_and_closes_after_a_probe() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resiliency_load_errors_are_reported_and_never_fatal() {
-    let bad_trip = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: badtrip\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: failures > 3\n";
+    let bad_trip = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: badtrip\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: consecutiveFailures >\n";
     let unknown = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: unknownref\nspec:\n  targets:\n    components:\n      flaky:\n        outbound:\n          retry: nosuch\n";
     let other_app = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: elsewhere\nscopes: [someoneelse]\nspec:\n  policies:\n    timeouts:\n      t: broken\n";
     let f = Fixture::start("loadapp", &["flaky"], &[("a.yaml", bad_trip), ("b.yaml", unknown), ("c.yaml", other_app)]).await;
-    // The store serves, with no policy (the target was dropped): one failure is the answer.
+    // The store serves, with no policy (the target names none that exists): one failure is the
+    // answer.
     let flaky = f.store("flaky");
     assert_eq!(f.get("flaky").await.0, 200);
     flaky.fail_next.store(1, Ordering::SeqCst);
@@ -261,8 +300,85 @@ async fn resiliency_load_errors_are_reported_and_never_fatal() {
         .as_object()
         .map(|o| o.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    assert!(reports.iter().any(|r| r.contains("resiliency badtrip: circuit breaker policy cb: trip: unknown counter")), "{m}");
-    assert!(reports.iter().any(|r| r.contains("resiliency unknownref: target components.flaky.outbound: unknown retry policy \"nosuch\"")), "{m}");
+    assert!(reports.iter().any(|r| r.contains("resiliency badtrip: circuit breaker policy cb: trip: invalid CEL expression")), "{m}");
+    assert!(!reports.iter().any(|r| r.contains("unknownref")), "an unknown policy name is a warning, as daprd loads it: {m}");
     assert!(!reports.iter().any(|r| r.contains("elsewhere")), "scoped to another app: not even parsed: {m}");
+    f.stop().await;
+}
+
+const SECRET_AND_SLOW: &str = r#"apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: secretpolicies
+spec:
+  policies:
+    timeouts:
+      long: 5s
+    retries:
+      twice:
+        policy: constant
+        duration: 20ms
+        maxRetries: 2
+    circuitBreakers:
+      twoStrikes:
+        maxRequests: 1
+        timeout: 30s
+        trip: consecutiveFailures >= 2
+  targets:
+    components:
+      secretflaky:
+        outbound:
+          retry: twice
+      secretbroken:
+        outbound:
+          circuitBreaker: twoStrikes
+      slowok:
+        outbound:
+          timeout: long
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resiliency_secret_store_calls_take_their_outbound_policy() {
+    let f = Fixture::start("secretapp", &["secretflaky", "secretbroken"], &[("resiliency.yaml", SECRET_AND_SLOW)]).await;
+    let get = |store: &'static str| {
+        let (http, base) = (f.http.clone(), f.base.clone());
+        async move {
+            let r = http.get(format!("{base}/v1.0/secrets/{store}/k")).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let flaky = f.store("secretflaky");
+    flaky.fail_next.store(2, Ordering::SeqCst);
+    let (status, body) = get("secretflaky").await;
+    assert_eq!((status, &body["k"]), (200, &Value::from("s3cret")), "retried to success: {body}");
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+
+    let broken = f.store("secretbroken");
+    broken.failing.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(get("secretbroken").await.0, 500);
+    }
+    let (status, body) = get("secretbroken").await;
+    assert_eq!((status, body["errorCode"].as_str()), (500, Some("ERR_SECRET_GET")));
+    assert!(body["message"].as_str().unwrap_or_default().ends_with("circuit breaker is open"), "{body}");
+    assert_eq!(broken.calls.load(Ordering::SeqCst), 2, "the open breaker kept the call from the store");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resiliency_policy_timeout_is_never_cut_by_the_component_call_timeout() {
+    let f = Fixture::start_with("deadlineapp", &["slowok", "slowplain"], &[("resiliency.yaml", SECRET_AND_SLOW)], |flags| {
+        flags.component_call_timeout = "1s".into();
+    })
+    .await;
+    for name in ["slowok", "slowplain"] {
+        f.store(name).delay_ms.store(1500, Ordering::SeqCst);
+    }
+    // The 5 s policy timeout governs: the 1.5 s call completes.
+    let (status, body) = f.get("slowok").await;
+    assert_eq!((status, &body), (200, &Value::from("ok")));
+    // Without a policy timeout, --component-call-timeout is the default deadline.
+    let (status, body) = f.get("slowplain").await;
+    assert_eq!((status, body["errorCode"].as_str()), (500, Some("ERR_STATE_GET")), "{body}");
     f.stop().await;
 }

@@ -32,6 +32,18 @@ impl PubSubClient {
         Self { broker, timeout, in_flight, retired }
     }
 
+    /// This client as a call under a resiliency policy sees it: with `policy_timeout` set, the
+    /// policy's timeout governs the call and `--component-call-timeout` (a default only) does
+    /// not cut it; without, the client keeps its deadline.
+    pub fn under_policy(&self, policy_timeout: Option<Duration>) -> Self {
+        let mut c = self.clone();
+        if policy_timeout.is_some() {
+            // tokio treats a deadline past its far future as none.
+            c.timeout = Duration::MAX;
+        }
+        c
+    }
+
     /// Capabilities of the broker.
     pub fn features(&self) -> &'static [Feature] {
         self.broker.features()

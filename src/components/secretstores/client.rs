@@ -29,6 +29,18 @@ impl SecretClient {
         Self { store, timeout, in_flight }
     }
 
+    /// This client as a call under a resiliency policy sees it: with `policy_timeout` set, the
+    /// policy's timeout governs the call and `--component-call-timeout` (a default only) does
+    /// not cut it; without, the client keeps its deadline.
+    pub fn under_policy(&self, policy_timeout: Option<Duration>) -> Self {
+        let mut c = self.clone();
+        if policy_timeout.is_some() {
+            // tokio treats a deadline past its far future as none.
+            c.timeout = Duration::MAX;
+        }
+        c
+    }
+
     /// Capabilities.
     pub fn features(&self) -> &'static [&'static str] {
         self.store.features()
