@@ -36,7 +36,10 @@ fn main() {
     };
     let code = match cli.command {
         Command::Sidecar(args) => {
-            rapr::runtime::logging::init(&args.log_level, args.log_as_json, Some(&args.app_id));
+            if let Err(e) = rapr::runtime::logging::init_to(&args.log_level, args.log_as_json, Some(&args.app_id), args.log_file.as_deref()) {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
             runtime.block_on(rapr::sidecar::run_sidecar(*args))
         }
         Command::Run(args) => {

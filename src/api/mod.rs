@@ -2,6 +2,7 @@
 //! set of them (`Facades`) composed at the sidecar's root, the HTTP and gRPC adapters over it,
 //! and the single wire mapping of errors (`errors/`).
 
+pub mod api_log;
 pub mod errors;
 pub mod grpc;
 pub mod http;

@@ -50,8 +50,30 @@ pub struct ConfigurationSpec {
     pub tracing: TracingSpec,
     /// `spec.metric` (or `spec.metrics`): Prometheus switches.
     pub metric: MetricSpec,
+    /// `spec.logging.apiLogging`.
+    pub api_logging: ApiLoggingSpec,
     /// Other `spec` sections present, by name, which rapr does not apply yet.
     pub unimplemented: Vec<String>,
+}
+
+/// `spec.logging.apiLogging` (all false by default, as daprd's).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApiLoggingSpec {
+    /// `enabled`: API logging when `--enable-api-logging` is not given.
+    pub enabled: bool,
+    /// `obfuscateURLs`: log the route, not the path.
+    pub obfuscate_urls: bool,
+    /// `omitHealthChecks`: leave health checks out of the API log.
+    pub omit_health_checks: bool,
+}
+
+fn api_logging_spec(spec: &BTreeMap<String, yaml_serde::Value>) -> Result<ApiLoggingSpec, String> {
+    let Some(a) = spec.get("logging").and_then(|l| l.get("apiLogging")) else { return Ok(ApiLoggingSpec::default()) };
+    Ok(ApiLoggingSpec {
+        enabled: flag(a.get("enabled"), "logging.apiLogging.enabled")?.unwrap_or(false),
+        obfuscate_urls: flag(a.get("obfuscateURLs"), "logging.apiLogging.obfuscateURLs")?.unwrap_or(false),
+        omit_health_checks: flag(a.get("omitHealthChecks"), "logging.apiLogging.omitHealthChecks")?.unwrap_or(false),
+    })
 }
 
 /// `spec.metric` (daprd's `MetricSpec`; `spec.metrics` is read the same way).
@@ -92,7 +114,7 @@ impl Default for MetricSpec {
 }
 
 /// Sections of `spec` that rapr applies.
-const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution", "tracing", "metric", "metrics"];
+const IMPLEMENTED: &[&str] = &["features", "secrets", "nameResolution", "tracing", "metric", "metrics", "logging"];
 
 pub(super) fn flag(v: Option<&yaml_serde::Value>, what: &str) -> Result<Option<bool>, String> {
     match v {
@@ -225,6 +247,7 @@ impl ConfigurationSpec {
             name_resolution_db: name_resolution_db(spec)?,
             tracing: tracing_spec(spec)?,
             metric: metric_spec(spec)?,
+            api_logging: api_logging_spec(spec)?,
             unimplemented,
         })
     }

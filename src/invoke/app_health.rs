@@ -87,6 +87,15 @@ impl AppHealthHandle {
         let _ = rx.wait_for(|s| s.healthy).await;
     }
 
+    /// Resolves once calls may no longer go to the app (never without health checks, or when the
+    /// monitor is gone): `--dapr-block-shutdown-duration` ends its wait here.
+    pub async fn until_unhealthy(&self) {
+        let mut rx = self.rx.clone();
+        if rx.wait_for(|s| !s.healthy).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Resolves once the app's port has accepted a connection (subscriptions start then).
     pub async fn until_port_open(&self) {
         let mut rx = self.rx.clone();

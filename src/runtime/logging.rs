@@ -38,6 +38,8 @@ const RESERVED: &[&str] = &["time", "level", "msg", "scope", "type", "app_id", "
 /// Module path prefixes (after the crate name) and daprd's logger name for that subsystem;
 /// the longest matching prefix wins.
 const SCOPES: &[(&str, &str)] = &[
+    ("api::http::api_log", "dapr.runtime.http-info"),
+    ("api::grpc::api_log", "dapr.runtime.grpc.api-info"),
     ("api::http", "dapr.runtime.http"),
     ("api::grpc", "dapr.runtime.grpc.api"),
     ("api", "dapr.runtime"),
@@ -135,12 +137,13 @@ impl Visit for Fields {
 /// A span's fields, kept in its extensions.
 struct SpanFields(Vec<(String, Value)>);
 
-/// The layer writing daprd-shaped lines to stderr.
+/// The layer writing daprd-shaped lines to stderr, or to `--log-file`.
 pub struct DaprLog {
     json: bool,
     show_processes: bool,
     app_id: Option<String>,
     instance: String,
+    file: Option<std::fs::File>,
 }
 
 impl DaprLog {
@@ -148,7 +151,7 @@ impl DaprLog {
     /// outside any `sidecar` span (the one sidecar of `rapr sidecar`).
     pub fn new(json: bool, show_processes: bool, app_id: Option<String>) -> Self {
         let instance = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-        Self { json, show_processes, app_id: app_id.filter(|a| !a.is_empty()), instance }
+        Self { json, show_processes, app_id: app_id.filter(|a| !a.is_empty()), instance, file: None }
     }
 
     /// One line (without its newline) for an event.
@@ -284,22 +287,41 @@ where
         fields.values.retain(|(k, _)| k != "app_id");
         let mut line = self.line(event.metadata().level(), &target, fields, app_id.as_deref(), context);
         line.push('\n');
-        write_line(line.as_bytes());
+        // `--log-file` (one write per line, appended: lines never interleave); else the thread's
+        // sink (a `rapr run -f` sidecar's own destination) or stderr.
+        match &self.file {
+            Some(f) => {
+                let _ = (&*f).write_all(line.as_bytes());
+            }
+            None => write_line(line.as_bytes()),
+        }
     }
 }
 
 /// Installs the process's logging: `level` (daprd's names; `RAPR_LOG` overrides with an
 /// `EnvFilter` directive), JSON or text, `app_id` for lines outside a hosted sidecar's span.
 pub fn init(level: &str, json: bool, app_id: Option<&str>) {
+    let _ = init_to(level, json, app_id, None);
+}
+
+/// [`init`], writing to `file` (daprd's `--log-file`: created if missing, appended to) when
+/// given. A file that cannot be opened is an error, as daprd then does not start.
+pub fn init_to(level: &str, json: bool, app_id: Option<&str>, file: Option<&std::path::Path>) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     // daprd's levels; tracing has no "fatal".
     let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAPR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn")));
+        // daprd's API loggers (`--enable-api-logging`) write at info whatever the level.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn,rapr::api::http::api_log=info,rapr::api::grpc::api_log=info")));
     let debug = filter.max_level_hint().is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
-    let layer = DaprLog::new(json, debug, app_id.map(str::to_string));
+    let mut layer = DaprLog::new(json, debug, app_id.map(str::to_string));
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("failed to open log file {:?}: {e}", path.display()))?;
+        layer.file = Some(f);
+    }
     let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,17 +1,24 @@
-//! `ApiGateway`: owns the HTTP, gRPC, internal and metrics listeners and their graceful drain.
+//! `ApiGateway`: owns the HTTP, gRPC, internal, public and metrics listeners and their graceful
+//! drain. Each server binds its own flag's address, as daprd's: the APIs `--dapr-listen-addresses`
+//! (or only Unix sockets with `--unix-domain-socket`), the internal server
+//! `--dapr-internal-grpc-listen-address`, metrics `--metrics-listen-address`, the public server
+//! `--dapr-public-listen-address`.
 //!
 //! It binds in `pre_start` (a taken port fails the spawn, and so the sidecar, loudly) and serves
 //! on tasks; requests never pass through this mailbox. `Drain` stops accepting, lets in-flight
 //! requests finish within the deadline, and replies. Failure escalates to `RuntimeRoot`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::serve::{serve, ConnLimits};
 
 /// Messages of `ApiGateway`.
 pub enum ApiGatewayMsg {
@@ -24,14 +31,36 @@ pub enum ApiGatewayMsg {
 /// Where the listeners are bound (ports resolved when 0 was asked for).
 #[derive(Debug, Clone, Default)]
 pub struct BoundAddresses {
-    /// HTTP API.
+    /// HTTP API (empty with `--unix-domain-socket`).
     pub http: Vec<SocketAddr>,
-    /// gRPC API.
+    /// gRPC API (empty with `--unix-domain-socket`).
     pub grpc: Vec<SocketAddr>,
     /// Sidecar-to-sidecar gRPC.
     pub internal: Vec<SocketAddr>,
     /// Prometheus `/metrics` (empty when disabled or not bound).
     pub metrics: Vec<SocketAddr>,
+    /// Public health/metadata server (`--dapr-public-port`).
+    pub public: Vec<SocketAddr>,
+    /// The HTTP and gRPC API sockets (`--unix-domain-socket`).
+    pub sockets: Vec<PathBuf>,
+}
+
+/// Where the HTTP and gRPC APIs listen.
+pub enum ApiListen {
+    /// TCP on each of `--dapr-listen-addresses`.
+    Tcp {
+        /// HTTP API addresses.
+        http: Vec<SocketAddr>,
+        /// gRPC API addresses.
+        grpc: Vec<SocketAddr>,
+    },
+    /// Unix sockets only, as daprd with `--unix-domain-socket`.
+    Unix {
+        /// HTTP API socket.
+        http: PathBuf,
+        /// gRPC API socket.
+        grpc: PathBuf,
+    },
 }
 
 /// Arguments: routers and where to bind them.
@@ -42,16 +71,18 @@ pub struct ApiGatewayArgs {
     pub grpc: axum::Router,
     /// Sidecar-to-sidecar gRPC router.
     pub internal: axum::Router,
-    /// HTTP bind addresses.
-    pub http_addrs: Vec<SocketAddr>,
-    /// gRPC bind addresses.
-    pub grpc_addrs: Vec<SocketAddr>,
-    /// Internal gRPC bind addresses.
-    pub internal_addrs: Vec<SocketAddr>,
+    /// Public router (health and metadata), when `--dapr-public-port` is given.
+    pub public: Option<(axum::Router, SocketAddr)>,
     /// Prometheus `/metrics` router (none when metrics are disabled).
     pub metrics: Option<axum::Router>,
-    /// Metrics bind addresses.
-    pub metrics_addrs: Vec<SocketAddr>,
+    /// Where the APIs listen.
+    pub api: ApiListen,
+    /// Internal gRPC bind address (`--dapr-internal-grpc-listen-address`).
+    pub internal_addr: SocketAddr,
+    /// Metrics bind address (`--metrics-listen-address`).
+    pub metrics_addr: SocketAddr,
+    /// `--read-buffer-size` in bytes.
+    pub read_buffer: usize,
     /// How long a drain may take.
     pub drain_deadline: Duration,
 }
@@ -61,10 +92,7 @@ pub struct ApiGateway;
 
 /// Gateway state.
 pub struct ApiGatewayState {
-    http_bound: Vec<SocketAddr>,
-    grpc_bound: Vec<SocketAddr>,
-    internal_bound: Vec<SocketAddr>,
-    metrics_bound: Vec<SocketAddr>,
+    bound: BoundAddresses,
     stop: CancellationToken,
     servers: TaskTracker,
     deadline: Duration,
@@ -86,75 +114,20 @@ async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, Acto
     Ok(out)
 }
 
-fn serve(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener, router: axum::Router, what: &'static str) {
-    let stop = stop.clone();
-    tracker.spawn(async move {
-        let addr = listener.local_addr().ok();
-        // TCP_NODELAY on every accepted connection: an answer written in several segments (HTTP/2
-        // HEADERS then DATA, or a head then a body) must not wait for the client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let res = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        if let Err(e) = res {
-            tracing::error!(api = what, addr = ?addr, error = %e, "API server failed");
-        }
-    });
+/// Binds a Unix socket; as daprd, an existing file at the path is an error, not replaced.
+fn bind_unix(path: &Path, what: &str) -> Result<UnixListener, ActorProcessingErr> {
+    UnixListener::bind(path).map_err(|e| format!("cannot listen for the {what} API on {}: {e}", path.display()).into())
 }
 
-/// How many streams a peer sidecar may reset before the internal server has accepted them
-/// (h2's rapid-reset guard; its default is 20). A caller whose own clients give up cancels every
-/// call it has queued on the one HTTP/2 connection it shares with this sidecar: past the default,
-/// h2 answered with GOAWAY and tore that connection down, failing every other call in flight on it
-/// ("operation was canceled", seen as 500s in the 10,000-connection test under CPU load). The
-/// bound stays finite, and above the 200 streams a peer may have open at once.
-const INTERNAL_PENDING_RESETS: usize = 4096;
-
-/// The internal (sidecar-to-sidecar) server: as `serve`, but on a hyper builder whose HTTP/2
-/// pending-accept reset limit is `INTERNAL_PENDING_RESETS` (axum's `serve` cannot set it).
-fn serve_internal(tracker: &TaskTracker, stop: &CancellationToken, listener: TcpListener, router: axum::Router) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-    let (stop, conns) = (stop.clone(), tracker.clone());
-    tracker.spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        // Out of fds or a connection reset before accept: wait, as axum's serve does.
-                        tracing::debug!(error = %e, "internal API accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-            let (service, stop) = (TowerToHyperService::new(router.clone()), stop.clone());
-            conns.spawn(async move {
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http2().max_pending_accept_reset_streams(INTERNAL_PENDING_RESETS);
-                let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                tokio::pin!(conn);
-                let res = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "internal API connection ended");
-                }
-            });
+fn serve_tcp(st: &mut ApiGatewayState, listener: TcpListener, router: axum::Router, limits: ConnLimits) {
+    // TCP_NODELAY on every accepted connection: an answer written in several segments (HTTP/2
+    // HEADERS then DATA, or a head then a body) must not wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
+    st.servers.spawn(serve(listener, router, st.stop.clone(), limits));
 }
 
 impl Actor for ApiGateway {
@@ -163,34 +136,55 @@ impl Actor for ApiGateway {
     type Arguments = ApiGatewayArgs;
 
     async fn pre_start(&self, _me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
-        let http = bind(&a.http_addrs, "HTTP").await?;
-        let grpc = bind(&a.grpc_addrs, "gRPC").await?;
-        let internal = bind(&a.internal_addrs, "internal gRPC").await?;
-        let stop = CancellationToken::new();
-        let servers = TaskTracker::new();
-        let mut st = ApiGatewayState { http_bound: Vec::new(), grpc_bound: Vec::new(), internal_bound: Vec::new(), metrics_bound: Vec::new(), stop, servers, deadline: a.drain_deadline };
-        for l in http {
-            st.http_bound.push(l.local_addr()?);
-            serve(&st.servers, &st.stop, l, a.http.clone(), "http");
+        let (http_limits, grpc_limits) = (ConnLimits::http(a.read_buffer), ConnLimits::grpc(a.read_buffer));
+        let mut st = ApiGatewayState { bound: BoundAddresses::default(), stop: CancellationToken::new(), servers: TaskTracker::new(), deadline: a.drain_deadline };
+        match &a.api {
+            ApiListen::Tcp { http, grpc } => {
+                let (http, grpc) = (bind(http, "HTTP").await?, bind(grpc, "gRPC").await?);
+                for l in http {
+                    st.bound.http.push(l.local_addr()?);
+                    serve_tcp(&mut st, l, a.http.clone(), http_limits);
+                }
+                for l in grpc {
+                    st.bound.grpc.push(l.local_addr()?);
+                    serve_tcp(&mut st, l, a.grpc.clone(), grpc_limits);
+                }
+            }
+            ApiListen::Unix { http, grpc } => {
+                let hl = bind_unix(http, "HTTP")?;
+                let gl = match bind_unix(grpc, "gRPC") {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(http);
+                        return Err(e);
+                    }
+                };
+                st.bound.sockets = vec![http.clone(), grpc.clone()];
+                st.servers.spawn(serve(hl, a.http.clone(), st.stop.clone(), http_limits));
+                st.servers.spawn(serve(gl, a.grpc.clone(), st.stop.clone(), grpc_limits));
+            }
         }
-        for l in grpc {
-            st.grpc_bound.push(l.local_addr()?);
-            serve(&st.servers, &st.stop, l, a.grpc.clone(), "grpc");
+        for l in bind(&[a.internal_addr], "internal gRPC").await? {
+            st.bound.internal.push(l.local_addr()?);
+            serve_tcp(&mut st, l, a.internal.clone(), ConnLimits::internal(a.read_buffer));
         }
-        for l in internal {
-            st.internal_bound.push(l.local_addr()?);
-            serve_internal(&st.servers, &st.stop, l, a.internal.clone());
+        if let Some((router, addr)) = a.public {
+            for l in bind(&[addr], "public HTTP").await? {
+                st.bound.public.push(l.local_addr()?);
+                serve_tcp(&mut st, l, router.clone(), http_limits);
+            }
         }
-        tracing::info!(http = ?st.http_bound, grpc = ?st.grpc_bound, internal = ?st.internal_bound, "API servers listening");
+        let b = &st.bound;
+        tracing::info!(http = ?b.http, grpc = ?b.grpc, sockets = ?b.sockets, internal = ?b.internal, public = ?b.public, "API servers listening");
         // A taken metrics port is logged, not fatal: metrics never keep a sidecar from serving.
         if let Some(router) = a.metrics {
-            match bind(&a.metrics_addrs, "metrics").await {
+            match bind(&[a.metrics_addr], "metrics").await {
                 Ok(ls) => {
                     for l in ls {
-                        st.metrics_bound.push(l.local_addr()?);
-                        serve(&st.servers, &st.stop, l, router.clone(), "metrics");
+                        st.bound.metrics.push(l.local_addr()?);
+                        serve_tcp(&mut st, l, router.clone(), http_limits);
                     }
-                    tracing::info!(metrics = ?st.metrics_bound, "metrics server listening");
+                    tracing::info!(metrics = ?st.bound.metrics, "metrics server listening");
                 }
                 Err(e) => tracing::error!(error = %e, "metrics server not started"),
             }
@@ -201,13 +195,19 @@ impl Actor for ApiGateway {
     async fn handle(&self, _me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             ApiGatewayMsg::Addresses(reply) => {
-                let _ = reply.send(BoundAddresses { http: st.http_bound.clone(), grpc: st.grpc_bound.clone(), internal: st.internal_bound.clone(), metrics: st.metrics_bound.clone() });
+                let _ = reply.send(st.bound.clone());
             }
             ApiGatewayMsg::Drain(reply) => {
                 st.stop.cancel();
                 st.servers.close();
                 if tokio::time::timeout(st.deadline, st.servers.wait()).await.is_err() {
                     tracing::warn!(deadline = ?st.deadline, "in-flight requests did not finish before the drain deadline");
+                }
+                // daprd's cleanSockets: the socket files go with the servers.
+                for s in &st.bound.sockets {
+                    if let Err(e) = std::fs::remove_file(s) {
+                        tracing::warn!(socket = %s.display(), error = %e, "cannot remove the API socket");
+                    }
                 }
                 let _ = reply.send(());
             }

@@ -28,6 +28,47 @@ pub fn load_configuration(file: &Path) -> Result<ConfigurationSpec, ResourceErro
     parse_configuration(file, &text)
 }
 
+/// Loads several `--config` files as daprd's standalone loader: each file's first document is
+/// decoded over the result of the ones before, so a later file's mappings merge key by key into
+/// the earlier ones and its lists and values replace theirs.
+pub fn load_configurations(files: &[PathBuf]) -> Result<ConfigurationSpec, ResourceError> {
+    let [first, rest @ ..] = files else { return Ok(ConfigurationSpec::default()) };
+    if rest.is_empty() {
+        return load_configuration(first);
+    }
+    let mut merged = yaml_serde::Value::Null;
+    for file in files {
+        let err = |reason: String| ResourceError { file: file.clone(), component: None, reason };
+        let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read: {e}")))?;
+        let value: yaml_serde::Value = yaml_serde::Deserializer::from_str(&text)
+            .next()
+            .map(|doc| <yaml_serde::Value as serde::Deserialize>::deserialize(doc).map_err(|e| err(format!("invalid YAML: {e}"))))
+            .transpose()?
+            .unwrap_or(yaml_serde::Value::Null);
+        merge(&mut merged, value);
+    }
+    let text = yaml_serde::to_string(&merged).map_err(|e| ResourceError { file: first.clone(), component: None, reason: format!("cannot merge: {e}") })?;
+    let names = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",");
+    parse_configuration(Path::new(&names), &text)
+}
+
+/// Go's decoding into an existing value: mappings merge recursively, everything else replaces.
+fn merge(into: &mut yaml_serde::Value, from: yaml_serde::Value) {
+    match (into, from) {
+        (yaml_serde::Value::Mapping(a), yaml_serde::Value::Mapping(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, from) => *slot = from,
+    }
+}
+
 /// Every YAML file under the paths, sorted per directory so load order is stable.
 fn resource_files(paths: &[PathBuf], errors: &mut Vec<ResourceError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -69,5 +110,19 @@ mod tests {
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].file, missing);
         assert!(load_configuration(&missing).unwrap_err().reason.starts_with("cannot read"));
+    }
+
+    #[test]
+    fn later_configurations_merge_over_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: a\nspec:\n  logging:\n    apiLogging:\n      enabled: true\n      obfuscateURLs: true\n  features:\n  - name: One\n    enabled: true\n").unwrap();
+        std::fs::write(&b, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: b\nspec:\n  logging:\n    apiLogging:\n      obfuscateURLs: false\n  features:\n  - name: Two\n    enabled: true\n").unwrap();
+        let c = load_configurations(&[a, b]).unwrap();
+        assert_eq!(c.name, "b");
+        assert!(c.api_logging.enabled, "kept from the first file");
+        assert!(!c.api_logging.obfuscate_urls, "replaced by the second");
+        assert_eq!(c.enabled_features, ["Two"], "lists replace");
     }
 }

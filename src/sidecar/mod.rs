@@ -21,6 +21,7 @@ pub mod invocation;
 pub mod load;
 pub mod reload;
 pub mod root;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +82,9 @@ async fn live(launch: Launch, mut root: ActorRef<RuntimeRootMsg>, mut handle: to
     loop {
         tokio::select! {
             _ = launch.shutdown.requested() => {
-                let _ = root.call(RuntimeRootMsg::Shutdown, Some(Duration::from_secs(90))).await;
+                // `--dapr-block-shutdown-duration` makes this shutdown that much longer.
+                let block = launch.flags.block_shutdown().ok().flatten().unwrap_or_default();
+                let _ = root.call(RuntimeRootMsg::Shutdown, Some(Duration::from_secs(90) + block)).await;
                 let _ = handle.await;
                 return;
             }

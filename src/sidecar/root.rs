@@ -20,7 +20,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::runtime::call::call;
-use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg, BoundAddresses};
+use super::gateway::{ApiGateway, ApiGatewayArgs, ApiGatewayMsg, ApiListen, BoundAddresses};
 use super::invocation::{resolver_path, Invocation};
 use crate::invoke::nameres::Registration;
 use crate::runtime::restart::RestartPolicy;
@@ -36,7 +36,7 @@ use crate::components::registry::Registry;
 use crate::components::supervisor::{ComponentSupervisor, ComponentSupervisorArgs, ComponentSupervisorClient};
 use crate::api::secrets::SecretsApi;
 use crate::config::http_endpoint::{HttpEndpointSpec, PendingHttpEndpoint};
-use super::load::{load_configuration, load_resources};
+use super::load::{load_configurations, load_resources};
 use crate::config::{ConfigurationSpec, SidecarArgs};
 use crate::resiliency::Resiliency;
 
@@ -73,6 +73,9 @@ pub struct RuntimeRootState {
     tracer: Tracing,
     pubsub: crate::pubsub::manager::SubscriptionManagerClient,
     drain_deadline: Duration,
+    /// `--dapr-block-shutdown-duration`, what ends it early (the app turning unhealthy), and the
+    /// shutdown trigger (a reload also stops the root, and must not block).
+    block: Option<(Duration, Option<crate::invoke::app_health::AppHealthHandle>, ShutdownHandle)>,
 }
 
 fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
@@ -83,6 +86,21 @@ fn addrs(listen: &[String], port: u16) -> Result<Vec<SocketAddr>, ActorProcessin
             Ok(SocketAddr::new(ip, port))
         })
         .collect()
+}
+
+/// The HTTP and gRPC API routers with API logging (`--enable-api-logging`, else the
+/// Configuration's `logging.apiLogging.enabled`, as daprd) and CORS (`--allowed-origins`).
+fn api_layers(flags: &SidecarArgs, cfg: crate::config::configuration::ApiLoggingSpec, http: axum::Router, grpc: axum::Router) -> (axum::Router, axum::Router) {
+    let (http, grpc) = if flags.enable_api_logging.unwrap_or(cfg.enabled) {
+        let opts = crate::api::api_log::ApiLogOptions { obfuscate_urls: cfg.obfuscate_urls, omit_health_checks: cfg.omit_health_checks };
+        (http.layer(axum::middleware::from_fn_with_state(opts, crate::api::api_log::http)), grpc.layer(axum::middleware::from_fn(crate::api::api_log::grpc)))
+    } else {
+        (http, grpc)
+    };
+    match crate::api::http::cors(&flags.allowed_origins) {
+        Some(cors) => (http.layer(cors), grpc),
+        None => (http, grpc),
+    }
 }
 
 /// Resolves each endpoint's secrets once, after the components' first start, as daprd loads its
@@ -106,11 +124,15 @@ impl Actor for RuntimeRoot {
     type Arguments = RuntimeRootArgs;
 
     async fn pre_start(&self, me: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
-        let flags = a.flags;
+        let mut flags = a.flags;
+        // Refused flags stop the start here, with the flag and the reason in the error.
+        for warning in flags.validate()? {
+            tracing::warn!("{warning}");
+        }
         let runtime_id = format!("{}-{}", if flags.app_id.is_empty() { "rapr" } else { &flags.app_id }, uuid::Uuid::new_v4().simple());
-        let configuration = match &flags.config {
-            None => ConfigurationSpec::default().with_default_features(),
-            Some(file) => match load_configuration(file) {
+        let configuration = match flags.config.as_slice() {
+            [] => ConfigurationSpec::default().with_default_features(),
+            files => match load_configurations(files) {
                 Ok(cfg) => {
                     if !cfg.unimplemented.is_empty() {
                         tracing::warn!(configuration = %cfg.name, sections = ?cfg.unimplemented, "configuration sections not implemented by rapr yet; ignored");
@@ -121,6 +143,7 @@ impl Actor for RuntimeRoot {
                 Err(e) => return Err(format!("error loading configuration: {e}").into()),
             },
         };
+        let api_logging = configuration.api_logging;
         let mut resources = load_resources(&flags.resource_paths(), &flags.app_id);
         crate::components::metadata::templates::expand_components(&mut resources, &crate::components::metadata::templates::Identity::from_env(&flags.app_id));
         for (kind, file) in &resources.skipped_kinds {
@@ -180,7 +203,7 @@ impl Actor for RuntimeRoot {
         let pubsub_setup = crate::pubsub::start::PubSubSetup {
             app_id: flags.app_id.clone(),
             app: invocation.app.clone(),
-            health: app_health,
+            health: app_health.clone(),
             directory: directory.clone(),
             table: subscriptions.clone(),
             resiliency: resiliency.clone(),
@@ -210,10 +233,23 @@ impl Actor for RuntimeRoot {
             max_body,
             api_token: api_token.clone(),
         }));
+        let public = crate::api::http::public_router(HttpState::new(HttpShared {
+            facades: facades.clone(),
+            shutdown: a.shutdown.clone(),
+            app_id: app_id.clone(),
+            max_body,
+            api_token: None,
+        }));
         let grpc = crate::api::grpc::router(GrpcState::new(GrpcShared { facades, shutdown: a.shutdown.clone(), app_id, max_message: max_body, api_token, pubsub_streams }))?;
+        let (http, grpc) = api_layers(&flags, api_logging, http, grpc);
         // The internal gRPC router: each subsystem that serves other sidecars merges its own.
         let internal = axum::Router::new().merge(invocation.internal.clone());
         let listen = flags.listen_addresses();
+        let api = match flags.api_sockets() {
+            Some((http, grpc)) => ApiListen::Unix { http, grpc },
+            None => ApiListen::Tcp { http: addrs(&listen, flags.dapr_http_port)?, grpc: addrs(&listen, flags.dapr_grpc_port)? },
+        };
+        let public = flags.public_addr()?.map(|addr| (telemetry::instrument(public, false, &metrics, &tracer), addr));
         let (gateway, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/gateway")),
             ApiGateway,
@@ -221,21 +257,25 @@ impl Actor for RuntimeRoot {
                 http: telemetry::instrument(http, false, &metrics, &tracer),
                 grpc: telemetry::instrument(grpc, true, &metrics, &tracer),
                 internal: telemetry::instrument(internal, true, &metrics, &tracer),
+                public,
                 metrics: metrics.enabled().then(|| crate::runtime::metrics::router(metrics.clone())),
-                metrics_addrs: addrs(&listen, flags.metrics_port)?,
-                http_addrs: addrs(&listen, flags.dapr_http_port)?,
-                grpc_addrs: addrs(&listen, flags.dapr_grpc_port)?,
-                internal_addrs: addrs(&listen, flags.dapr_internal_grpc_port)?,
+                api,
+                metrics_addr: flags.metrics_addr()?,
+                internal_addr: flags.internal_addr()?,
+                read_buffer: flags.read_buffer_bytes()?,
                 drain_deadline: flags.graceful_shutdown().max(Duration::from_secs(1)),
             },
             me.get_cell(),
         )
         .await?;
         let bound = call(&gateway, ApiGatewayMsg::Addresses, Duration::from_secs(5)).await.unwrap_or_default();
-        let registration = invocation.register(&flags.app_id, &listen, &bound.internal).await;
+        // daprd: a loopback internal listen address is the address others are given.
+        let advertised: Vec<String> = flags.internal_host_override().into_iter().chain(listen.iter().cloned()).collect();
+        let registration = invocation.register(&flags.app_id, &advertised, &bound.internal).await;
         metadata_ready.set_registered();
         let drain_deadline = flags.graceful_shutdown().max(Duration::from_secs(1));
-        Ok(RuntimeRootState { components, gateway, registration, tracer, pubsub, drain_deadline })
+        let block = flags.block_shutdown()?.map(|d| (d, app_health, a.shutdown.clone()));
+        Ok(RuntimeRootState { components, gateway, registration, tracer, pubsub, drain_deadline, block })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -255,6 +295,21 @@ impl Actor for RuntimeRoot {
                 // daprd's order: subscriptions stop taking messages and drain first.
                 tracing::info!("draining pub/sub deliveries");
                 st.pubsub.drain(st.drain_deadline).await;
+                // daprd's blocked shutdown: subscriptions have stopped; the APIs keep serving
+                // until the period ends or the app reports unhealthy.
+                if let Some((period, health, _)) = st.block.take().filter(|(_, _, sd)| sd.is_requested()) {
+                    tracing::info!("Blocking graceful shutdown for {} or until app reports unhealthy...", crate::invoke::app_health::go_duration(period));
+                    let unhealthy = async {
+                        match &health {
+                            Some(h) => h.until_unhealthy().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => tracing::info!("Block shutdown period expired, entering shutdown..."),
+                        _ = unhealthy => tracing::info!("App reported unhealthy, entering shutdown..."),
+                    }
+                }
                 tracing::info!("draining the APIs");
                 let _ = st.gateway.call(ApiGatewayMsg::Drain, Some(Duration::from_secs(60))).await;
                 st.gateway.stop(None);

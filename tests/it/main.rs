@@ -31,6 +31,7 @@ mod bench;
 mod component_health;
 mod durability;
 mod faults;
+mod flags;
 mod harness;
 mod hot_reload;
 mod http_endpoint_secrets;

@@ -30,8 +30,9 @@ pub(crate) async fn metrics_port(sc: &Sidecar) -> u16 {
     eventually(Duration::from_secs(10), "the metrics server to be logged", || async {
         let logs = sc.logs();
         let line = logs.lines().find(|l| l.contains("metrics server listening"))?;
-        let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
-        after.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+        // `metrics="[0.0.0.0:PORT]"`: daprd's default --metrics-listen-address binds all interfaces.
+        let inside = &line[line.find("metrics=\"[")? + "metrics=\"[".len()..];
+        inside[..inside.find(']')?].rsplit(':').next()?.parse().ok()
     })
     .await
 }

@@ -15,6 +15,15 @@ use super::extract::{body_read_error, read_body};
 use super::HttpState;
 use crate::api::errors::{codes, ApiError};
 
+/// daprd's public endpoints (`--dapr-public-port`): metadata and health, no shutdown.
+pub fn public_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/v1.0/metadata", get(get_metadata))
+        .route("/v1.0/metadata/{key}", put(put_metadata))
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+}
+
 /// The metadata, health and shutdown routes.
 pub fn routes() -> Router<HttpState> {
     Router::new()

@@ -59,6 +59,30 @@ impl std::ops::Deref for HttpShared {
     }
 }
 
+/// The public server's router (`--dapr-public-port`): health and metadata only, without the
+/// API token check, as daprd's public server (its chi router has no auth middleware).
+pub fn public_router(state: HttpState) -> Router {
+    Router::new().merge(metadata::public_routes()).with_state(state)
+}
+
+/// CORS of the HTTP API (`--allowed-origins`), as daprd's `useCors`: none for the default empty
+/// value; `*` allows any origin; else the listed origins, with daprd's methods and any header.
+pub fn cors(allowed: &str) -> Option<tower_http::cors::CorsLayer> {
+    use http::Method;
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    let allowed = allowed.trim();
+    if allowed.is_empty() {
+        return None;
+    }
+    let methods = [Method::HEAD, Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let origin = if allowed == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(allowed.split(',').map(str::trim).filter(|o| !o.is_empty()).filter_map(|o| http::HeaderValue::from_str(o).ok()))
+    };
+    Some(CorsLayer::new().allow_origin(origin).allow_methods(methods).allow_headers(AllowHeaders::mirror_request()))
+}
+
 /// The full HTTP router.
 pub fn router(state: HttpState) -> Router {
     Router::new()
