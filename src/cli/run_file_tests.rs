@@ -32,7 +32,7 @@ fn paths_resolve_per_section_and_the_apps_dapr_folder_wins() {
     assert_eq!(l[0].flags.log_level, "debug", "common's logLevel");
     assert_eq!(l[0].flags.max_body_size, "8Mi", "common's maxBodySize");
     assert_eq!(l[0].flags.resources_path, vec![r.join("orders/comp")], "relative to appDirPath");
-    assert_eq!(l[0].flags.config.as_deref(), Some(r.join("conf.yaml").as_path()), "common's config");
+    assert_eq!(l[0].flags.config.first().map(|p| p.as_path()), Some(r.join("conf.yaml").as_path()), "common's config");
     let env = args_of(&l[0]);
     for want in ["APP_ID=orders", "APP_PORT=8080", "DAPR_METRICS_PORT=9999", "APP_PROTOCOL=http", "APP_CHANNEL_ADDRESS=127.0.0.1", "DEBUG=true", "WHO=orders"] {
         assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
@@ -46,7 +46,7 @@ fn paths_resolve_per_section_and_the_apps_dapr_folder_wins() {
     assert_eq!(l[1].flags.dapr_http_port, 3999);
     assert_eq!(l[1].flags.log_level, "warn");
     assert_eq!(l[1].flags.resources_path, vec![r.join("other/.dapr/resources")], "the app's .dapr wins over common");
-    assert_eq!(l[1].flags.config.as_deref(), Some(r.join("other/.dapr/config.yaml").as_path()));
+    assert_eq!(l[1].flags.config.first().map(|p| p.as_path()), Some(r.join("other/.dapr/config.yaml").as_path()));
     // Defaults: the sidecar's lines to a file only, the app's to both.
     let daprd = l[1].record.daprd_log_path.clone().unwrap();
     assert!(daprd.starts_with(&r.join("other/.dapr/logs/second_daprd_").display().to_string()) && daprd.ends_with(".log"), "{daprd}");

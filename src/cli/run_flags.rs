@@ -234,7 +234,7 @@ mod tests {
         let f = argv.parse().unwrap();
         assert_eq!(f.app_id, "x");
         assert_eq!(f.app_max_concurrency, -1);
-        assert!(f.enable_api_logging);
+        assert_eq!(f.enable_api_logging, Some(true));
         assert_eq!(f.read_buffer_size, "8Ki");
         assert_eq!(f.placement_host_address.as_deref(), Some("localhost:50005"));
         assert_eq!(f.scheduler_host_address.as_deref(), Some(""));

@@ -291,7 +291,7 @@ where
         // sink (a `rapr run -f` sidecar's own destination) or stderr.
         match &self.file {
             Some(f) => {
-                let _ = (&*f).write_all(line.as_bytes());
+                let _ = std::io::Write::write_all(&mut &*f, line.as_bytes());
             }
             None => write_line(line.as_bytes()),
         }
