@@ -71,8 +71,20 @@ impl AppTransport {
         if !self.tls {
             return Ok(Channel::from_shared(format!("http://{authority}")).map_err(|e| e.to_string())?.connect_lazy());
         }
-        let connector = super::tls::connector(super::tls::app_config().map_err(|e| e.to_string())?, Alpn::H2);
-        Ok(Endpoint::from_shared(format!("https://{authority}")).map_err(|e| e.to_string())?.connect_with_connector_lazy(connector))
+        let tls = super::tls::connector(super::tls::app_config().map_err(|e| e.to_string())?, Alpn::H2);
+        // tonic refuses an `https://` endpoint it does not secure itself (its own TLS feature is
+        // on, for the OTLP exporter), so the endpoint says `http://` and this connector, which
+        // does the TLS, hands the `https` scheme its inner connector requires.
+        let connector = tower::service_fn(move |uri: http::Uri| {
+            let mut tls = tls.clone();
+            async move {
+                let mut parts = uri.into_parts();
+                parts.scheme = Some(http::uri::Scheme::HTTPS);
+                let uri = http::Uri::from_parts(parts).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                tower::Service::call(&mut tls, uri).await
+            }
+        });
+        Ok(Endpoint::from_shared(format!("http://{authority}")).map_err(|e| e.to_string())?.connect_with_connector_lazy(connector))
     }
 }
 

@@ -187,6 +187,7 @@ impl SidecarBuilder {
         let url = format!("http://127.0.0.1:{http}{}", if self.wait_healthy { "/v1.0/healthz" } else { "/v1.0/healthz/outbound" });
         let logs = || std::fs::read_to_string(&log).unwrap_or_default();
         let start = Instant::now();
+        let mut last = String::from("no answer");
         loop {
             if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("exit {status}\n{}", logs()));
@@ -197,8 +198,9 @@ impl SidecarBuilder {
                     // Invariant: the child is taken only here, once.
                     return Ok(child.0.take().unwrap());
                 }
+                last = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "sidecar not ready in 20s:\n{}", logs());
+            assert!(start.elapsed() < Duration::from_secs(20), "sidecar not ready in 20s (last answer: {last}):\n{}", logs());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
