@@ -147,14 +147,8 @@ fn plan(args: &RunArgs) -> Result<AppLaunch, String> {
     let (http_port, grpc_port) = (port_or_free(args.dapr_http_port)?, port_or_free(args.dapr_grpc_port)?);
     let metrics_port = port_or_free(args.metrics_port)?;
     let protocol = args.channel.app_protocol(args.app_protocol.as_deref());
-    let mut argv = SidecarArgv::default();
-    argv.flag("app-id", &app_id);
-    argv.flag("app-port", app_port);
-    argv.flag("app-protocol", &protocol);
-    argv.flag("dapr-http-port", http_port);
-    argv.flag("dapr-grpc-port", grpc_port);
-    argv.flag("dapr-internal-grpc-port", port_or_free(args.dapr_internal_grpc_port)?);
-    argv.flag("metrics-port", metrics_port);
+    let ports = [http_port, grpc_port, port_or_free(args.dapr_internal_grpc_port)?, metrics_port];
+    let mut argv = SidecarArgv::with_base(super::run_flags::SidecarBase { app_id: &app_id, app_port, protocol: &protocol, ports });
     argv.flag("log-level", &args.log_level);
     if args.log_as_json {
         argv.flag("log-as-json", true);

@@ -256,14 +256,8 @@ fn plan(rf: &RunFile, file: &Path, log_as_json: bool) -> Result<Vec<AppLaunch>, 
         let protocol = channel.app_protocol(app.app_protocol.as_deref().or(rf.common.app_protocol.as_deref()));
         let app_port = u16::try_from(app.app_port.unwrap_or(0).max(0)).map_err(|_| format!("invalid appPort of {app_id}"))?;
         let (http_port, grpc_port, metrics_port) = (port_or_free(app.dapr_http_port)?, port_or_free(app.dapr_grpc_port)?, port_or_free(app.metrics_port)?);
-        let mut argv = SidecarArgv::default();
-        argv.flag("app-id", &app_id);
-        argv.flag("app-port", app_port);
-        argv.flag("app-protocol", &protocol);
-        argv.flag("dapr-http-port", http_port);
-        argv.flag("dapr-grpc-port", grpc_port);
-        argv.flag("dapr-internal-grpc-port", port_or_free(app.dapr_internal_grpc_port)?);
-        argv.flag("metrics-port", metrics_port);
+        let ports = [http_port, grpc_port, port_or_free(app.dapr_internal_grpc_port)?, metrics_port];
+        let mut argv = SidecarArgv::with_base(super::run_flags::SidecarBase { app_id: &app_id, app_port, protocol: &protocol, ports });
         argv.flag("log-level", app.log_level.as_deref().or(rf.common.log_level.as_deref()).filter(|l| !l.is_empty()).unwrap_or("info"));
         if log_as_json {
             argv.flag("log-as-json", true);

@@ -143,7 +143,33 @@ fn with_port(addr: &str, port: u16) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct SidecarArgv(Vec<String>);
 
+/// The flags every app's sidecar gets from `rapr run` (one app or a run file).
+pub struct SidecarBase<'a> {
+    /// `--app-id`.
+    pub app_id: &'a str,
+    /// `--app-port`.
+    pub app_port: u16,
+    /// `--app-protocol`.
+    pub protocol: &'a str,
+    /// `--dapr-http-port`, `--dapr-grpc-port`, `--dapr-internal-grpc-port`, `--metrics-port`.
+    pub ports: [u16; 4],
+}
+
 impl SidecarArgv {
+    /// A command line starting with `base`.
+    pub fn with_base(base: SidecarBase<'_>) -> Self {
+        let mut argv = Self::default();
+        argv.flag("app-id", base.app_id);
+        argv.flag("app-port", base.app_port);
+        argv.flag("app-protocol", base.protocol);
+        let [http, grpc, internal, metrics] = base.ports;
+        argv.flag("dapr-http-port", http);
+        argv.flag("dapr-grpc-port", grpc);
+        argv.flag("dapr-internal-grpc-port", internal);
+        argv.flag("metrics-port", metrics);
+        argv
+    }
+
     /// `--name value`.
     pub fn flag(&mut self, name: &str, value: impl ToString) {
         // `--name=value`: a value that starts with `-` is never read as a flag.
