@@ -112,6 +112,9 @@ pub struct BulkArgs {
     pub trace_parent: String,
     /// Its `tracestate`.
     pub trace_state: String,
+    /// The name of each entry's producer span: the HTTP request's path, or daprd's
+    /// `/dapr.proto.runtime.v1.Dapr/BulkPublishEvent[Alpha1]/` over gRPC.
+    pub span_name: String,
 }
 
 /// The publish facade.
@@ -120,12 +123,19 @@ pub struct PubSubApi {
     directory: DirectoryHandle,
     resiliency: Resiliency,
     app_id: Arc<str>,
+    tracer: Option<crate::runtime::telemetry::Tracing>,
 }
 
 impl PubSubApi {
     /// Builds the facade; `app_id` is the events' `source` and the scopes' subject.
     pub fn new(directory: DirectoryHandle, resiliency: Resiliency, app_id: &str) -> Self {
-        Self { directory, resiliency, app_id: Arc::from(app_id) }
+        Self { directory, resiliency, app_id: Arc::from(app_id), tracer: None }
+    }
+
+    /// Bulk publishes start a producer span per entry with this tracer, as daprd.
+    pub fn with_tracer(mut self, tracer: crate::runtime::telemetry::Tracing) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// daprd's `validateAndGetPubsubAndTopic`: name, component, topic. `metadata` is what the
@@ -206,6 +216,8 @@ impl PubSubApi {
         let raw = Self::raw_payload(&a.pubsub, &a.metadata)?;
         let mut seen = std::collections::HashSet::new();
         let mut entries = Vec::with_capacity(a.entries.len());
+        // One PRODUCER span per enveloped entry, ended with the call's outcome on every path.
+        let mut spans = ProducerSpans(Vec::new());
         for e in a.entries {
             if e.entry_id.is_empty() || !seen.insert(e.entry_id.clone()) {
                 return Err(PubSubApiError::MarshalEvents {
@@ -219,7 +231,10 @@ impl PubSubApi {
             let data = if raw {
                 e.event
             } else {
-                let env = EnvelopeIn { data: &e.event, content_type: &e.content_type, trace_parent: &a.trace_parent, trace_state: &a.trace_state, metadata: &metadata };
+                let span = self.tracer.as_ref().filter(|_| !a.trace_parent.is_empty()).and_then(|t| t.producer_span(&a.span_name, &a.trace_parent));
+                let trace_parent = span.as_ref().map_or(a.trace_parent.as_str(), |s| s.traceparent()).to_string();
+                spans.0.extend(span);
+                let env = EnvelopeIn { data: &e.event, content_type: &e.content_type, trace_parent: &trace_parent, trace_state: &a.trace_state, metadata: &metadata };
                 self.envelope(client, &a.pubsub, &a.topic, env)?
             };
             entries.push(BulkEntry { entry_id: e.entry_id, data, content_type: e.content_type, metadata });
@@ -254,7 +269,11 @@ impl PubSubApi {
             })
             .await;
         self.record(&a.pubsub, &a.topic, true, result.is_ok(), started);
-        let Err(e) = result else { return Ok(()) };
+        let Err(e) = result else {
+            spans.end(None);
+            return Ok(());
+        };
+        spans.end(Some(&e.to_string()));
         let gave_up_whole = !matches!(e, PolicyError::Operation(_)) || last_failed.load().is_empty();
         let detail = gave_up(e);
         // As daprd: when the broker failed as a whole (or the policy timed out or its breaker is
@@ -273,6 +292,24 @@ impl PubSubApi {
         if let Some(m) = self.directory.load().metrics.clone() {
             m.pubsub_egress(pubsub, topic, bulk, success, started);
         }
+    }
+}
+
+/// The producer spans of a bulk publish's entries. Ended with the outcome when the call is
+/// done; ended as errors when dropped before (a refused entry or scope stops the call early).
+struct ProducerSpans(Vec<crate::runtime::telemetry::CallbackSpan>);
+
+impl ProducerSpans {
+    fn end(&mut self, error: Option<&str>) {
+        for s in self.0.drain(..) {
+            s.end_producer(error);
+        }
+    }
+}
+
+impl Drop for ProducerSpans {
+    fn drop(&mut self) {
+        self.end(Some("bulk publish refused"));
     }
 }
 

@@ -125,6 +125,14 @@ pub fn default_resources() -> Result<PathBuf, String> {
     ensure_defaults(&rapr_home()).map_err(|e| format!("cannot write the default components under {}: {e}", rapr_home().display()))
 }
 
+/// The Configuration a run uses when none is given: `config.yaml` in rapr's home (written by
+/// `rapr init`), as the CLI falls back to `~/.dapr/config.yaml` (cmd/run.go, and last in a run
+/// file's order). Left out when the file is not there: the CLI would pass a missing file and
+/// daprd would refuse to start, where rapr runs on its defaults.
+pub fn default_config() -> Option<PathBuf> {
+    Some(rapr_home().join("config.yaml")).filter(|p| p.is_file())
+}
+
 /// A port flag: the CLI picks a free port for an absent or non-positive one.
 pub fn port_or_free(p: Option<i32>) -> Result<u16, String> {
     match p.filter(|p| *p > 0) {
@@ -156,7 +164,7 @@ fn plan(args: &RunArgs) -> Result<AppLaunch, String> {
     for r in &resources {
         argv.flag("resources-path", r.display());
     }
-    argv.opt("config", args.config.as_ref().map(|c| c.display()));
+    argv.opt("config", args.config.clone().or_else(default_config).map(|c| c.display().to_string()));
     argv.opt("unix-domain-socket", args.unix_domain_socket.as_ref().map(|d| d.display()));
     if args.channel.enable_profiling == Some(true) {
         argv.flag("profile-port", port_or_free(args.profile_port)?);
@@ -179,6 +187,7 @@ fn plan(args: &RunArgs) -> Result<AppLaunch, String> {
 
 /// `rapr run`; returns the exit code.
 pub async fn run(args: RunArgs) -> i32 {
+    status::set_json(args.log_as_json);
     if args.kubernetes {
         status::failure("rapr runs apps on this machine only: --kubernetes is not supported");
         return 1;
@@ -192,6 +201,10 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     if args.command.is_empty() {
         println!("WARNING: no application command found.");
+    }
+    if args.unix_domain_socket.is_some() {
+        // The CLI's words (cmd/run.go); its ports are still picked and passed, as here.
+        status::warning("Unix domain sockets are currently a preview feature");
     }
     // Installed first: a SIGTERM while the sidecar starts still stops the run cleanly.
     let mut signals = Signals::install();

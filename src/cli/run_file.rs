@@ -34,7 +34,7 @@ use serde::Deserialize;
 
 use super::app_process::AppOutput;
 use super::launch::{workers_per_sidecar, AppLaunch, RecordExtras};
-use super::run::{default_resources, port_or_free, RunArgs};
+use super::run::{default_config, default_resources, port_or_free, RunArgs};
 use super::run_flags::{AppEnv, ChannelOptions, SidecarArgv};
 use super::status;
 use crate::runtime::logging::{level_of, LineSink};
@@ -250,7 +250,7 @@ fn plan(rf: &RunFile, file: &Path, log_as_json: bool) -> Result<Vec<AppLaunch>, 
         let config = match app.config_file_path.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => Some(resolve_path(&dir, p)?),
             None if local_config.is_file() => Some(local_config),
-            None => common_config.clone(),
+            None => common_config.clone().or_else(default_config),
         };
         let channel = app.channel.or(&rf.common.channel);
         let protocol = channel.app_protocol(app.app_protocol.as_deref().or(rf.common.app_protocol.as_deref()));

@@ -111,14 +111,16 @@ impl RemoteInvoker {
     /// A whole-message call (used by gRPC `InvokeService`).
     pub async fn call_unary(&self, addr: &str, req: internals::InternalInvokeRequest) -> Result<internals::InternalInvokeResponse, InvokeError> {
         let sent = self.sent(&req, false);
+        // daprd's unary client interceptor records the message sizes (the answer's only on success).
+        let req_size = sent.as_ref().map_or(0, |_| prost::Message::encoded_len(&req) as u64);
         let ch = self.channel(addr).await?;
         let res = self.client(ch).call_local(with_trace_headers(&req.metadata, req.clone())).await.map(|r| r.into_inner());
         if let Some((m, target, started)) = sent {
-            let (code, status) = match &res {
-                Ok(r) => (tonic::Code::Ok, r.status.as_ref().map_or(0, |s| s.code)),
-                Err(s) => (s.code(), s.code() as i32),
+            let (code, status, res_size) = match &res {
+                Ok(r) => (tonic::Code::Ok, r.status.as_ref().map_or(0, |s| s.code), prost::Message::encoded_len(r) as u64),
+                Err(s) => (s.code(), s.code() as i32, 0),
             };
-            m.invoke_answered(&target, false, "/dapr.proto.internals.v1.ServiceInvocation/CallLocal", code, status, started);
+            m.invoke_answered(&target, false, "/dapr.proto.internals.v1.ServiceInvocation/CallLocal", code, status, started, Some((req_size, res_size)));
         }
         res.map_err(|s| self.status_error(addr, s))
     }
@@ -133,7 +135,8 @@ impl RemoteInvoker {
                 Err(InvokeError::Unreachable(_) | InvokeError::Unavailable(_)) => (tonic::Code::Unavailable, tonic::Code::Unavailable as i32),
                 Err(_) => (tonic::Code::Internal, tonic::Code::Internal as i32),
             };
-            m.invoke_answered(&target, true, "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream", code, status, started);
+            // A stream: daprd's stream client interceptor records no sizes.
+            m.invoke_answered(&target, true, "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream", code, status, started, None);
         }
         res
     }

@@ -141,8 +141,15 @@ fn http_invocation(path: &str) -> Option<(&str, &str)> {
     Some((app_id, method))
 }
 
-/// The attributes daprd's HTTP middleware sets on a sampled span.
-pub fn http_attributes(method: &str, path: &str, path_and_query: &str, status: u16, headers: &http::HeaderMap) -> Vec<KeyValue> {
+/// The TCP address of the connection a request came on (a request extension the accept loop
+/// sets), Go's `Request.RemoteAddr`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// The attributes daprd's HTTP middleware sets on a sampled span. `server.address` and
+/// `server.port` are the caller's address, as daprd fills them from `RemoteAddr` (OpenTelemetry's
+/// conventions mean the server's; daprd's words win).
+pub fn http_attributes(method: &str, path: &str, path_and_query: &str, status: u16, headers: &http::HeaderMap, peer: Option<PeerAddr>) -> Vec<KeyValue> {
     let mut out = dapr_headers(headers, true);
     let api = format!("{method} {path}");
     if let Some((app_id, _)) = http_invocation(path) {
@@ -165,6 +172,10 @@ pub fn http_attributes(method: &str, path: &str, path_and_query: &str, status: u
     out.push(KeyValue::new("dapr.status_code", status.to_string()));
     out.push(KeyValue::new("http.request.method", method.to_string()));
     out.push(KeyValue::new("url.full", path_and_query.to_string()));
+    if let Some(PeerAddr(a)) = peer {
+        out.push(KeyValue::new("server.address", a.ip().to_string()));
+        out.push(KeyValue::new("server.port", a.port().to_string()));
+    }
     out
 }
 
@@ -254,11 +265,11 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append("dapr-x", "1".parse().unwrap());
         h.append("dapr-x", "2".parse().unwrap());
-        let a = http_attributes("GET", "/v1.0/state/s/k", "/v1.0/state/s/k?x=1", 404, &h);
-        for kv in [("db.system", "state"), ("db.name", "s"), ("db.statement", "GET /v1.0/state/s/k"), ("dapr.status_code", "404"), ("url.full", "/v1.0/state/s/k?x=1"), ("dapr-x", "2")] {
+        let a = http_attributes("GET", "/v1.0/state/s/k", "/v1.0/state/s/k?x=1", 404, &h, Some(PeerAddr(([127, 0, 0, 1], 40123).into())));
+        for kv in [("db.system", "state"), ("db.name", "s"), ("db.statement", "GET /v1.0/state/s/k"), ("dapr.status_code", "404"), ("url.full", "/v1.0/state/s/k?x=1"), ("dapr-x", "2"), ("server.address", "127.0.0.1"), ("server.port", "40123")] {
             assert!(a.contains(&KeyValue::new(kv.0, kv.1)), "{kv:?} in {a:?}");
         }
-        let a = http_attributes("POST", "/v1.0/publish/ps/orders", "/v1.0/publish/ps/orders", 204, &http::HeaderMap::new());
+        let a = http_attributes("POST", "/v1.0/publish/ps/orders", "/v1.0/publish/ps/orders", 204, &http::HeaderMap::new(), None);
         assert!(a.contains(&KeyValue::new("messaging.destination.name", "orders")) && a.contains(&KeyValue::new("messaging.system", "pubsub")), "{a:?}");
         let d = SpanDetails::default();
         d.invocation(Invocation::Publish { topic: "orders".into() });

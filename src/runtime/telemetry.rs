@@ -124,6 +124,8 @@ impl Tracing {
             match super::otlp::exporter(otel) {
                 Ok(Some(e)) => builder = builder.with_span_processor(batched(e)),
                 Ok(None) => {}
+                // daprd skips the exporter silently and starts; rapr says why.
+                Err(e @ super::otlp::OtlpError::NoProtocol(_)) => tracing::warn!("{e}"),
                 Err(e) => errors.push(TracingError { endpoint: otel.endpoint.clone(), reason: e.to_string() }),
             }
         }
@@ -154,17 +156,14 @@ impl Tracing {
 }
 
 /// The sidecar's metrics and tracer from its flags, Configuration and the `OTEL_EXPORTER_OTLP_*`
-/// environment. An exporter that cannot be built is logged and left out (daprd would not start
-/// for a Zipkin URL it cannot parse; rapr keeps serving and says why); environment variables
-/// daprd cannot read stop the sidecar as they stop daprd.
+/// environment. An exporter that cannot be built (a Zipkin address that is not a URL) and
+/// environment variables daprd cannot read stop the sidecar, as they stop daprd.
 pub fn setup(flags: &crate::config::SidecarArgs, cfg: &crate::config::ConfigurationSpec) -> Result<(Metrics, Tracing), String> {
     let metrics = Metrics::with_options(&flags.app_id, metric_options(flags.enable_metrics, &cfg.metric));
     let mut spec = cfg.tracing.clone();
     crate::config::tracing_spec::tracing_from_env(&mut spec, |k| std::env::var(k).ok()).map_err(|e| format!("error setting tracing spec from env: {e}"))?;
-    let (tracer, errors) = Tracing::with_errors(&flags.app_id, &spec);
-    for e in errors {
-        tracing::error!(error = %e, "trace exporter unavailable; its spans are not exported");
-    }
+    // As daprd's setupTracing: an exporter that cannot be built stops the start.
+    let tracer = Tracing::new(&flags.app_id, &spec).map_err(|e| format!("failed to setup tracing: {}", e.reason))?;
     if !spec.enabled() {
         tracing::info!("tracing disabled (samplingRate 0): no spans, trace headers pass untouched");
     }
@@ -242,6 +241,7 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
     // What the attributes need from the request, kept only when they will be recorded.
     let sampled = sc.is_sampled();
     let details = SpanDetails::default();
+    let peer = req.extensions().get::<span_attrs::PeerAddr>().copied();
     let request_parts = sampled.then(|| (req.method().to_string(), req.uri().path_and_query().map_or_else(|| path.clone(), |p| p.as_str().to_string()), req.headers().clone()));
     if grpc {
         req.extensions_mut().insert(details.clone());
@@ -260,7 +260,7 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
             }
             span.set_attributes(attrs);
         } else {
-            span.set_attributes(span_attrs::http_attributes(&method, &path, &path_and_query, resp.status().as_u16(), &headers));
+            span.set_attributes(span_attrs::http_attributes(&method, &path, &path_and_query, resp.status().as_u16(), &headers, peer));
         }
     }
     if grpc {
@@ -296,6 +296,22 @@ impl Tracing {
     }
 }
 
+impl Tracing {
+    /// A PRODUCER span `name` under `parent` (the bulk publish request's span), one per entry of a
+    /// bulk publish, whose context the entry's CloudEvent carries (daprd's
+    /// `StartProducerSpanChildFromParent` / `StartGRPCProducerSpanChildFromParent`). `None` with
+    /// tracing off.
+    pub fn producer_span(&self, name: &str, parent: &str) -> Option<CallbackSpan> {
+        if !self.enabled {
+            return None;
+        }
+        let cx = trace_context::parse_traceparent(parent).map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+        let span = self.tracer.span_builder(name.to_string()).with_kind(opentelemetry::trace::SpanKind::Producer).start_with_context(&self.tracer, &cx);
+        let traceparent = trace_context::traceparent(span.span_context());
+        Some(CallbackSpan { span, traceparent })
+    }
+}
+
 /// The delivery spans of a batch: one per entry with a trace context (daprd's bulk postmen).
 pub fn batch_spans(tracer: Option<&Tracing>, topic: &str, parents: impl Iterator<Item = Option<String>>) -> Vec<CallbackSpan> {
     let Some(t) = tracer else { return Vec::new() };
@@ -316,6 +332,15 @@ impl CallbackSpan {
             self.span.set_status(span_attrs::http_status(http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)));
         }
         if let Some(message) = grpc_error {
+            self.span.set_status(opentelemetry::trace::Status::error(message.to_string()));
+        }
+        self.span.end();
+    }
+
+    /// Ends a producer span: an error status when the publish failed (daprd sets every entry's
+    /// span from the request's final status).
+    pub fn end_producer(mut self, error: Option<&str>) {
+        if let Some(message) = error {
             self.span.set_status(opentelemetry::trace::Status::error(message.to_string()));
         }
         self.span.end();

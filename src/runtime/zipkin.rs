@@ -52,9 +52,13 @@ impl std::fmt::Debug for ClientDebug {
 /// Why the exporter could not be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum ZipkinError {
-    /// `endpointAddress` is not an `http://` or `https://` URL.
-    #[error("zipkin endpointAddress {0:?} is not an http:// or https:// URL")]
+    /// `endpointAddress` has no scheme or host: OpenTelemetry Go's zipkin exporter's words,
+    /// which daprd's start fails with.
+    #[error("invalid collector URL {0:?}: no scheme or host")]
     Url(String),
+    /// A scheme other than http or https (Go's exporter takes it and fails on each export).
+    #[error("invalid collector URL {0:?}: rapr exports to http:// or https:// only")]
+    Scheme(String),
     /// The TLS client for an `https://` collector.
     #[error("zipkin TLS client: {0}")]
     Tls(#[from] tls::TlsError),
@@ -69,7 +73,8 @@ impl ZipkinExporter {
         let client = match url.scheme_str() {
             Some("http") => HttpClient::plain(false),
             Some("https") => HttpClient::tls(tls::system_config()?, Alpn::Any),
-            _ => return Err(ZipkinError::Url(endpoint.to_string())),
+            None => return Err(ZipkinError::Url(endpoint.to_string())),
+            Some(_) => return Err(ZipkinError::Scheme(endpoint.to_string())),
         };
         if url.host().is_none() {
             return Err(ZipkinError::Url(endpoint.to_string()));
@@ -174,12 +179,17 @@ impl ZipkinSpan {
         }
         tags.insert("otel.scope.name".into(), s.instrumentation_scope.name().to_string());
         let remote_endpoint = matches!(s.span_kind, SpanKind::Client | SpanKind::Producer)
-            .then(|| REMOTE_KEYS.iter().find_map(|k| tags.get(*k)))
+            .then(|| REMOTE_KEYS.iter().find_map(|k| tags.get(*k).map(|v| (*k, v))))
             .flatten()
-            .map(|peer| match peer.parse::<IpAddr>() {
-                Ok(IpAddr::V4(ip)) => Endpoint { ipv4: Some(ip.to_string()), ..Default::default() },
-                Ok(IpAddr::V6(ip)) => Endpoint { ipv6: Some(ip.to_string()), ..Default::default() },
-                Err(_) => Endpoint { service_name: Some(peer.clone()), ..Default::default() },
+            .and_then(|(key, peer)| match key {
+                // Only a peer *address* is read as an IP (OpenTelemetry Go's exporter); any other
+                // key is a service name, even `server.address: 127.0.0.1` as daprd sets it.
+                "network.peer.address" => match peer.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(ip)) => Some(Endpoint { ipv4: Some(ip.to_string()), ..Default::default() }),
+                    Ok(IpAddr::V6(ip)) => Some(Endpoint { ipv6: Some(ip.to_string()), ..Default::default() }),
+                    Err(_) => None,
+                },
+                _ => Some(Endpoint { service_name: Some(peer.clone()), ..Default::default() }),
             });
         Self {
             trace_id: s.span_context.trace_id().to_string(),
@@ -249,7 +259,8 @@ mod tests {
 
     #[test]
     fn refuses_endpoints_that_are_not_urls() {
-        assert!(ZipkinExporter::new("localhost:9411", "a").is_err());
+        let e = ZipkinExporter::new("localhost:9411", "a").unwrap_err().to_string();
+        assert_eq!(e, "invalid collector URL \"localhost:9411\": no scheme or host", "daprd's words");
         assert!(ZipkinExporter::new("ftp://h/api/v2/spans", "a").is_err());
         assert!(ZipkinExporter::new("http://localhost:9411/api/v2/spans", "a").is_ok());
     }

@@ -185,7 +185,7 @@ impl Actor for RuntimeRoot {
         let api_token: Option<Arc<str>> = a.api_token.filter(|t| !t.is_empty()).map(Arc::from);
         let max_body = flags.max_body_bytes()?;
         let state = StateApi::new(directory.clone(), resiliency.clone());
-        let publish = crate::api::pubsub::PubSubApi::new(directory.clone(), resiliency.clone(), &flags.app_id);
+        let publish = crate::api::pubsub::PubSubApi::new(directory.clone(), resiliency.clone(), &flags.app_id).with_tracer(tracer.clone());
         let app = AppConnection::from_flags(&flags);
         let secrets = SecretsApi::new(directory.clone(), configuration.secret_scopes).with_resiliency(resiliency.clone());
         let endpoints = resolve_http_endpoints(std::mem::take(&mut resources.http_endpoints), &directory, &components).await;

@@ -16,6 +16,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::span_attrs::PeerAddr;
+
 /// How a listener's connections are served.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -68,15 +70,26 @@ fn builder(limits: ConnLimits) -> Builder<TokioExecutor> {
 
 /// Serves `router` on `listener` until `stop`, then waits for the open connections to finish
 /// their requests (the gateway bounds that wait with its drain deadline).
-pub async fn serve<L: Listener>(mut listener: L, router: axum::Router, stop: CancellationToken, limits: ConnLimits) {
+pub async fn serve<L: Listener>(mut listener: L, router: axum::Router, stop: CancellationToken, limits: ConnLimits)
+where
+    L::Addr: 'static,
+{
     let builder = builder(limits);
     let graceful = GracefulShutdown::new();
     loop {
-        let (io, _addr) = tokio::select! {
+        let (io, addr) = tokio::select! {
             conn = listener.accept() => conn,
             _ = stop.cancelled() => break,
         };
-        let svc = TowerToHyperService::new(router.clone());
+        // The caller's TCP address rides on each request, as Go's `Request.RemoteAddr` (spans'
+        // `server.address` / `server.port`); a Unix socket peer has none.
+        let peer = (&addr as &dyn std::any::Any).downcast_ref::<std::net::SocketAddr>().copied().map(PeerAddr);
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(router.clone(), move |mut r: http::Request<hyper::body::Incoming>| {
+            if let Some(p) = peer {
+                r.extensions_mut().insert(p);
+            }
+            r
+        }));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -263,6 +263,64 @@ async fn dapr_built_in_service_retries_can_be_redefined() {
     assert_eq!(ghost.load(Ordering::SeqCst), 6, "the redefined policy: five retries");
 }
 
+/// A stand-in sidecar that answers every call OK (`moved`), counting them.
+#[derive(Clone)]
+struct Accepting(Arc<AtomicUsize>);
+
+#[tonic::async_trait]
+impl ServiceInvocation for Accepting {
+    async fn call_local(&self, _: Request<internals::InternalInvokeRequest>) -> Result<Response<internals::InternalInvokeResponse>, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let data = Some(prost_types::Any { type_url: String::new(), value: b"moved".to_vec() });
+        let status = Some(internals::Status { code: 200, ..Default::default() });
+        Ok(Response::new(internals::InternalInvokeResponse { status, message: Some(InvokeResponse { data, content_type: "text/plain".into() }), ..Default::default() }))
+    }
+
+    type CallLocalStreamStream = Frames;
+
+    async fn call_local_stream(&self, _: Request<Streaming<internals::InternalInvokeRequestStream>>) -> Result<Response<Frames>, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let status = Some(internals::Status { code: 200, ..Default::default() });
+        let lead = internals::InternalInvokeResponse { status, message: Some(InvokeResponse { data: None, content_type: "text/plain".into() }), ..Default::default() };
+        let frame = internals::InternalInvokeResponseStream { response: Some(lead), payload: Some(StreamPayload { data: b"moved".to_vec(), seq: 0 }) };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(frame)]))))
+    }
+}
+
+/// The built-in retries resolve the app id again on each attempt: a target that comes back on
+/// another address between two attempts is reached by the next one. (daprd keeps the address
+/// for the whole call, so all four attempts would hit the dead one: a deliberate difference,
+/// docs/runtime-semantics.md "Resiliency".) The fault hits: the first attempt reaches the old
+/// address and fails there.
+#[tokio::test]
+async fn built_in_retries_find_a_target_that_moved() {
+    let home = tempfile::tempdir().unwrap();
+    let old = refusing_sidecar(home.path(), "mover").await;
+    let new = Arc::new(AtomicUsize::new(0));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_addr = l.local_addr().unwrap().to_string();
+    let routes = tonic::service::Routes::new(ServiceInvocationServer::new(Accepting(new.clone())));
+    tokio::spawn(async move { axum::serve(l, routes.into_axum_router()).await.unwrap() });
+    // Once the old address has refused a call, the app registers again on its new address.
+    let (db_path, seen) = (home.path().join("nameresolution.db"), old.clone());
+    let mover = tokio::spawn(async move {
+        while seen.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let db = rusqlite::Connection::open(db_path).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        db.execute("UPDATE hosts SET address = ?1 WHERE app_id = 'mover'", rusqlite::params![new_addr]).unwrap();
+    });
+    let caller = SidecarBuilder::new("res-mover").home(home.path()).start().await;
+    let r = caller.client.post(caller.url("/v1.0/invoke/mover/method/m")).body("x").send().await.unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    mover.await.unwrap();
+    assert_eq!(old.load(Ordering::SeqCst), 1, "the first attempt hit the old address, and only the first");
+    assert_eq!((status.as_u16(), body.as_str()), (200, "moved"), "a retry reached the new address");
+    assert_eq!(new.load(Ordering::SeqCst), 1);
+}
+
 /// A gRPC app (any service serves: `ServiceInvocation` is reused as an arbitrary one). Unary
 /// `CallLocal` by method: `flaky` fails UNAVAILABLE twice out of three, `slow` takes 5 s,
 /// `broken` is always INTERNAL; `CallLocalStream` echoes each message, after `x-delay-ms`.

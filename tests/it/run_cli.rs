@@ -233,3 +233,41 @@ async fn a_run_file_as_the_cli_parses_it() {
     assert!(stderr.contains("app_id=plain") && !stderr.contains("app_id=own") && !stderr.contains("app_id=rf-b"), "only plain's sidecar logs to the console:\n{stderr}");
     assert!(stderr.lines().any(|l| l.contains("app_id=plain") && l.contains("level=info") && l.contains("API servers listening")), "plain's own logLevel info:\n{stderr}");
 }
+
+/// `-u` end to end: the app reaches its sidecar over the socket the CLI names
+/// (`<dir>/dapr-<id>-http.socket`); `--log-as-json` turns the CLI's own status lines into its
+/// `{"time","status","msg"}` objects; and with no `-c` the Configuration in rapr's home applies,
+/// as the CLI falls back to `~/.dapr/config.yaml`.
+#[tokio::test]
+async fn a_unix_socket_run_with_json_status_lines_and_the_home_configuration() {
+    let home = tempfile::tempdir().unwrap();
+    // `rapr init`'s file, edited as a user edits ~/.dapr/config.yaml.
+    std::fs::write(
+        home.path().join("config.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  features:\n  - name: HomeConfigFeature\n    enabled: true\n",
+    )
+    .unwrap();
+    let socks = tempfile::tempdir().unwrap();
+    let sock = socks.path().join("dapr-uds-http.socket");
+    let script = format!("curl -s --unix-socket {} http://localhost/v1.0/metadata; echo", sock.display());
+    let mut cmd = rapr(home.path());
+    cmd.args(["run", "-a", "uds", "--log-as-json", "-u"]).arg(socks.path()).args(["--", "sh", "-c", &script]);
+    let out = output_within(&mut cmd, Duration::from_secs(60)).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let meta: Value = stdout.lines().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["id"] == "uds")).unwrap_or_else(|| panic!("metadata over the socket in {stdout}"));
+    let features: Vec<&str> = meta["enabledFeatures"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(features.contains(&"HomeConfigFeature"), "rapr home's config.yaml applied: {features:?}");
+    assert!(!sock.exists(), "the socket file is removed at shutdown");
+    let status: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("status").is_some()).collect();
+    let msgs: Vec<(&str, &str)> = status.iter().map(|v| (v["status"].as_str().unwrap(), v["msg"].as_str().unwrap())).collect();
+    for want in [("warning", "Unix domain sockets are currently a preview feature"), ("success", "Exited App successfully"), ("success", "Exited Dapr successfully")] {
+        assert!(msgs.contains(&want), "{want:?} as JSON in {stdout}");
+    }
+    for v in &status {
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 3, "time, status, msg only: {v}");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
+    }
+    assert!(!stdout.contains("✅"), "no text status line with --log-as-json: {stdout}");
+}

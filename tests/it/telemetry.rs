@@ -76,6 +76,12 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     }
     let mut grpc = caller.grpc().await;
     grpc.get_state(rapr_proto::runtime::v1::GetStateRequest { store_name: "store".into(), key: secret_key.into(), ..Default::default() }).await.unwrap();
+    // A unary call to the other sidecar (gRPC InvokeService: CallLocal), whose message sizes
+    // daprd's unary client interceptor records.
+    let http_get = rapr_proto::common::v1::HttpExtension { verb: rapr_proto::common::v1::http_extension::Verb::Get as i32, querystring: String::new() };
+    let message = rapr_proto::common::v1::InvokeRequest { method: "orders/5".into(), http_extension: Some(http_get), ..Default::default() };
+    #[allow(deprecated)]
+    grpc.invoke_service(rapr_proto::runtime::v1::InvokeServiceRequest { id: "tel-target".into(), message: Some(message) }).await.unwrap();
     // A save the store refuses (an ETag that is not the stored one: a mismatch, as daprd's
     // in-memory store answers) is a failed component call.
     let r = caller.client.post(caller.url("/v1.0/state/store")).json(&json!([{ "key": secret_key, "value": 9, "etag": "not-a-uuid" }])).send().await.unwrap();
@@ -104,7 +110,14 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     }
     let sent = sample(&text, "dapr_runtime_service_invocation_req_sent_total", &[("dst_app_id", "tel-target"), ("type", "streaming")]);
     assert_eq!(sent, Some(3.0), "{text}");
-    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "tel-target"), ("status", "200")]), Some(3.0));
+    // Three HTTP calls (streams) and the one InvokeService (unary).
+    assert_eq!(sample(&text, "dapr_runtime_service_invocation_res_recv_total", &[("src_app_id", "tel-target"), ("status", "200")]), Some(4.0));
+    let call_local = [("grpc_client_method", "/dapr.proto.internals.v1.ServiceInvocation/CallLocal")];
+    let sent_bytes = sample(&text, "dapr_grpc_io_client_sent_bytes_per_rpc_sum", &call_local).unwrap_or_default();
+    let received_bytes = sample(&text, "dapr_grpc_io_client_received_bytes_per_rpc_sum", &call_local).unwrap_or_default();
+    assert!(sent_bytes > 0.0 && received_bytes > 0.0, "CallLocal's message sizes: sent {sent_bytes} received {received_bytes}\n{text}");
+    // Streams record no sizes, as daprd's stream client interceptor.
+    assert_eq!(sample(&text, "dapr_grpc_io_client_sent_bytes_per_rpc_count", &[("grpc_client_method", "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream")]), None, "{text}");
     assert_eq!(
         sample(&text, "dapr_grpc_io_server_completed_rpcs", &[("grpc_server_method", "/dapr.proto.runtime.v1.Dapr/GetState"), ("grpc_server_status", "OK")]),
         Some(1.0),
@@ -130,9 +143,10 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     // The target counts what it received and its app calls.
     let tport = metrics_port(&target).await;
     let ttext = scrape(&target, tport).await;
-    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_req_recv_total", &[("src_app_id", "tel-caller")]), Some(3.0), "{ttext}");
-    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_res_sent_total", &[("dst_app_id", "tel-caller"), ("status", "200")]), Some(3.0));
-    assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("method", "GET"), ("status", "200")]), Some(3.0), "{ttext}");
+    // The three HTTP invocations and the one InvokeService.
+    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_req_recv_total", &[("src_app_id", "tel-caller")]), Some(4.0), "{ttext}");
+    assert_eq!(sample(&ttext, "dapr_runtime_service_invocation_res_sent_total", &[("dst_app_id", "tel-caller"), ("status", "200")]), Some(4.0));
+    assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("method", "GET"), ("status", "200")]), Some(4.0), "{ttext}");
     // As daprd with increased cardinality (its default): the app's method path is the label.
     assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("path", "/orders/123")]), Some(3.0), "{ttext}");
 }

@@ -16,7 +16,7 @@ use rapr_proto::runtime::v1::{GetStateRequest, InvokeServiceRequest};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::harness::{Sidecar, SidecarBuilder};
+use crate::harness::{free_port, Sidecar, SidecarBuilder};
 
 /// An app answering every call with the `traceparent` it received.
 async fn traceparent_app() -> u16 {
@@ -110,10 +110,15 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     assert_eq!(t["parentId"], c["id"], "the target sidecar's span is a child of the caller sidecar's");
     assert_eq!(app_parent, t["id"].as_str().unwrap(), "the app's parent is the target sidecar's span");
     assert_eq!(answered, format!("00-{trace_id}-{}-01", c["id"].as_str().unwrap()), "the answer carries the caller sidecar's span");
-    assert_eq!(c["remoteEndpoint"]["serviceName"], "zk-target");
+    // OpenTelemetry Go's exporter ranks `server.address` (daprd: the caller's IP) over
+    // `net.peer.name` (the target app) for the remote endpoint, and writes it as a service name.
+    assert_eq!(c["remoteEndpoint"]["serviceName"], "127.0.0.1", "{c:#}");
     assert_eq!(c["tags"]["dapr.protocol"], "http");
     assert_eq!(c["tags"]["dapr.api"], "GET /v1.0/invoke/zk-target/method/orders/7");
     assert_eq!(c["tags"]["dapr.status_code"], "200");
+    // daprd fills these from the caller's RemoteAddr.
+    assert_eq!(c["tags"]["server.address"], "127.0.0.1", "{c:#}");
+    assert!(c["tags"]["server.port"].as_str().is_some_and(|p| p.parse::<u16>().is_ok()), "{c:#}");
     assert_eq!(t["tags"]["dapr.protocol"], "grpc");
     assert_eq!(t["tags"]["dapr.invoke_method"], "orders/7");
     assert!(c["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000 && c["duration"].as_u64().is_some(), "microseconds: {c:#}");
@@ -174,13 +179,26 @@ async fn spans_of_an_invocation_through_two_sidecars_reach_zipkin_as_daprds() {
     assert!(!got.iter().any(|s| s["name"].as_str().unwrap_or_default().contains("healthz")), "{got:#?}");
 }
 
+/// daprd's setupTracing fails the start on a Zipkin address its exporter cannot parse
+/// (`failed to setup tracing: invalid collector URL ...`): so does rapr, exit code 1.
 #[tokio::test]
-async fn a_zipkin_endpoint_that_is_not_a_url_leaves_spans_unexported_and_the_sidecar_up() {
+async fn a_zipkin_endpoint_that_is_not_a_url_stops_the_start_as_daprd() {
     let home = tempfile::tempdir().unwrap();
     let cfg = home.path().join("config.yaml");
     std::fs::write(&cfg, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"1\"\n    zipkin:\n      endpointAddress: localhost:9411\n").unwrap();
-    let sc = SidecarBuilder::new("zk-bad").home(home.path()).args(&["--config", cfg.to_str().unwrap()]).start().await;
-    assert!(sc.logs().contains("is not an http:// or https:// URL"), "{}", sc.logs());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["sidecar", "--app-id", "zk-bad", "--dapr-http-port", &free_port().to_string(), "--dapr-grpc-port", &free_port().to_string(), "--metrics-port", "0"])
+        .args(["--dapr-listen-addresses", "127.0.0.1", "--config"])
+        .arg(&cfg)
+        .env("RAPR_HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out).await.expect("the start stops").unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for want in ["failed to setup tracing: invalid collector URL", "localhost:9411", "no scheme or host"] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
 }
 
 fn zipkin_config(dir: &std::path::Path, zipkin: u16, rate: &str) -> String {
@@ -251,6 +269,39 @@ async fn a_pubsub_delivery_runs_under_its_own_span_as_daprds_postman() {
         }
     };
     assert_eq!(bulk_tp, format!("00-{bulk_trace}-{}-01", delivery["id"].as_str().unwrap()), "{delivery:#}");
+
+    // A bulk publish: a PRODUCER span per entry, child of the request's span, named by the
+    // request path; each event carries its own entry's span (daprd's onBulkPublish).
+    let bp_trace = "7b0c7a1e2b3d4c5f6a7b8c9d0e1f2a3b";
+    let path = format!("/v1.0-alpha1/publish/bulk/ps/{topic}");
+    let entries = json!([
+        {"entryId": "1", "event": {"n": 1}, "contentType": "application/json"},
+        {"entryId": "2", "event": {"n": 2}, "contentType": "application/json"}
+    ]);
+    let r = sc.client.post(sc.url(&path)).header("traceparent", format!("00-{bp_trace}-1a2b3c4d5e6f7081-01")).json(&entries).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let at_app = app.wait_for("/ev", 3, Duration::from_secs(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (request, producers) = loop {
+        let named: Vec<&Value> = got.iter().filter(|s| s["traceId"] == bp_trace && s["name"] == path.as_str()).collect();
+        let request = named.iter().find(|s| s["kind"] == "CLIENT").map(|s| (*s).clone());
+        let producers: Vec<Value> = named.iter().filter(|s| s["kind"] == "PRODUCER").map(|s| (*s).clone()).collect();
+        if let (Some(r), 2) = (&request, producers.len()) {
+            break (r.clone(), producers);
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(s)) => got.push(s),
+            _ => panic!("the bulk publish's request and producer spans did not arrive: {got:#?}\n{}", sc.logs()),
+        }
+    };
+    for p in &producers {
+        assert_eq!(p["parentId"], request["id"], "{p:#}");
+    }
+    let mut event_parents: Vec<String> = at_app[1..].iter().map(|e| e.json()["traceparent"].as_str().unwrap().to_string()).collect();
+    let mut span_parents: Vec<String> = producers.iter().map(|p| format!("00-{bp_trace}-{}-01", p["id"].as_str().unwrap())).collect();
+    event_parents.sort();
+    span_parents.sort();
+    assert_eq!(event_parents, span_parents, "each event carries its entry's producer span");
 }
 
 #[tokio::test]

@@ -53,11 +53,11 @@ impl Dapr for DaprService {
     }
     async fn bulk_publish_event_alpha1(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
         note_publish(&r, &r.get_ref().topic);
-        self.bulk_publish_event_impl(r).await
+        self.bulk_publish_event_impl(r, "/dapr.proto.runtime.v1.Dapr/BulkPublishEventAlpha1/").await
     }
     async fn bulk_publish_event(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
         note_publish(&r, &r.get_ref().topic);
-        self.bulk_publish_event_impl(r).await
+        self.bulk_publish_event_impl(r, "/dapr.proto.runtime.v1.Dapr/BulkPublishEvent/").await
     }
     type SubscribeTopicEventsAlpha1Stream = pubsub::TopicEventStream;
     async fn subscribe_topic_events_alpha1(&self, r: GrpcRequest<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>) -> Result<GrpcResponse<Self::SubscribeTopicEventsAlpha1Stream>, Status> {

@@ -48,7 +48,8 @@ impl DaprService {
 
     /// BulkPublishEvent and BulkPublishEventAlpha1: as daprd, a partial failure is an error
     /// status (the failed entries are not returned over gRPC).
-    pub(super) async fn bulk_publish_event_impl(&self, r: GrpcRequest<pb::BulkPublishRequest>) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
+    /// `span_name` names each entry's producer span as daprd does (`/dapr.proto.runtime.v1.Dapr/BulkPublishEvent/`).
+    pub(super) async fn bulk_publish_event_impl(&self, r: GrpcRequest<pb::BulkPublishRequest>, span_name: &str) -> Result<GrpcResponse<pb::BulkPublishResponse>, Status> {
         let (trace_parent, trace_state) = trace(r.metadata());
         let req = r.into_inner();
         let metadata: Metadata = req.metadata.into_iter().collect();
@@ -65,7 +66,7 @@ impl DaprService {
                 metadata: (!e.metadata.is_empty()).then(|| e.metadata.into_iter().collect()),
             })
             .collect();
-        let args = BulkArgs { pubsub: req.pubsub_name, topic: req.topic, entries, metadata, trace_parent, trace_state };
+        let args = BulkArgs { pubsub: req.pubsub_name, topic: req.topic, entries, metadata, trace_parent, trace_state, span_name: span_name.to_string() };
         self.pubsub.bulk_publish(&client, args).await.map_err(fail)?;
         Ok(GrpcResponse::new(pb::BulkPublishResponse { failed_entries: Vec::new() }))
     }

@@ -116,11 +116,11 @@ fn event_bytes(event: &Value, content_type: &str) -> Result<Bytes, String> {
     Err(MISMATCH.into())
 }
 
-async fn bulk_no_topic(s: State<HttpState>, Path(pubsub): Path<String>, q: Query<HashMap<String, String>>, h: HeaderMap, body: Body) -> Response {
-    bulk(s, Path((pubsub, String::new())), q, h, body).await
+async fn bulk_no_topic(s: State<HttpState>, Path(pubsub): Path<String>, q: Query<HashMap<String, String>>, uri: axum::http::Uri, h: HeaderMap, body: Body) -> Response {
+    bulk(s, Path((pubsub, String::new())), q, uri, h, body).await
 }
 
-async fn bulk(State(s): State<HttpState>, Path((pubsub, topic)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Body) -> Response {
+async fn bulk(State(s): State<HttpState>, Path((pubsub, topic)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, uri: axum::http::Uri, headers: HeaderMap, body: Body) -> Response {
     let metadata = query_metadata(&q);
     let client = match s.pubsub.component(&pubsub, &topic, &metadata, false) {
         Ok(c) => c,
@@ -154,7 +154,7 @@ async fn bulk(State(s): State<HttpState>, Path((pubsub, topic)): Path<(String, S
         entries.push(BulkEntryArgs { entry_id: e.entry_id, event, content_type: e.content_type, metadata: e.metadata });
     }
     let (trace_parent, trace_state) = trace(&headers);
-    let args = BulkArgs { pubsub, topic, entries, metadata, trace_parent, trace_state };
+    let args = BulkArgs { pubsub, topic, entries, metadata, trace_parent, trace_state, span_name: uri.path().to_string() };
     match s.pubsub.bulk_publish(&client, args).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e @ PubSubApiError::BulkPartial { .. }) => bulk_failed(e),

@@ -57,13 +57,14 @@ impl Metrics {
     }
 
     /// Another sidecar answered (`status`: the app's HTTP status, or a gRPC code below 100);
-    /// also records the gRPC client RPC.
-    pub fn invoke_answered(&self, target: &str, streaming: bool, rpc: &str, grpc: tonic::Code, status: i32, started: Instant) {
+    /// also records the gRPC client RPC, with its (request, response) message sizes when given.
+    #[allow(clippy::too_many_arguments)] // reason: one call site per RPC kind; a struct would only rename them.
+    pub fn invoke_answered(&self, target: &str, streaming: bool, rpc: &str, grpc: tonic::Code, status: i32, started: Instant, sizes: Option<(u64, u64)>) {
         if !self.0.enabled {
             return;
         }
         self.invoke_response(target, streaming, status, Some(started));
-        self.grpc_client_rpc(rpc, grpc as i32, started, None);
+        self.grpc_client_rpc(rpc, grpc as i32, started, sizes);
     }
 
     /// A proxied gRPC call (`dapr-app-id`) to `target` ended with gRPC `code`. daprd records the
