@@ -106,16 +106,23 @@ impl InvokeApi {
             ExternalCaller::find(&self.endpoints, id).map(|e| (Some(e.name.as_str()), e.base_url.clone(), e.headers.clone()))
         };
         if let Some((endpoint, base, extra)) = external {
+            // daprd's policy keys: `<name>:<baseUrl>` for an HTTPEndpoint, `<url>/<method>` for a URL.
+            let key = match endpoint {
+                Some(_) => format!("{id}:{base}"),
+                None => format!("{id}/{method}"),
+            };
+            let policy = self.resiliency.for_endpoint(id, &key);
             let mut meta = CallMeta::from_http(method, verb, query, headers);
             meta.headers.retain(|(k, _)| k != crate::invoke::message::CALLER && k != crate::invoke::message::CALLEE);
             meta.headers.push((crate::invoke::message::CALLER.to_string(), self.app_id.to_string()));
-            return self.external.call(endpoint, &base, &extra, &meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
+            let dest = resilient::Dest::External { endpoint, base: &base, extra: &extra };
+            return self.http_call(policy, dest, meta, body).await.map_err(|source| InvokeApiError::Failed { target: id.to_string(), source });
         }
         let target = self.target(id)?;
         let policy = self.endpoint_policy(id, &method);
         let mut meta = CallMeta::from_http(method, verb, query, headers);
         meta.stamp(&self.app_id, &target);
-        self.http_call(policy, &target, meta, body).await.map_err(|source| InvokeApiError::Failed { target: target.clone(), source })
+        self.http_call(policy, resilient::Dest::App(&target), meta, body).await.map_err(|source| InvokeApiError::Failed { target: target.clone(), source })
     }
 
     /// gRPC `InvokeService`: a whole-message call.

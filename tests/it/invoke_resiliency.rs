@@ -150,6 +150,43 @@ async fn each_method_has_its_own_breaker_and_own_app_calls_take_the_policy() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
+/// External services take their endpoint policy as daprd's `onDirectMessage`: an
+/// `HTTPEndpoint` under `targets.apps.<name>` (retries carry a flaky service to success; its
+/// breaker, keyed `<name>:<baseUrl>`, is one for every method), and no built-in retries.
+#[tokio::test]
+async fn policies_act_on_http_endpoints() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let port = flaky_app(calls.clone()).await;
+    let endpoint = |name: &str| format!("apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: {name}\nspec:\n  baseUrl: http://127.0.0.1:{port}\n");
+    let resiliency = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: ext\nspec:\n  policies:\n    retries:\n      three:\n        policy: constant\n        duration: 20ms\n        maxRetries: 3\n    circuitBreakers:\n      cb:\n        maxRequests: 1\n        timeout: 30s\n        trip: consecutiveFailures >= 2\n  targets:\n    apps:\n      ext-flaky:\n        retry: three\n      ext-cb:\n        circuitBreaker: cb\n";
+    let sc = SidecarBuilder::new("res-ext")
+        .file("flaky.yaml", &endpoint("ext-flaky"))
+        .file("cb.yaml", &endpoint("ext-cb"))
+        .file("plain.yaml", &endpoint("ext-plain"))
+        .file("resiliency.yaml", resiliency)
+        .start()
+        .await;
+    // Two failures, then success: the policy's retries reach it.
+    let r = sc.client.get(sc.url("/v1.0/invoke/ext-flaky/method/flaky")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // No policy: one attempt, the service's answer passed through.
+    let r = sc.client.get(sc.url("/v1.0/invoke/ext-plain/method/flaky")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "no built-in retries for an external service");
+    // The breaker trips after two failures and then refuses every method of the endpoint.
+    for _ in 0..2 {
+        let r = sc.client.get(sc.url("/v1.0/invoke/ext-cb/method/broken")).send().await.unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    let before = calls.load(Ordering::SeqCst);
+    let r = sc.client.get(sc.url("/v1.0/invoke/ext-cb/method/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 500, "open breaker");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap_or_default().contains("circuit breaker is open"), "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), before, "the open breaker sent nothing");
+}
+
 /// A sidecar that answers every call UNAVAILABLE, counting them; its address is registered for
 /// `app_id` in the name resolution table.
 #[derive(Clone)]

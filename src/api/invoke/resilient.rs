@@ -16,6 +16,9 @@
 //!   are no other connection retries, so a user policy is never multiplied by hidden ones.
 //! - A request whose body streams (no known length) is not buffered: it gets one attempt, its
 //!   transport errors are not retried, and a failing answer passes through, as daprd's.
+//! - An external target (an `HTTPEndpoint` by name, or a full URL as the id) takes its endpoint
+//!   policy the same way, with daprd's keys: `<name>:<baseUrl>` (one breaker per endpoint) and
+//!   `<url>/<method>`; never the built-in retries (daprd's `invokeHTTPEndpoint` has none).
 //! - Each built-in attempt resolves the name again (daprd drops its resolver cache entry on
 //!   such a failure), so a restarted target on another port is found within the retries.
 
@@ -44,6 +47,14 @@ pub fn endpoint_key(id: &str, method: &str) -> String {
     format!("{id}:{method}")
 }
 
+/// Where an HTTP-semantics call goes.
+pub(super) enum Dest<'a> {
+    /// An app id (this sidecar's own app, or another app's sidecar).
+    App(&'a str),
+    /// An external service: an `HTTPEndpoint` (its name) or a URL given as the id.
+    External { endpoint: Option<&'a str>, base: &'a str, extra: &'a [(String, String)] },
+}
+
 impl InvokeApi {
     /// The endpoint policy of a call to `id` (as written) for `method`.
     pub(super) fn endpoint_policy(&self, id: &str, method: &str) -> Policy {
@@ -55,13 +66,17 @@ impl InvokeApi {
         target != &*self.app_id && !self.resiliency.has_app_target(target)
     }
 
-    /// An HTTP-semantics call to `target` under its policies (see the module header).
-    pub(super) async fn http_call(&self, policy: Policy, target: &str, meta: CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+    /// An HTTP-semantics call to `dest` under its policies (see the module header).
+    pub(super) async fn http_call(&self, policy: Policy, dest: Dest<'_>, meta: CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
         use axum::body::HttpBody as _;
         let streaming = body.size_hint().exact().is_none();
-        let built_in = !streaming && self.built_in_retries(target);
+        let built_in = match dest {
+            Dest::App(target) => !streaming && self.built_in_retries(target),
+            Dest::External { .. } => false,
+        };
+        let dest = &dest;
         if policy.is_noop() && !built_in {
-            return self.http_once(target, &meta, body).await;
+            return self.http_once(dest, &meta, body).await;
         }
         let retries_status = |code: u16| policy.retry().is_none_or(|r| r.matching.retries_http_status(code));
         let (replay, mut once) = if streaming { (None, Some(body)) } else { (Some(crate::invoke::remote::collect(body).await?), None) };
@@ -71,13 +86,13 @@ impl InvokeApi {
                 let (meta, retries_status, replay) = (&meta, &retries_status, &replay);
                 async move {
                     let body = body.ok_or_else(|| AttemptError::Permanent(Failure::Invoke(InvokeError::Unreachable("the request body was already sent".into()))))?;
-                    let answer = match replay {
-                        Some(bytes) if built_in => self.remote_with_built_in(target, |addr| {
+                    let answer = match (replay, dest) {
+                        (Some(bytes), Dest::App(target)) if built_in => self.remote_with_built_in(target, |addr| {
                             let (req, body) = (meta.to_internal(), Body::from(bytes.clone()));
                             async move { self.remote.call_stream(&addr, req, body).await }
                         })
                         .await,
-                        _ => self.http_once(target, meta, body).await,
+                        _ => self.http_once(dest, meta, body).await,
                     };
                     match answer {
                         Ok(resp) if (200..400).contains(&resp.status().as_u16()) => Ok(resp),
@@ -100,8 +115,13 @@ impl InvokeApi {
         }
     }
 
-    /// One HTTP-semantics attempt: this sidecar's app, or another app's sidecar.
-    async fn http_once(&self, target: &str, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+    /// One HTTP-semantics attempt: this sidecar's app, another app's sidecar, or an external
+    /// service.
+    async fn http_once(&self, dest: &Dest<'_>, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {
+        let target = match dest {
+            Dest::App(target) => *target,
+            Dest::External { endpoint, base, extra } => return self.external.call(*endpoint, base, extra, meta, body).await,
+        };
         if target == &*self.app_id {
             let app = self.app.as_ref().ok_or(InvokeError::NoAppChannel)?;
             return app.call_http(meta, body).await;
