@@ -149,6 +149,11 @@ async fn metrics_use_daprd_names_and_count_state_and_invocation_calls() {
     assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("method", "GET"), ("status", "200")]), Some(4.0), "{ttext}");
     // As daprd with increased cardinality (its default): the app's method path is the label.
     assert_eq!(sample(&ttext, "dapr_http_client_completed_count", &[("path", "/orders/123")]), Some(3.0), "{ttext}");
+    // daprd's stream server interceptor records proxied streams only: CallLocalStream is in no
+    // server view, the unary CallLocal is.
+    let served = |m: &str| sample(&ttext, "dapr_grpc_io_server_completed_rpcs", &[("grpc_server_method", m)]);
+    assert_eq!(served("/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream"), None, "{ttext}");
+    assert_eq!(served("/dapr.proto.internals.v1.ServiceInvocation/CallLocal"), Some(1.0), "{ttext}");
 }
 
 /// A gRPC app whose `AppCallback.OnInvoke` echoes the method name.

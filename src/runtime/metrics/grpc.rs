@@ -218,6 +218,11 @@ impl Metrics {
     }
 }
 
+/// The streaming RPCs rapr serves itself (every other served method is unary).
+fn own_stream(path: &str) -> bool {
+    matches!(path, "/dapr.proto.runtime.v1.Dapr/SubscribeTopicEventsAlpha1" | "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream") || path.starts_with("/grpc.reflection.")
+}
+
 /// gRPC middleware (API and internal servers): daprd's `grpc.io/server/*` views, or the client
 /// views for a proxied call delivered to the app (see [`ProxiedDelivery`]). Message sizes are
 /// recorded for calls that are not proxied (daprd's stream interceptors record none).
@@ -225,8 +230,13 @@ pub async fn grpc_server(State(m): State<Metrics>, req: Request, next: Next) -> 
     if !m.0.enabled {
         return next.run(req).await;
     }
-    let method = req.uri().path().to_string();
     let proxied = req.headers().contains_key("dapr-app-id");
+    // daprd's stream interceptors record proxied streams only: its own streaming RPCs
+    // (subscriptions, CallLocalStream, reflection) are in no gRPC view.
+    if !proxied && own_stream(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let method = req.uri().path().to_string();
     let received = Arc::new(AtomicU64::new(0));
     let req = if proxied {
         req
