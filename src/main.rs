@@ -36,6 +36,10 @@ fn main() {
     };
     let code = match cli.command {
         Command::Sidecar(args) => {
+            // daprd's `--version`, `--build-info` and `--wait` run alone and exit.
+            if let Some(code) = runtime.block_on(args.one_shot()) {
+                std::process::exit(code);
+            }
             if let Err(e) = rapr::runtime::logging::init_to(&args.log_level, args.log_as_json, Some(&args.app_id), args.log_file.as_deref()) {
                 eprintln!("{e}");
                 std::process::exit(1);

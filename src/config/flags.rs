@@ -165,6 +165,9 @@ pub struct SidecarArgs {
     /// Deprecated: `--app-protocol http` becomes `https`, `grpc` becomes `grpcs`.
     #[arg(long = "app-ssl", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", hide = true)]
     pub app_ssl: bool,
+    /// daprd's other flags (flags_daprd.rs).
+    #[command(flatten)]
+    pub daprd: super::flags_daprd::DaprdArgs,
 }
 
 /// Flag errors caught after parsing.

@@ -78,6 +78,7 @@ impl SidecarArgs {
         self.max_body_bytes()?;
         self.read_buffer_bytes()?;
         self.block_shutdown()?;
+        self.daprd.validate(&mut warnings)?;
         Ok(warnings)
     }
 

@@ -6,6 +6,7 @@ pub mod component;
 pub mod configuration;
 pub mod duration;
 pub mod flags;
+pub mod flags_daprd;
 pub mod flags_validate;
 pub mod home;
 pub mod http_endpoint;

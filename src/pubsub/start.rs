@@ -43,6 +43,9 @@ pub struct PubSubSetup {
     pub declared: Vec<Subscription>,
     /// The sidecar's tracer: each delivery runs under its own span, as daprd's postmen.
     pub tracer: Option<crate::runtime::telemetry::Tracing>,
+    /// Whether the app's `/dapr/subscribe` is fetched (`--disable-init-endpoints subscribe`
+    /// turns it off, as daprd's `ProgrammaticSubscriptionEnabled`).
+    pub programmatic: bool,
 }
 
 /// The sink for the app's protocol.
@@ -91,6 +94,7 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
     let app_id = setup.app_id.clone();
     let directory = setup.directory.clone();
     let init_policy = setup.resiliency.built_in_override(crate::resiliency::BuiltIn::InitializationRetries);
+    let programmatic_enabled = setup.programmatic;
     let load = Box::pin(async move {
         let Some(app) = app else { return Vec::new() };
         if let Some(h) = &health {
@@ -98,7 +102,7 @@ pub async fn start(setup: PubSubSetup, name: String, supervisor: ActorCell) -> R
         }
         // As daprd: the app is asked only when a pub/sub component is configured.
         let has_pubsub = directory.load().components.iter().any(|c| c.type_name.starts_with("pubsub."));
-        let programmatic = if has_pubsub { super::programmatic::load_with(&app, &app_id, init_policy).await } else { Vec::new() };
+        let programmatic = if has_pubsub && programmatic_enabled { super::programmatic::load_with(&app, &app_id, init_policy).await } else { Vec::new() };
         super::programmatic::merge(subscriptions, programmatic)
     });
     let args = SubscriptionManagerArgs { app_id: setup.app_id, directory: setup.directory, table: setup.table, resiliency: setup.resiliency, shared, load };

@@ -31,8 +31,6 @@ use crate::runtime::shutdown::RestartHandle;
 
 /// How long after a change the folders are read (edits and `cp` come as bursts of events).
 const SETTLE: Duration = Duration::from_millis(250);
-/// daprd's backup reconcile interval (`--hot-reload-reconcile-interval` default).
-const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// What the running sidecar was started from, to compare each reload with.
 #[derive(Clone, Default)]
@@ -86,6 +84,8 @@ pub struct ResourceWatcherArgs {
     pub subscriptions: SubscriptionManagerClient,
     /// Asks for a whole new runtime.
     pub restart: RestartHandle,
+    /// The backup reconcile period (`--hot-reload-reconcile-interval`, daprd's 60 s by default).
+    pub reconcile_every: Duration,
 }
 
 /// The process.
@@ -186,7 +186,7 @@ impl Actor for ResourceWatcher {
     async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let watcher = start_watching(&me, &args.paths);
         // The backup reconcile; its handle is not needed (it ends with this process).
-        drop(me.send_interval(RECONCILE_EVERY, || ResourceWatcherMsg::Read));
+        drop(me.send_interval(args.reconcile_every, || ResourceWatcherMsg::Read));
         Ok(ResourceWatcherState { args, _watcher: watcher, reading: false, again: false, restarting: false })
     }
 

@@ -210,6 +210,7 @@ impl Actor for RuntimeRoot {
             metrics: metrics.clone(),
             declared: std::mem::take(&mut resources.subscriptions),
             tracer: Some(tracer.clone()),
+            programmatic: flags.daprd.programmatic_subscriptions(),
         };
         let pubsub = crate::pubsub::start::start(pubsub_setup, format!("{runtime_id}/subscriptions"), me.get_cell()).await?;
         let metadata_ready = metadata.clone();
@@ -221,6 +222,7 @@ impl Actor for RuntimeRoot {
                 components: components.clone(),
                 subscriptions: pubsub.clone(),
                 restart: a.restart.clone(),
+                reconcile_every: flags.daprd.reconcile_interval()?,
             };
             Actor::spawn_linked(Some(format!("{runtime_id}/resource-watcher")), super::reload::ResourceWatcher, watcher, me.get_cell()).await?;
         }

@@ -250,3 +250,63 @@ async fn log_file_comma_lists_and_app_ssl() {
     assert!(written.contains("API servers listening") && written.contains("the 'app-ssl' flag is deprecated"), "{written}");
     assert!(!sc.logs().contains("API servers listening"), "the lines go to the file, not the terminal");
 }
+
+/// daprd's one-shot commands: `--version` and `--build-info` print and exit 0; `--wait` polls
+/// the sidecar on `--dapr-http-port` until it is outbound ready and exits 0 (daprd's
+/// `WaitUntilDaprOutboundReady`).
+#[tokio::test]
+async fn version_build_info_and_wait_run_alone_as_daprds() {
+    let (code, out) = run_to_exit(&["--version"]);
+    assert_eq!((code, out.trim()), (0, env!("CARGO_PKG_VERSION")));
+    let (code, out) = run_to_exit(&["--build-info"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("Version: {}\nGit Commit: ", env!("CARGO_PKG_VERSION"))), "{out}");
+    let sc = SidecarBuilder::new("fl-wait").start().await;
+    let port = sc.url("").trim_start_matches("http://127.0.0.1:").trim_end_matches('/').to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_rapr")).args(["sidecar", "--wait", "--dapr-http-port", &port]).stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Dapr is outbound ready!"), "{text}");
+}
+
+/// daprd's remaining flags parse as daprd parses them: bad values stop the start; the ones that
+/// have nothing to act on in rapr yet say so.
+#[tokio::test]
+async fn daprds_other_flags_are_checked_as_daprd_checks_them() {
+    for (args, needle) in [
+        (&["--app-id", "fl-init", "--disable-init-endpoints", "subscribe,bindings"][..], "--disable-init-endpoints"),
+        (&["--app-id", "fl-diss", "--actors-disseminate-timeout", "0s"][..], "must be positive"),
+        (&["--app-id", "fl-hot", "--hot-reload-reconcile-interval", "often"][..], "--hot-reload-reconcile-interval"),
+    ] {
+        let (code, out) = run_to_exit(args);
+        assert_eq!(code, 1, "{args:?} must not start:\n{out}");
+        assert!(out.contains(needle), "{args:?}: {out}");
+    }
+    let sc = SidecarBuilder::new("fl-others")
+        .args(&["--scheduler-job-streams", "2", "--app-binding-options-timeout", "5s", "--hot-reload-reconcile-interval", "30s"])
+        .args(&["--control-plane-address", "cp:443", "--control-plane-trust-domain", "td", "--control-plane-namespace", "ns", "--actors-service", "placement:x"])
+        .start()
+        .await;
+    for needle in ["--control-plane-address cp:443: used in kubernetes mode only", "Flag --actors-service has been deprecated"] {
+        assert!(sc.logs().contains(needle), "{needle} in {}", sc.logs());
+    }
+}
+
+/// `--disable-init-endpoints subscribe`: the app's `/dapr/subscribe` is never fetched (daprd's
+/// `ProgrammaticSubscriptionEnabled` false); declarative subscriptions still load.
+#[tokio::test]
+async fn disabled_subscribe_init_endpoint_is_not_called() {
+    let app = crate::pubsub::app::SubscriberApp::start(serde_json::json!([{"pubsubname": "ps", "topic": "prog", "route": "/prog"}])).await;
+    let ps = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ps\nspec:\n  type: pubsub.in-memory\n  version: v1\n";
+    let declared = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: decl\nspec:\n  pubsubname: ps\n  topic: decl\n  routes:\n    default: /decl\n";
+    let sc = SidecarBuilder::new("fl-noinit").file("ps.yaml", ps).file("decl.yaml", declared).args(&["--app-port", &app.port_arg(), "--disable-init-endpoints", "subscribe"]).start().await;
+    crate::pubsub::wait_active(&sc, "ps", "decl").await;
+    let meta: serde_json::Value = sc.client.get(sc.url("/v1.0/metadata")).send().await.unwrap().json().await.unwrap();
+    let topics: Vec<&str> = meta["subscriptions"].as_array().unwrap().iter().filter_map(|s| s["topic"].as_str()).collect();
+    assert_eq!(topics, vec!["decl"], "{meta:#}");
+    assert_eq!(app.subscribe_calls(), 0, "the app was asked for its subscriptions");
+    // Without the flag the same app is asked (the count above can fail).
+    let sc2 = SidecarBuilder::new("fl-init-on").file("ps.yaml", ps).args(&["--app-port", &app.port_arg()]).start().await;
+    crate::pubsub::wait_active(&sc2, "ps", "prog").await;
+    assert!(app.subscribe_calls() >= 1);
+}

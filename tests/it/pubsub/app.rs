@@ -82,6 +82,7 @@ struct Shared {
     unhealthy: AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    subscribe_calls: AtomicUsize,
 }
 
 /// The running app (it lives as long as the test's runtime).
@@ -130,6 +131,11 @@ impl SubscriberApp {
         self.shared.unhealthy.store(!healthy, Ordering::SeqCst);
     }
 
+    /// How many times the sidecar fetched `/dapr/subscribe`.
+    pub fn subscribe_calls(&self) -> usize {
+        self.shared.subscribe_calls.load(Ordering::SeqCst)
+    }
+
     /// Every request to `route` so far, in arrival order.
     pub fn received(&self, route: &str) -> Vec<Received> {
         self.shared.received.lock().unwrap().iter().filter(|r| r.route == route).cloned().collect()
@@ -161,6 +167,7 @@ impl SubscriberApp {
 }
 
 async fn subscriptions(State(s): State<Arc<Shared>>) -> Response {
+    s.subscribe_calls.fetch_add(1, Ordering::SeqCst);
     axum::Json(s.subscribe.lock().unwrap().clone()).into_response()
 }
 
