@@ -138,7 +138,7 @@ fn record(c: &mut Criterion) {
         b.iter(|| {
             let started = Instant::now();
             m.invoke_sent(black_box("bench-echo"), true);
-            m.invoke_answered("bench-echo", true, INTERNAL_PATH, tonic::Code::Ok, 200, started);
+            m.invoke_answered("bench-echo", true, INTERNAL_PATH, tonic::Code::Ok, 200, started, None);
         })
     });
     g.bench_function("invoke_target", |b| {
