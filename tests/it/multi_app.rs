@@ -308,7 +308,11 @@ async fn run_file_sidecar_log_lines_name_their_app() {
 #[tokio::test]
 async fn run_file_json_log_lines_carry_their_app_id_at_the_top() {
     let lines = run_file_lines(&["--log-as-json"]).await;
-    let logs: Vec<Value> = lines.iter().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let json: Vec<Value> = lines.iter().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    // The CLI's own status lines are its `{"time","status","msg"}` objects (no app); the rest
+    // are the sidecars' log lines.
+    let (status, logs): (Vec<Value>, Vec<Value>) = json.into_iter().partition(|v| v.get("status").is_some());
+    assert!(status.iter().any(|v| v["msg"].as_str().is_some_and(|m| m.contains("starting app \"ml-a\""))), "{status:?}");
     assert!(!logs.is_empty(), "{}", lines.join("\n"));
     for l in &logs {
         assert!(l["app_id"] == "ml-a" || l["app_id"] == "ml-b", "a line without its app: {l}");
