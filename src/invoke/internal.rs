@@ -154,7 +154,7 @@ impl InternalService {
         let (parts, body) = resp.into_parts();
         let status = i32::from(parts.status.as_u16());
         let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let lead = internals::InternalInvokeResponseStream {
+        let mut lead = internals::InternalInvokeResponseStream {
             response: Some(internals::InternalInvokeResponse {
                 status: http_status(parts.status.as_u16(), String::new()),
                 headers: response_headers(&parts.headers),
@@ -163,6 +163,15 @@ impl InternalService {
             }),
             payload: None,
         };
+        // A small answer of known length rides in the lead frame: the reply (HEADERS, one DATA
+        // frame, trailers) then leaves in one write, where streaming it wrote the trailers
+        // apart once the app's body had signalled its end.
+        if axum::body::HttpBody::size_hint(&body).exact().is_some_and(|n| n <= CHUNK as u64) {
+            let data = body.collect().await.map_err(|e| Status::internal(format!("reading the app's response: {e}")))?.to_bytes();
+            lead.payload = (!data.is_empty()).then(|| common::StreamPayload { data: data.to_vec(), seq: 0 });
+            let frames: ResponseStream = Box::pin(futures::stream::iter([Ok(lead)]));
+            return Ok((Response::new(frames), status));
+        }
         // The answer streams straight from the app's body: no task and no channel per call.
         let payloads = super::remote::chunk_frames(body, |data, seq| internals::InternalInvokeResponseStream { response: None, payload: Some(common::StreamPayload { data, seq }) })
             .map(|f| f.map_err(|e| Status::internal(format!("reading the app's response: {e}"))));

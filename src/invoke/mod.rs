@@ -16,6 +16,7 @@ pub mod internal;
 pub mod message;
 pub mod method;
 pub mod nameres;
+pub mod peer;
 pub mod proxy;
 pub mod remote;
 pub mod tls;

@@ -116,7 +116,7 @@ enum Route {
     /// This sidecar's app.
     App(Channel),
     /// Another sidecar's internal port.
-    Remote { addr: String, channel: Channel },
+    Remote { addr: String, channel: super::peer::PeerConn },
 }
 
 /// The app id a request names, if any.
@@ -242,9 +242,15 @@ fn app_id_of(id: &str) -> Result<String, InvokeError> {
     Ok(parts[0].to_string())
 }
 
-/// Sends the request as it is over `channel` (which sets scheme and authority) and streams the
-/// answer back.
-async fn send(channel: Channel, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+/// Sends the request as it is over `channel` (which sets scheme and authority: a tonic
+/// `Channel` to the app, or a peer sidecar's connection) and streams the answer back.
+async fn send<S, B>(channel: S, req: Request<Body>) -> Result<Response<Body>, ProxyError>
+where
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<B>>,
+    S::Error: std::error::Error,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (mut parts, body) = req.into_parts();
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);

@@ -1,14 +1,17 @@
 //! `RemoteInvoker`: the caller side of the sidecar-to-sidecar protocol.
 //!
-//! One HTTP/2 connection per target address, reused by every call (a copy-on-write map behind
-//! `arc-swap`: readers never lock, new targets are rare). Bodies are streamed in chunks over
-//! `CallLocalStream` in both directions. A call is one attempt: a failed connection is
+//! One HTTP/2 connection per target address ([`PeerConn`], hyper's own client with no buffer task
+//! in front), reused by every call (a copy-on-write map behind `arc-swap`: readers never lock,
+//! new targets are rare). Bodies are streamed in chunks over `CallLocalStream` in both
+//! directions; a body of known length up to one chunk rides in the lead frame instead, so the
+//! whole call (HEADERS, one DATA frame, END_STREAM) leaves in one write and the target sees it
+//! complete at once (daprd reads a payload from the lead frame too). A call is one attempt: a failed connection is
 //! `InvokeError::Unavailable`, and the caller (api/invoke.rs) decides whether to retry it, with
 //! daprd's built-in service retries or the user's policy, never both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -19,9 +22,8 @@ use http_body_util::BodyExt;
 use rapr_proto::common::v1 as common;
 use rapr_proto::internals::v1 as internals;
 use rapr_proto::internals::v1::service_invocation_client::ServiceInvocationClient;
-use tonic::transport::{Channel, Endpoint};
-
 use super::message::{header_map, CALLEE, CALLER};
+use super::peer::PeerConn;
 use crate::runtime::metrics::Metrics;
 use super::InvokeError;
 
@@ -30,7 +32,7 @@ pub const CHUNK: usize = 64 * 1024;
 
 /// Calls other sidecars.
 pub struct RemoteInvoker {
-    channels: ArcSwap<HashMap<String, Channel>>,
+    channels: ArcSwap<HashMap<String, PeerConn>>,
     max_message: usize,
     metrics: Option<Metrics>,
 }
@@ -54,16 +56,13 @@ impl RemoteInvoker {
         Some((m, target, Instant::now()))
     }
 
-    /// The (cached) connection to the sidecar at `addr`; one connection attempt, no retry.
-    pub(crate) async fn channel(&self, addr: &str) -> Result<Channel, InvokeError> {
-        if let Some(c) = self.channels.load().get(addr) {
+    /// The (cached) connection to the sidecar at `addr`; one connection attempt, no retry. A
+    /// connection that closed is replaced.
+    pub(crate) async fn channel(&self, addr: &str) -> Result<PeerConn, InvokeError> {
+        if let Some(c) = self.channels.load().get(addr).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| InvokeError::Unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        match endpoint.connect().await {
+        match PeerConn::connect(addr).await {
             Ok(ch) => {
                 self.channels.rcu(|m| {
                     let mut m = (**m).clone();
@@ -72,10 +71,7 @@ impl RemoteInvoker {
                 });
                 Ok(ch)
             }
-            Err(e) => Err(InvokeError::Unavailable(format!(
-                "rpc error: code = Unavailable desc = connection error: {e}: {}",
-                std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
-            ))),
+            Err(e) => Err(InvokeError::Unavailable(format!("rpc error: code = Unavailable desc = connection error: {e}"))),
         }
     }
 
@@ -88,7 +84,7 @@ impl RemoteInvoker {
         });
     }
 
-    fn client(&self, ch: Channel) -> ServiceInvocationClient<Channel> {
+    fn client(&self, ch: PeerConn) -> ServiceInvocationClient<PeerConn> {
         ServiceInvocationClient::new(ch).max_decoding_message_size(self.max_message.max(CHUNK * 2)).max_encoding_message_size(self.max_message.max(CHUNK * 2))
     }
 
@@ -142,13 +138,25 @@ impl RemoteInvoker {
     }
 
     async fn call_stream_inner(&self, addr: &str, req: internals::InternalInvokeRequest, body: Body) -> Result<Response<Body>, InvokeError> {
-        let ch = self.channel(addr).await?;
+        use axum::body::HttpBody as _;
         let trace = with_trace_headers(&req.metadata, ());
-        // A caller's body that fails (over the size limit, or cut) must not reach the target as a
-        // shorter, complete request: the call is dropped instead (the target sees it cancelled)
-        // and the caller gets the body's error, as daprd's failed read answers.
-        let (body, body_failed) = watch_body(body);
-        let mut call = tonic::Request::new(request_frames(req, body));
+        // A small body of known length is read first and sent in the lead frame: the request then
+        // ends with its first DATA frame, and hyper writes it whole (no separate END_STREAM).
+        let small = body.size_hint().exact().is_some_and(|n| n <= CHUNK as u64);
+        let (frames, body_failed) = if small {
+            let data = collect(body).await?;
+            let payload = (!data.is_empty()).then(|| common::StreamPayload { data: data.to_vec(), seq: 0 });
+            let lead = internals::InternalInvokeRequestStream { request: Some(req), payload };
+            (futures::future::Either::Left(futures::stream::iter([lead])), None)
+        } else {
+            // A caller's body that fails (over the size limit, or cut) must not reach the target
+            // as a shorter, complete request: the call is dropped instead (the target sees it
+            // cancelled) and the caller gets the body's error, as daprd's failed read answers.
+            let (body, body_failed) = watch_body(body);
+            (futures::future::Either::Right(request_frames(req, body)), Some(body_failed))
+        };
+        let ch = self.channel(addr).await?;
+        let mut call = tonic::Request::new(frames);
         *call.metadata_mut() = trace.into_parts().0;
         let lead = async {
             let resp = self.client(ch).call_local_stream(call).await.map_err(|s| self.status_error(addr, s))?;
@@ -156,9 +164,15 @@ impl RemoteInvoker {
             let lead = stream.message().await.map_err(|s| self.status_error(addr, s))?;
             Ok::<_, InvokeError>((lead, stream))
         };
+        let failed = async {
+            match body_failed {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            }
+        };
         let (lead, stream) = tokio::select! {
             r = lead => r?,
-            Ok(e) = body_failed => return Err(body_error(e)),
+            Some(e) = failed => return Err(body_error(e)),
         };
         let lead = lead.ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
         let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
