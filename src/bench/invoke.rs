@@ -1,15 +1,16 @@
 //! `invoke-http` and `invoke-grpc`: the echo app called directly (the baseline), through two
-//! nginx hops, and through two rapr sidecars (caller sidecar -> internal gRPC -> app's sidecar ->
-//! app). Added latency is each chain's percentile minus the direct one.
+//! nginx hops (HTTP/1.1 passed through), through two haproxy hops (HTTP/2 between them, the
+//! like-for-like peer of rapr), and through two rapr sidecars (caller sidecar -> internal gRPC ->
+//! app's sidecar -> app). Added latency is each chain's percentile minus the direct one.
 //!
-//! HTTP: `POST /echo` to the app and nginx, `POST /v1.0/invoke/bench-echo/method/echo` to the
-//! sidecar. gRPC: `AppCallback.OnInvoke` to the app and through nginx (`grpc_pass`),
-//! `Dapr.InvokeService` to the sidecar, which calls the app's `OnInvoke`.
+//! HTTP: `POST /echo` to the app, nginx and haproxy, `POST /v1.0/invoke/bench-echo/method/echo`
+//! to the sidecar. gRPC: `AppCallback.OnInvoke` to the app and through nginx (`grpc_pass`) and
+//! haproxy (h2c), `Dapr.InvokeService` to the sidecar, which calls the app's `OnInvoke`.
 
 use http::Method;
 
 use super::callers::{self, HttpShape};
-use super::nginx;
+use super::{haproxy, nginx};
 use super::procs::{free_ports, retry_in_use, wait_port, Proc};
 use super::report::Row;
 use super::{Ctx, Variant};
@@ -37,7 +38,9 @@ pub async fn run(ctx: &Ctx, grpc: bool) -> Result<Vec<Row>, String> {
     let nginx_bin = nginx::ensure_installed()?;
     let (echo, echo_http, echo_grpc) = echo_app(ctx).await?;
     let app_port = if grpc { echo_grpc } else { echo_http };
+    let haproxy_bin = haproxy::ensure_installed()?;
     let (hop1, hop2, n1) = nginx::chain(&nginx_bin, ctx, scenario, app_port, grpc).await?;
+    let (ha1, ha2, h1) = haproxy::chain(&haproxy_bin, ctx, scenario, app_port, grpc).await?;
     // rapr: caller sidecar -> app's sidecar -> app.
     let res = ctx.dir.join(format!("{scenario}-resources"));
     let protocol = if grpc { "grpc" } else { "http" };
@@ -49,12 +52,14 @@ pub async fn run(ctx: &Ctx, grpc: bool) -> Result<Vec<Row>, String> {
         vec![
             Variant::new("direct", callers::on_invoke(echo_grpc, payload.clone()), vec![&echo], "echo app"),
             Variant::new("nginx x2", callers::on_invoke(n1, payload.clone()), vec![&hop1, &hop2], "2 nginx"),
+            Variant::new("haproxy x2", callers::on_invoke(h1, payload.clone()), vec![&ha1, &ha2], "2 haproxy"),
             Variant::new("rapr x2", callers::invoke_service(caller.grpc, ECHO_ID.into(), payload.clone()), vec![&caller.proc, &target.proc], "2 sidecars"),
         ]
     } else {
         vec![
             Variant::new("direct", callers::http(echo_http, shape("/echo")), vec![&echo], "echo app"),
             Variant::new("nginx x2", callers::http(n1, shape("/echo")), vec![&hop1, &hop2], "2 nginx"),
+            Variant::new("haproxy x2", callers::http(h1, shape("/echo")), vec![&ha1, &ha2], "2 haproxy"),
             Variant::new("rapr x2", callers::http(caller.http, shape(&format!("/v1.0/invoke/{ECHO_ID}/method/echo"))), vec![&caller.proc, &target.proc], "2 sidecars"),
         ]
     };

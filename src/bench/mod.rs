@@ -1,6 +1,6 @@
 //! `rapr bench`: the instrument behind docs/benchmarks.md (DESIGN.md §9). An open-loop generator
 //! at a fixed rate (`loadgen`), the processes it measures started on free ports and pinned away
-//! from the generator (`procs`, `nginx`, `echo`), one module per scenario, each measuring its
+//! from the generator (`procs`, `nginx`, `haproxy`, `echo`), one module per scenario, each measuring its
 //! baseline in the same run, and every scenario repeated over rounds reported as median and
 //! spread (`report`).
 //!
@@ -9,8 +9,10 @@
 //! turns within each round so drift on the machine touches all of them alike.
 
 pub mod callers;
+pub mod debian;
 pub mod echo;
 pub mod footprint;
+pub mod haproxy;
 pub mod invoke;
 pub mod loadgen;
 pub mod nginx;
@@ -48,12 +50,17 @@ pub struct BenchArgs {
     /// Request payload in bytes.
     #[arg(long, default_value_t = 1024)]
     pub payload: usize,
-    /// Measured time per round.
-    #[arg(long, default_value = "10s", value_parser = go_duration)]
-    pub duration: Duration,
-    /// Warm-up before each round (same rate, not recorded).
-    #[arg(long, default_value = "2s", value_parser = go_duration)]
-    pub warmup: Duration,
+    /// Measured time per round (default 60 s: a p99 needs thousands of samples behind it; 5 s
+    /// with `--quick`).
+    #[arg(long, value_parser = go_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up before each round (same rate, not recorded; default 5 s, 1 s with `--quick`).
+    #[arg(long, value_parser = go_duration)]
+    pub warmup: Option<Duration>,
+    /// Short rounds for smoke runs (5 s after 1 s of warm-up) unless `--duration`/`--warmup` say
+    /// otherwise; too few samples for p99 claims.
+    #[arg(long)]
+    pub quick: bool,
     /// Rounds per scenario (median and spread are reported).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -80,6 +87,18 @@ pub struct BenchArgs {
     pub markdown: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// The measured time per round: `--duration`, else 60 s (5 s with `--quick`).
+    pub fn duration(&self) -> Duration {
+        self.duration.unwrap_or(Duration::from_secs(if self.quick { 5 } else { 60 }))
+    }
+
+    /// The warm-up before each round: `--warmup`, else 5 s (1 s with `--quick`).
+    pub fn warmup(&self) -> Duration {
+        self.warmup.unwrap_or(Duration::from_secs(if self.quick { 1 } else { 5 }))
+    }
+}
+
 /// What every scenario needs.
 pub struct Ctx {
     /// The rapr binary (this one).
@@ -95,7 +114,7 @@ pub struct Ctx {
 impl Ctx {
     /// The fixed-rate load of the flags.
     pub fn load(&self) -> Load {
-        Load { qps: self.args.qps, connections: self.args.connections, duration: self.args.duration, warmup: self.args.warmup }
+        Load { qps: self.args.qps, connections: self.args.connections, duration: self.args.duration(), warmup: self.args.warmup() }
     }
 
     /// The request payload: `payload` bytes of JSON-safe text.
@@ -112,7 +131,7 @@ impl Ctx {
     /// A progress reporter for `what`: one line on stderr rewritten every second on a terminal;
     /// elsewhere (CI logs) only the start of each measurement.
     pub fn progress(&self, what: String) -> impl Fn(f64, u64) + Sync {
-        let total = (self.args.warmup + self.args.duration).as_secs_f64();
+        let total = (self.args.warmup() + self.args.duration()).as_secs_f64();
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         if !tty {
             eprintln!("  {what}");
@@ -151,7 +170,7 @@ impl Ctx {
 
 /// One measured variant of a scenario.
 pub struct Variant<'a> {
-    /// Its name in the table (`direct`, `nginx x2`, `rapr x2`, ...).
+    /// Its name in the table (`direct`, `nginx x2`, `haproxy x2`, `rapr x2`, ...).
     pub name: String,
     /// How its connections are made.
     pub connect: loadgen::Connect,
@@ -204,13 +223,14 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
     let ctx = Ctx { exe, pin, dir: dir.clone(), args: args.clone() };
     let scenarios = expand(&args.scenarios);
     eprintln!(
-        "rapr bench: {} at {} QPS, {} connections, {} B, {:?} + {:?} warm-up, {} rounds; generator core {:?}, measured cores {:?}",
+        "rapr bench: {} at {} QPS, {} connections, {} B, {:?} measured + {:?} warm-up{}, {} rounds; generator core {:?}, measured cores {:?}",
         scenarios.join(","),
         args.qps,
         args.connections,
         args.payload,
-        args.duration,
-        args.warmup,
+        args.duration(),
+        args.warmup(),
+        if args.quick { " (--quick)" } else { "" },
         args.rounds,
         ctx.pin.load,
         ctx.pin.sut
@@ -323,4 +343,31 @@ fn append_markdown(path: &std::path::Path, rows: &[Row], notes: &[String]) -> st
         writeln!(f, "- {n}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn rounds(args: &[&str]) -> (Duration, Duration) {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).unwrap();
+        (cli.bench.duration(), cli.bench.warmup())
+    }
+
+    #[test]
+    fn rounds_are_60_s_unless_quick_and_explicit_flags_win() {
+        let s = Duration::from_secs;
+        assert_eq!(rounds(&[]), (s(60), s(5)));
+        assert_eq!(rounds(&["--quick"]), (s(5), s(1)));
+        assert_eq!(rounds(&["--quick", "--duration", "2s"]), (s(2), s(1)));
+        assert_eq!(rounds(&["--quick", "--warmup", "300ms"]), (s(5), Duration::from_millis(300)));
+        assert_eq!(rounds(&["--duration", "10s", "--warmup", "2s"]), (s(10), s(2)));
+    }
 }

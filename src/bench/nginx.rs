@@ -5,32 +5,12 @@
 //! config in the run's temporary folder.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::procs::{Pinning, Proc};
 
 /// Finds nginx, installing Debian's `nginx-light` if it is missing and we are root.
 pub fn ensure_installed() -> Result<PathBuf, String> {
-    if let Some(p) = find() {
-        return Ok(p);
-    }
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root || Command::new("apt-get").arg("--version").output().is_err() {
-        return Err("nginx is not installed (apt-get install nginx-light), and rapr bench cannot install it without root and apt-get".into());
-    }
-    eprintln!("installing nginx-light from Debian's packages for the nginx baseline...");
-    let install = || Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends", "nginx-light"]).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        if !install() {
-            return Err("apt-get install nginx-light failed".into());
-        }
-    }
-    find().ok_or_else(|| "nginx-light installed but no nginx binary found".into())
-}
-
-fn find() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
+    super::debian::ensure("nginx-light", &["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"])
 }
 
 /// The two-hop chain in front of 127.0.0.1:`app`: (hop 1, hop 2, hop 1's port).

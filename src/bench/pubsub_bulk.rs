@@ -76,7 +76,7 @@ async fn closed_loop(ctx: &Ctx, what: &str, connect: Connect, measured: &[&Proc]
         callers.push(connect().await?);
     }
     let begin = Instant::now();
-    let (from, end) = (begin + ctx.args.warmup, begin + ctx.args.warmup + ctx.args.duration);
+    let (from, end) = (begin + ctx.args.warmup(), begin + ctx.args.warmup() + ctx.args.duration());
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for mut c in callers {

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
 
 /// The highest passing rate for one variant.
 async fn search(ctx: &Ctx, variant: &str, connect: &Connect, measured: &[&Proc]) -> Result<u64, String> {
-    let duration = ctx.args.duration.min(Duration::from_secs(5));
+    let duration = ctx.args.duration().min(Duration::from_secs(5));
     let step = |qps: u64| Load { qps, connections: ctx.args.connections, duration, warmup: Duration::from_secs(1) };
     let passes = |s: &super::report::RoundStats, qps: u64| s.errors == 0 && s.p99 <= ctx.args.p99_limit_ms * 1000.0 && s.qps >= qps as f64 * 0.95;
     let (mut good, mut bad) = (0u64, None::<u64>);

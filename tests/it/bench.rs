@@ -1,7 +1,7 @@
 //! `rapr bench` end to end at a small scale: every scenario starts what it measures (echo app,
-//! nginx chain, sidecars, stores), runs its baseline in the same run, and reports rows without
-//! errors; `--markdown` writes the table docs/benchmarks.md takes. Figures are not asserted
-//! (benchmarks, never timed assertions), only that each was measured.
+//! nginx and haproxy chains, sidecars, stores), runs its baseline in the same run, and reports
+//! rows without errors; `--markdown` writes the table docs/benchmarks.md takes. Figures are not
+//! asserted (benchmarks, never timed assertions), only that each was measured.
 
 use std::process::Command;
 
@@ -22,9 +22,11 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
     for (scenario, variant) in [
         ("invoke-http", "direct"),
         ("invoke-http", "nginx x2"),
+        ("invoke-http", "haproxy x2"),
         ("invoke-http", "rapr x2"),
         ("invoke-grpc", "direct"),
         ("invoke-grpc", "nginx x2"),
+        ("invoke-grpc", "haproxy x2"),
         ("invoke-grpc", "rapr x2"),
         ("state-get redis", "direct"),
         ("state-get redis", "rapr http"),
@@ -38,8 +40,39 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
         assert_eq!(row[8], "0", "errors in {scenario} / {variant}:\n{stdout}");
         assert!(row[3].ends_with("µs") || row[3].ends_with("ms"), "{row:?}");
     }
-    for note in ["added latency invoke-http rapr x2 vs direct", "max throughput invoke-http rapr x2", "max throughput invoke-http nginx x2", "startup to healthy", "idle RSS", "RSS of the invocation sidecars", "binary size"] {
+    for note in ["added latency invoke-http rapr x2 vs direct", "added latency invoke-http haproxy x2 vs direct", "added latency invoke-grpc haproxy x2 vs direct", "max throughput invoke-http rapr x2", "max throughput invoke-http nginx x2", "startup to healthy", "idle RSS", "RSS of the invocation sidecars", "binary size"] {
         assert!(table.contains(note), "{note:?} missing from:\n{table}");
+    }
+}
+
+/// The invocation scenarios alone, in seconds: every chain (nginx, haproxy with HTTP/2 between
+/// its hops, rapr) answers through to the echo app, so each row has answers and no errors, and
+/// each chain has its added-latency line.
+#[test]
+fn invoke_scenarios_run_every_chain_through_to_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("bench.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["bench", "invoke-http,invoke-grpc", "--quick", "--duration", "1s", "--warmup", "300ms", "--qps", "200", "-c", "4", "--rounds", "1", "--markdown"])
+        .arg(&md)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rapr bench failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("1s measured + 300ms warm-up (--quick)"), "{stderr}");
+    let table = std::fs::read_to_string(&md).unwrap();
+    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| scenario")).map(|l| l.split('|').map(str::trim).collect()).collect();
+    for scenario in ["invoke-http", "invoke-grpc"] {
+        for variant in ["direct", "nginx x2", "haproxy x2", "rapr x2"] {
+            let row = rows.iter().find(|r| r[1] == scenario && r[2] == variant).unwrap_or_else(|| panic!("no row {scenario} / {variant} in:\n{table}"));
+            assert_eq!(row[8], "0", "errors in {scenario} / {variant}:\n{stdout}");
+            let qps: f64 = row[7].parse().unwrap_or_else(|_| panic!("{row:?}"));
+            assert!(qps > 0.0, "no answers in {scenario} / {variant}:\n{table}");
+            if variant != "direct" {
+                let note = format!("added latency {scenario} {variant} vs direct");
+                assert!(table.contains(&note), "{note:?} missing from:\n{table}");
+            }
+        }
     }
 }
 
