@@ -177,10 +177,24 @@ impl RemoteInvoker {
         let lead = lead.ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
         let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
         let code = meta.status.as_ref().map(|s| s.code).unwrap_or(200);
+        let carried = lead.payload.is_some();
         let first_chunk = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-        let rest = payloads(stream, |f| f.payload.map(|p| p.data));
-        let body = futures::stream::iter(first_chunk.map(Ok)).chain(rest);
-        let mut resp = Response::new(Body::from_stream(body));
+        let mut stream = stream;
+        // A lead that carries the payload is (from rapr) the whole answer: read on to the end of
+        // the stream here, so the answer has a known length and the stream ends cleanly without
+        // a drain task when the HTTP server stops reading at its content-length.
+        let next = if carried { Some(stream.message().await) } else { None };
+        let body = match next {
+            Some(Ok(None)) => Body::from(first_chunk.unwrap_or_default()),
+            Some(Ok(Some(frame))) => {
+                let second = frame.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
+                let rest = payloads(stream, |f| f.payload.map(|p| p.data));
+                Body::from_stream(futures::stream::iter(first_chunk.into_iter().chain(second).map(Ok)).chain(rest))
+            }
+            Some(Err(e)) => Body::from_stream(futures::stream::iter(first_chunk.map(Ok).into_iter().chain([Err(e)]))),
+            None => Body::from_stream(futures::stream::iter(first_chunk.map(Ok)).chain(payloads(stream, |f| f.payload.map(|p| p.data)))),
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::from_u16(u16::try_from(code).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *resp.headers_mut() = header_map(&meta.headers);
         if let Some(ct) = meta.message.as_ref().map(|m| m.content_type.clone()).filter(|c| !c.is_empty()) {
