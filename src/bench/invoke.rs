@@ -25,8 +25,9 @@ pub async fn echo_app(ctx: &Ctx) -> Result<(Proc, u16, u16), String> {
         let mut cmd = ctx.pin.command(&ctx.exe);
         cmd.args(["bench-echo", "--http-port", &http.to_string(), "--grpc-port", &grpc.to_string()]);
         let mut p = Proc::spawn("echo-app", cmd, &ctx.dir)?;
-        wait_port(&mut p, http, std::time::Duration::from_secs(10)).await?;
-        wait_port(&mut p, grpc, std::time::Duration::from_secs(10)).await?;
+        let deadline = ctx.pin.startup_deadline(std::time::Duration::from_secs(10));
+        wait_port(&mut p, http, deadline).await?;
+        wait_port(&mut p, grpc, deadline).await?;
         Ok((p, http, grpc))
     })
     .await

@@ -9,6 +9,9 @@
 //! turns within each round so drift on the machine touches all of them alike.
 
 pub mod callers;
+pub mod cost;
+pub mod cost_csv;
+pub mod cost_tools;
 pub mod debian;
 pub mod echo;
 pub mod footprint;
@@ -38,7 +41,7 @@ use report::Row;
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk,
-    /// throughput, footprint, or all.
+    /// throughput, footprint, or all; and cost (per-request syscalls and instructions, not in all).
     #[arg(value_delimiter = ',', default_value = "invoke-http")]
     pub scenarios: Vec<String>,
     /// Requests per second (over all connections).
@@ -58,7 +61,8 @@ pub struct BenchArgs {
     #[arg(long, value_parser = go_duration)]
     pub warmup: Option<Duration>,
     /// Short rounds for smoke runs (5 s after 1 s of warm-up) unless `--duration`/`--warmup` say
-    /// otherwise; too few samples for p99 claims.
+    /// otherwise; too few samples for p99 claims. For `cost`: the instruction count only, of
+    /// `direct` and `rapr x2` over HTTP, never failing (CI's informational check).
     #[arg(long)]
     pub quick: bool,
     /// Rounds per scenario (median and spread are reported).
@@ -85,6 +89,19 @@ pub struct BenchArgs {
     /// Append the results as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// `cost`: closed-loop requests counted per variant (default 1000, 300 with --quick).
+    #[arg(long)]
+    pub cost_requests: Option<usize>,
+    /// `cost`: append a row per measured process to this CSV (docs/bench-cost.csv) and print
+    /// each figure's change against the file's last row for the same process.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// `cost`: only compare with `--csv`, never write to it (CI).
+    #[arg(long)]
+    pub compare_only: bool,
+    /// `cost`: the CSV rows' note (default: the build kind, N, quick).
+    #[arg(long)]
+    pub csv_note: Option<String>,
 }
 
 impl BenchArgs {
@@ -256,11 +273,15 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
                 notes.extend(lines);
                 Vec::new()
             }),
+            "cost" => cost::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
             "footprint" => footprint::run(&ctx).await.map(|lines| {
                 notes.extend(lines);
                 Vec::new()
             }),
-            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk, throughput, footprint or all")),
+            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk, throughput, footprint, cost or all")),
         };
         match r {
             Ok(mut r) => rows.append(&mut r),

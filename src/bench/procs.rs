@@ -1,6 +1,8 @@
 //! The processes `rapr bench` starts and measures: sidecars, the echo app, nginx. Each is pinned
 //! to the system-under-test cores (with `taskset`) while the generator keeps its own core, is read
-//! for CPU time and RSS from /proc, and is killed when dropped so a failed run leaves nothing.
+//! for CPU time (user and system), context switches and RSS from /proc, and is killed when dropped
+//! so a failed run leaves nothing. `Pinning` can also put a wrapper (valgrind, for `bench cost`)
+//! between `taskset` and the program.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ pub struct Pinning {
     pub load: Option<usize>,
     /// `taskset -c` list for the system under test (`None`: not pinned).
     pub sut: Option<String>,
+    /// A command line every measured program runs under (empty: none), e.g. callgrind.
+    pub wrapper: Vec<String>,
 }
 
 impl Pinning {
@@ -23,10 +27,10 @@ impl Pinning {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let taskset = Command::new("taskset").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if disabled || cores < 2 || !taskset {
-            return Pinning { load: None, sut: None };
+            return Pinning { load: None, sut: None, wrapper: Vec::new() };
         }
         let sut = if cores == 2 { "1".to_string() } else { format!("1-{}", cores - 1) };
-        Pinning { load: Some(0), sut: Some(sut) }
+        Pinning { load: Some(0), sut: Some(sut), wrapper: Vec::new() }
     }
 
     /// Pins the calling thread (and the threads it starts later) to the generator's core.
@@ -39,15 +43,27 @@ impl Pinning {
         }
     }
 
-    /// A command for `program`, run under `taskset` on the measured cores when pinning.
+    /// A command for `program`, run under `taskset` on the measured cores when pinning, and
+    /// under the wrapper if any (`taskset` and valgrind both keep the process id).
     pub fn command(&self, program: &Path) -> Command {
-        match &self.sut {
-            Some(list) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(list).arg(program);
-                c
-            }
-            None => Command::new(program),
+        let mut line: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(list) = &self.sut {
+            line.extend(["taskset".into(), "-c".into(), list.into()]);
+        }
+        line.extend(self.wrapper.iter().map(Into::into));
+        line.push(program.into());
+        let mut c = Command::new(&line[0]);
+        c.args(&line[1..]);
+        c
+    }
+
+    /// How long a started process may take to get ready: a wrapped one (valgrind) starts
+    /// many times slower.
+    pub fn startup_deadline(&self, normal: Duration) -> Duration {
+        if self.wrapper.is_empty() {
+            normal
+        } else {
+            normal * 20
         }
     }
 }
@@ -100,6 +116,11 @@ impl Proc {
     pub fn cpu(&self) -> Duration {
         cpu_time(self.pid())
     }
+
+    /// CPU time and context switches so far, with the process's descendants.
+    pub fn counters(&self) -> Counters {
+        counters(self.pid())
+    }
 }
 
 impl Drop for Proc {
@@ -126,13 +147,75 @@ pub fn memory_split(pid: u32) -> (u64, u64, u64) {
 
 /// utime + stime of `pid` (zero if gone).
 pub fn cpu_time(pid: u32) -> Duration {
+    let (user, sys) = cpu_split(pid);
+    user + sys
+}
+
+/// (utime, stime) of `pid`, every thread included (zero if gone).
+pub fn cpu_split(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces; the fields after its closing ')' are fixed.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return Duration::ZERO };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return (Duration::ZERO, Duration::ZERO) };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok())).sum();
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|v| *v > 0).unwrap_or(100) as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+    let at = |i: usize| Duration::from_nanos(fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1_000_000_000 / hz);
+    (at(11), at(12))
+}
+
+/// CPU time and context switches of a process and its live descendants.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// User CPU time.
+    pub user: Duration,
+    /// System (kernel) CPU time.
+    pub sys: Duration,
+    /// Voluntary + involuntary context switches, summed over every thread.
+    pub switches: u64,
+}
+
+/// `pid`'s counters plus those of every process it started (a forking server's workers).
+/// Threads or children that exit within a window take their counts with them: the measured
+/// servers keep theirs for their lifetime.
+pub fn counters(pid: u32) -> Counters {
+    let mut c = Counters::default();
+    for p in with_descendants(pid) {
+        let (user, sys) = cpu_split(p);
+        c.user += user;
+        c.sys += sys;
+        c.switches += thread_switches(p);
+    }
+    c
+}
+
+/// `pid` and its descendants, from /proc/<pid>/task/<tid>/children.
+fn with_descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 1024 {
+        let p = out[i];
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()).filter(|k| !out.contains(k)).collect::<Vec<_>>());
+        }
+    }
+    out
+}
+
+/// Context switches of every thread of `pid` (/proc/<pid>/task/*/status).
+fn thread_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks.flatten().map(|t| switches_in_status(&std::fs::read_to_string(t.path().join("status")).unwrap_or_default())).sum()
+}
+
+/// voluntary + nonvoluntary context switches in a /proc status text.
+pub fn switches_in_status(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:")))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// `N` distinct free TCP ports on loopback from the crate's one allocator (`net_ports`: never the
@@ -192,10 +275,10 @@ pub async fn wait_http_ok(p: &mut Proc, port: u16, path: &str, deadline: Duratio
     }
 }
 
-/// CPU and memory of a set of processes over a measured window.
+/// CPU, context switches and memory of a set of processes over a measured window.
 pub struct Usage {
     start: Instant,
-    cpu: Vec<Duration>,
+    before: Vec<Counters>,
 }
 
 /// What `Usage::finish` reports for each process.
@@ -203,6 +286,12 @@ pub struct Usage {
 pub struct ProcUsage {
     /// CPU time over the window as a percentage of one core.
     pub cpu_pct: f64,
+    /// The user-space part of `cpu_pct`.
+    pub user_pct: f64,
+    /// The kernel part of `cpu_pct`.
+    pub sys_pct: f64,
+    /// Context switches per second over the window.
+    pub switches_per_s: f64,
     /// RSS at the end of the window, KiB.
     pub rss_kib: u64,
 }
@@ -210,13 +299,24 @@ pub struct ProcUsage {
 impl Usage {
     /// Starts measuring `procs`.
     pub fn begin(procs: &[&Proc]) -> Usage {
-        Usage { start: Instant::now(), cpu: procs.iter().map(|p| p.cpu()).collect() }
+        Usage { start: Instant::now(), before: procs.iter().map(|p| p.counters()).collect() }
     }
 
-    /// Per-process CPU% and RSS since `begin`.
+    /// Per-process CPU% (user, system), context-switch rate and RSS since `begin`. Rates, not
+    /// totals: the report divides them by the request rate of the same window, which is per
+    /// request even when this window started a tick after the load's measured one.
     pub fn finish(&self, procs: &[&Proc]) -> Vec<ProcUsage> {
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        procs.iter().zip(&self.cpu).map(|(p, before)| ProcUsage { cpu_pct: (p.cpu().saturating_sub(*before)).as_secs_f64() / secs * 100.0, rss_kib: p.rss_kib() }).collect()
+        procs
+            .iter()
+            .zip(&self.before)
+            .map(|(p, before)| {
+                let now = p.counters();
+                let pct = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() / secs * 100.0;
+                let (user_pct, sys_pct) = (pct(now.user, before.user), pct(now.sys, before.sys));
+                ProcUsage { cpu_pct: user_pct + sys_pct, user_pct, sys_pct, switches_per_s: now.switches.saturating_sub(before.switches) as f64 / secs, rss_kib: p.rss_kib() }
+            })
+            .collect()
     }
 }
 
@@ -233,5 +333,23 @@ mod tests {
             std::hint::black_box(t.elapsed());
         }
         assert!(cpu_time(me) > Duration::ZERO);
+        let c = counters(me);
+        assert!(c.user > Duration::ZERO && c.switches > 0, "{c:?}");
+    }
+
+    #[test]
+    fn switches_sum_both_kinds() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(switches_in_status(status), 157);
+        assert_eq!(switches_in_status(""), 0);
+    }
+
+    #[test]
+    fn a_wrapper_goes_between_taskset_and_the_program() {
+        let pin = Pinning { load: Some(0), sut: Some("1".into()), wrapper: vec!["valgrind".into(), "-q".into()] };
+        let c = pin.command(Path::new("/bin/rapr"));
+        assert_eq!(c.get_program(), "taskset");
+        let args: Vec<_> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["-c", "1", "valgrind", "-q", "/bin/rapr"]);
     }
 }

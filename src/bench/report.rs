@@ -23,6 +23,12 @@ pub struct RoundStats {
     pub errors: u64,
     /// CPU of the measured processes, % of one core (summed).
     pub cpu_pct: f64,
+    /// User CPU of the measured processes per answered request, µs (summed).
+    pub user_us_per_req: f64,
+    /// System CPU of the measured processes per answered request, µs (summed).
+    pub sys_us_per_req: f64,
+    /// Context switches of the measured processes per answered request (summed).
+    pub switches_per_req: f64,
     /// RSS of the measured processes at the end of the round, KiB (summed).
     pub rss_kib: u64,
 }
@@ -30,6 +36,10 @@ pub struct RoundStats {
 impl RoundStats {
     /// Summarises a load result and the measured processes' usage.
     pub fn new(r: &LoadResult, usage: &[ProcUsage]) -> Self {
+        let qps = r.achieved_qps();
+        // A rate over the request rate of the same window is a cost per request; with no
+        // request answered there is none (NaN prints as "-").
+        let per_req = |rate: f64| if qps > 0.0 { rate / qps } else { f64::NAN };
         RoundStats {
             p50: r.p_us(0.5),
             p90: r.p_us(0.9),
@@ -39,6 +49,9 @@ impl RoundStats {
             errors: r.errors,
             // `+ 0.0`: an empty float sum is -0.0, which would print as "-0%".
             cpu_pct: usage.iter().map(|u| u.cpu_pct).sum::<f64>() + 0.0,
+            user_us_per_req: per_req(usage.iter().map(|u| u.user_pct).sum::<f64>() * 1e4),
+            sys_us_per_req: per_req(usage.iter().map(|u| u.sys_pct).sum::<f64>() * 1e4),
+            switches_per_req: per_req(usage.iter().map(|u| u.switches_per_s).sum::<f64>()),
             rss_kib: usage.iter().map(|u| u.rss_kib).sum(),
         }
     }
@@ -92,8 +105,18 @@ fn us(v: f64) -> String {
     }
 }
 
-/// A row's medians as printed: p50, p90, p99, p99.9, QPS, errors, CPU %, RSS MB.
-fn cells(r: &Row) -> [String; 8] {
+/// A per-request cost with one decimal ("-" when unknown).
+fn cost(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A row's medians as printed: p50, p90, p99, p99.9, QPS, errors, CPU %, user and system CPU µs
+/// per request, context switches per request, RSS MB.
+fn cells(r: &Row) -> [String; 11] {
     [
         us(r.median(|s| s.p50)),
         us(r.median(|s| s.p90)),
@@ -102,13 +125,16 @@ fn cells(r: &Row) -> [String; 8] {
         format!("{:.0}", r.median(|s| s.qps)),
         r.rounds.iter().map(|s| s.errors).sum::<u64>().to_string(),
         format!("{:.0}%", r.median(|s| s.cpu_pct)),
+        cost(r.median(|s| s.user_us_per_req)),
+        cost(r.median(|s| s.sys_us_per_req)),
+        cost(r.median(|s| s.switches_per_req)),
         format!("{:.1} MB", r.median(|s| s.rss_kib as f64) / 1024.0),
     ]
 }
 
 /// The results as a Markdown table (medians, with the p50/p99 spread over rounds).
 pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from("| scenario | variant | p50 | p90 | p99 | p99.9 | QPS | errors | CPU | RSS | p50 / p99 spread |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut out = String::from("| scenario | variant | p50 | p90 | p99 | p99.9 | QPS | errors | CPU | user µs/req | sys µs/req | cs/req | RSS | p50 / p99 spread |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let (l50, h50) = r.spread(|s| s.p50);
         let (l99, h99) = r.spread(|s| s.p99);
@@ -119,9 +145,9 @@ pub fn markdown(rows: &[Row]) -> String {
 
 /// The results as an aligned text table for the terminal.
 pub fn text(rows: &[Row]) -> String {
-    let head = ["p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "RSS"];
+    let head = ["p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "usr µs/r", "sys µs/r", "cs/req", "RSS"];
     let line = |scenario: &str, variant: &str, c: &[String], measured: &str| {
-        format!("{scenario:<22} {variant:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>5} {:>9}  {measured}\n", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+        format!("{scenario:<22} {variant:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>5} {:>8} {:>8} {:>6} {:>9}  {measured}\n", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10])
     };
     let mut out = line("scenario", "variant", &head.map(String::from), "measured");
     for r in rows {
@@ -154,6 +180,11 @@ mod tests {
         b.variant = "base".into();
         assert_eq!(added(&[r.clone(), b], "s", "v", "base"), Some((15.0, 30.0)));
         assert!(markdown(std::slice::from_ref(&r)).contains("| s | v | 20 µs |"));
+        let mut costly = row(&[10.0]);
+        costly.rounds[0].user_us_per_req = 41.26;
+        costly.rounds[0].sys_us_per_req = f64::NAN;
+        costly.rounds[0].switches_per_req = 3.0;
+        assert!(markdown(std::slice::from_ref(&costly)).contains("| 0% | 41.3 | - | 3.0 |"), "{}", markdown(&[costly]));
         assert!(text(std::slice::from_ref(&r)).contains("20 µs"));
     }
 }

@@ -37,7 +37,7 @@ impl Ctx {
                 .env_remove("RAPR_LOG");
             let started = std::time::Instant::now();
             let mut proc = Proc::spawn(app_id, cmd, &self.dir)?;
-            wait_http_ok(&mut proc, http, "/v1.0/healthz", Duration::from_secs(30)).await?;
+            wait_http_ok(&mut proc, http, "/v1.0/healthz", self.pin.startup_deadline(Duration::from_secs(30))).await?;
             Ok(Sidecar { proc, http, grpc, startup: started.elapsed() })
         })
         .await
