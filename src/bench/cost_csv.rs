@@ -77,19 +77,21 @@ pub fn append(path: &Path, rows: &[CostRow]) -> std::io::Result<()> {
 }
 
 /// A line per measured figure with its change against the last earlier row of the same
-/// scenario, variant and process that has that figure ("no earlier row" otherwise).
+/// scenario, variant, process and build (the note's first word: a debug build counts several
+/// times the instructions of a release one) that has that figure ("no earlier row" otherwise).
 pub fn compare(earlier: &[CostRow], now: &[CostRow]) -> Vec<String> {
+    let build = |r: &CostRow| r.note.split_whitespace().next().unwrap_or_default().to_string();
     let mut out = Vec::new();
     for r in now {
-        let figures: [(&str, fn(&CostRow) -> Option<f64>); 2] = [("Ir/req", |r| r.ir_per_req), ("syscalls/req", |r| r.syscalls_per_req)];
-        for (what, get) in figures {
+        let figures: [(&str, usize, fn(&CostRow) -> Option<f64>); 2] = [("Ir/req", 0, |r| r.ir_per_req), ("syscalls/req", 1, |r| r.syscalls_per_req)];
+        for (what, digits, get) in figures {
             let Some(v) = get(r) else { continue };
-            let last = earlier.iter().rev().find(|e| e.scenario == r.scenario && e.variant == r.variant && e.process == r.process && get(e).is_some());
+            let last = earlier.iter().rev().find(|e| e.scenario == r.scenario && e.variant == r.variant && e.process == r.process && build(e) == build(r) && get(e).is_some());
             let change = match last.and_then(|e| get(e).map(|b| (e, b))) {
-                Some((e, base)) if base > 0.0 => format!("{:+.1}% vs {:.0} ({} {})", (v - base) / base * 100.0, base, e.commit, e.date),
+                Some((e, base)) if base > 0.0 => format!("{:+.1}% vs {base:.digits$} ({} {})", (v - base) / base * 100.0, e.commit, e.date),
                 _ => "no earlier row".into(),
             };
-            out.push(format!("cost {} {} {}: {what} {v:.0}, {change}", r.scenario, r.variant, r.process));
+            out.push(format!("cost {} {} {}: {what} {v:.digits$}, {change}", r.scenario, r.variant, r.process));
         }
     }
     out
@@ -120,12 +122,14 @@ mod tests {
 
     #[test]
     fn compares_with_the_last_row_of_the_same_process() {
-        let earlier = [row("rapr x2", Some(100.0), Some(10.0)), row("direct", Some(50.0), None), row("rapr x2", Some(200.0), None)];
+        let mut release = row("rapr x2", Some(20.0), Some(9.0));
+        release.note = "release build, N=1000".into();
+        let earlier = [row("rapr x2", Some(100.0), Some(10.0)), row("direct", Some(50.0), None), row("rapr x2", Some(200.0), None), release];
         let lines = compare(&earlier, &[row("rapr x2", Some(150.0), Some(12.0)), row("nginx x2", Some(1.0), None)]);
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines[0].contains("rapr x2 p: Ir/req 150, -25.0% vs 200"), "{}", lines[0]);
         // The last row with syscalls is the first one.
-        assert!(lines[1].contains("syscalls/req 12, +20.0% vs 10"), "{}", lines[1]);
+        assert!(lines[1].contains("syscalls/req 12.0, +20.0% vs 10.0"), "{}", lines[1]);
         assert!(lines[2].ends_with("no earlier row"), "{}", lines[2]);
     }
 

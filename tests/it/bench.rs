@@ -103,3 +103,30 @@ fn pubsub_scenarios_run_with_their_baselines() {
         assert!(table.contains(note), "{note:?} missing from:\n{table}");
     }
 }
+
+/// `bench cost --quick` with a tiny N: instructions per request counted for the direct echo app
+/// and both sidecars, a row each appended to the CSV, and each figure compared with the CSV's
+/// last row for the same process. Counts are not asserted beyond being there.
+#[test]
+fn cost_quick_counts_instructions_per_request() {
+    if Command::new("callgrind_control").arg("-h").output().is_err() {
+        eprintln!("skipped: valgrind (callgrind_control) is not installed; .ci/run installs it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cost.csv");
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    std::fs::write(&csv, format!("date,commit,scenario,variant,process,ir_per_req,syscalls_per_req,note\n2026-01-01T00:00:00Z,abc,invoke-http,direct,echo app,1000.0,,{build} build\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rapr")).args(["bench", "cost", "--quick", "--cost-requests", "20", "--payload", "256", "--csv"]).arg(&csv).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rapr bench cost failed:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("could not measure"), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    for (variant, process) in [("direct", "echo app"), ("rapr x2", "caller sidecar"), ("rapr x2", "app sidecar")] {
+        let row = text.lines().skip(2).find(|l| l.contains(&format!(",invoke-http,{variant},{process},"))).unwrap_or_else(|| panic!("no row {variant} / {process} in:\n{text}\n{stdout}"));
+        let ir: f64 = row.split(',').nth(5).unwrap().parse().unwrap();
+        assert!(ir > 0.0, "{row}");
+    }
+    assert!(stdout.contains("cost invoke-http direct echo app: Ir/req") && stdout.contains("% vs 1000"), "{stdout}");
+    assert!(stdout.contains("cost invoke-http rapr x2 app sidecar: Ir/req") && stdout.contains("no earlier row"), "{stdout}");
+}
