@@ -76,6 +76,9 @@ pub fn append(path: &Path, rows: &[CostRow]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads one figure of a row.
+type Figure = fn(&CostRow) -> Option<f64>;
+
 /// A line per measured figure with its change against the last earlier row of the same
 /// scenario, variant, process and build (the note's first word: a debug build counts several
 /// times the instructions of a release one) that has that figure ("no earlier row" otherwise).
@@ -83,7 +86,7 @@ pub fn compare(earlier: &[CostRow], now: &[CostRow]) -> Vec<String> {
     let build = |r: &CostRow| r.note.split_whitespace().next().unwrap_or_default().to_string();
     let mut out = Vec::new();
     for r in now {
-        let figures: [(&str, usize, fn(&CostRow) -> Option<f64>); 2] = [("Ir/req", 0, |r| r.ir_per_req), ("syscalls/req", 1, |r| r.syscalls_per_req)];
+        let figures: [(&str, usize, Figure); 2] = [("Ir/req", 0, |r| r.ir_per_req), ("syscalls/req", 1, |r| r.syscalls_per_req)];
         for (what, digits, get) in figures {
             let Some(v) = get(r) else { continue };
             let last = earlier.iter().rev().find(|e| e.scenario == r.scenario && e.variant == r.variant && e.process == r.process && build(e) == build(r) && get(e).is_some());
