@@ -73,7 +73,8 @@ async fn measure_all(ctx: &Ctx) -> Result<Vec<String>, String> {
         cost_tools::ensure_tool("strace", "strace")?;
     }
     let scenarios: &[bool] = if quick { &[false] } else { &[false, true] };
-    let (date, commit) = (time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(), cost_csv::commit());
+    let now = time::OffsetDateTime::now_utc();
+    let (date, commit) = (now.replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(), cost_csv::commit());
     let build = if cfg!(debug_assertions) { "debug build" } else { "release build" };
     let note = ctx.args.csv_note.clone().unwrap_or_else(|| format!("{build}, N={n}{}", if quick { ", quick" } else { "" }));
     let mut rows: Vec<CostRow> = Vec::new();
