@@ -181,3 +181,4 @@ fn outcome(resp: internals::InternalInvokeResponse) -> GrpcOutcome {
     let result = if status.code == 0 { Ok(message) } else { Err(status_from_internal(&status)) };
     GrpcOutcome { result, headers, trailers }
 }
+

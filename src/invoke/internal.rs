@@ -121,7 +121,7 @@ impl InternalService {
             return Ok(Response::new(app.call_grpc(message, &meta).await.into_internal()));
         }
         let body = Body::from(message.data.map(|d| d.value).unwrap_or_default());
-        let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
+        let resp = Box::pin(app.call_http(&meta, body)).await.map_err(|e| Status::internal(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         let data = body.collect().await.map_err(|e| Status::internal(e.to_string()))?.to_bytes();
         let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
@@ -162,7 +162,7 @@ impl InternalService {
             }
             None => Body::from_stream(futures::stream::iter(first.map(Ok)).chain(super::remote::payloads(incoming, |f| f.payload.map(|p| p.data)))),
         };
-        let resp = app.call_http(&meta, body).await.map_err(|e| Status::internal(e.to_string()))?;
+        let resp = Box::pin(app.call_http(&meta, body)).await.map_err(|e| Status::internal(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         let status = i32::from(parts.status.as_u16());
         let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();

@@ -44,7 +44,8 @@ impl DaprService {
         if let Some(t) = trace {
             t.invocation(Invocation::Remote { app_id: r.id.clone(), method: message.method.clone() });
         }
-        let outcome = self.invoke.invoke_grpc(&r.id, message, metadata).await.map_err(|e| invoke_error(e).grpc_status())?;
+        // Boxed, as the HTTP adapter does: tonic's layers then move a pointer, not the call's future.
+        let outcome = Box::pin(self.invoke.invoke_grpc(&r.id, message, metadata)).await.map_err(|e| invoke_error(e).grpc_status())?;
         match outcome.result {
             Ok(message) => {
                 let mut resp = Response::new(message);
