@@ -79,9 +79,43 @@ pub fn workers_per_sidecar(apps: usize) -> usize {
     (cores / apps.max(1)).max(2)
 }
 
-/// A free loopback port.
+/// Where the ports [`free_port`] hands out lie.
+const PORT_BASE: u32 = 20_000;
+const PORT_SPAN: u32 = 30_000;
+
+/// A free port (on every interface, as the sidecar binds some servers there), never one handed
+/// out before by this process: ports go in sequence from a start that differs per process, each
+/// checked by binding it. Asking the kernel for port 0 and closing the socket could give the
+/// same port twice in a row, and a run's sidecar then found its HTTP and internal ports equal.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seed = || {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        (nanos ^ std::process::id().wrapping_mul(7919)) % PORT_SPAN + 1
+    };
+    let _ = NEXT.compare_exchange(0, seed(), std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+    let mut last = None;
+    for _ in 0..PORT_SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Invariant: the value is reduced modulo PORT_SPAN, so it fits a port.
+        let port = u16::try_from(PORT_BASE + n % PORT_SPAN).unwrap_or(0);
+        match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(l) => return Ok(l.local_addr()?.port()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            assert!(seen.insert(super::free_port().unwrap()), "a port came back twice");
+        }
+    }
 }
 
 /// The CLI's socket file for `protocol` (http, grpc) under `--unix-domain-socket DIR`.
