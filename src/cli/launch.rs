@@ -107,16 +107,6 @@ pub fn free_port() -> std::io::Result<u16> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
-#[cfg(test)]
-mod port_tests {
-    #[test]
-    fn free_ports_are_never_handed_out_twice() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            assert!(seen.insert(super::free_port().unwrap()), "a port came back twice");
-        }
-    }
-}
 
 /// The CLI's socket file for `protocol` (http, grpc) under `--unix-domain-socket DIR`.
 pub fn socket_path(dir: &std::path::Path, app_id: &str, protocol: &str) -> PathBuf {
@@ -295,5 +285,16 @@ impl RunningApp {
             let _ = std::fs::remove_file(s);
         }
         end
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            assert!(seen.insert(super::free_port().unwrap()), "a port came back twice");
+        }
     }
 }
