@@ -147,21 +147,8 @@ impl InternalService {
         let mut meta = CallMeta::from_internal(&req);
         adopt_trace(&md, &mut meta);
         meta.method = checked_method(&meta.method)?;
-        let carried = lead.payload.is_some();
-        let first = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-        // A lead that carries the payload is (from rapr) the whole request: read on to its end,
-        // so the app gets a body of known length and the stream ends cleanly (no drain task when
-        // the app's client stops at the content-length).
-        let next = if carried { Some(incoming.message().await?) } else { None };
-        let body = match next {
-            Some(None) => Body::from(first.unwrap_or_default()),
-            Some(Some(frame)) => {
-                let second = frame.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-                let rest = super::remote::payloads(incoming, |f| f.payload.map(|p| p.data));
-                Body::from_stream(futures::stream::iter(first.into_iter().chain(second).map(Ok)).chain(rest))
-            }
-            None => Body::from_stream(futures::stream::iter(first.map(Ok)).chain(super::remote::payloads(incoming, |f| f.payload.map(|p| p.data)))),
-        };
+        let first = lead.payload.map(|p| Bytes::from(p.data));
+        let body = super::remote::body_after_lead(first, incoming, |f| f.payload.map(|p| p.data)).await?;
         let resp = Box::pin(app.call_http(&meta, body)).await.map_err(|e| Status::internal(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         let status = i32::from(parts.status.as_u16());

@@ -177,22 +177,11 @@ impl RemoteInvoker {
         let lead = lead.ok_or_else(|| InvokeError::Unreachable("the target closed the stream without answering".into()))?;
         let meta = lead.response.ok_or_else(|| InvokeError::Unreachable("response does not contain the required fields in the leading chunk".into()))?;
         let code = meta.status.as_ref().map(|s| s.code).unwrap_or(200);
-        let carried = lead.payload.is_some();
-        let first_chunk = lead.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-        let mut stream = stream;
-        // A lead that carries the payload is (from rapr) the whole answer: read on to the end of
-        // the stream here, so the answer has a known length and the stream ends cleanly without
-        // a drain task when the HTTP server stops reading at its content-length.
-        let next = if carried { Some(stream.message().await) } else { None };
-        let body = match next {
-            Some(Ok(None)) => Body::from(first_chunk.unwrap_or_default()),
-            Some(Ok(Some(frame))) => {
-                let second = frame.payload.map(|p| Bytes::from(p.data)).filter(|b| !b.is_empty());
-                let rest = payloads(stream, |f| f.payload.map(|p| p.data));
-                Body::from_stream(futures::stream::iter(first_chunk.into_iter().chain(second).map(Ok)).chain(rest))
-            }
-            Some(Err(e)) => Body::from_stream(futures::stream::iter(first_chunk.map(Ok).into_iter().chain([Err(e)]))),
-            None => Body::from_stream(futures::stream::iter(first_chunk.map(Ok)).chain(payloads(stream, |f| f.payload.map(|p| p.data)))),
+        let first = lead.payload.map(|p| Bytes::from(p.data));
+        let body = match body_after_lead(first.clone(), stream, |f| f.payload.map(|p| p.data)).await {
+            Ok(b) => b,
+            // The target failed after its lead: the caller's body ends with the error.
+            Err(e) => Body::from_stream(futures::stream::iter(first.filter(|b| !b.is_empty()).map(Ok).into_iter().chain([Err(e)]))),
         };
         let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::from_u16(u16::try_from(code).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -301,6 +290,27 @@ pub fn payloads<T: Send + 'static>(stream: tonic::Streaming<T>, payload: fn(T) -
             }
         }
     })
+}
+
+/// The body of a streamed call whose lead frame came with `first` (its payload, if it carried
+/// one), the rest read from `stream`. A lead carrying the payload is (from rapr) the whole body:
+/// the stream is read on to its end here, so the body has a known length and the stream ends
+/// cleanly, with no drain task when the reader stops at the content-length. Used by both sides
+/// of `CallLocalStream`.
+pub async fn body_after_lead<T: Send + 'static>(first: Option<Bytes>, mut stream: tonic::Streaming<T>, payload: fn(T) -> Option<Vec<u8>>) -> Result<Body, tonic::Status> {
+    let carried = first.is_some();
+    let first = first.filter(|b| !b.is_empty());
+    let prefix = |second: Option<Bytes>| futures::stream::iter(first.clone().into_iter().chain(second).map(Ok::<_, tonic::Status>));
+    if !carried {
+        return Ok(Body::from_stream(prefix(None).chain(payloads(stream, payload))));
+    }
+    match stream.message().await? {
+        None => Ok(Body::from(first.clone().unwrap_or_default())),
+        Some(frame) => {
+            let second = payload(frame).map(Bytes::from).filter(|b| !b.is_empty());
+            Ok(Body::from_stream(prefix(second).chain(payloads(stream, payload))))
+        }
+    }
 }
 
 /// Reads a body to the end (for whole-message calls).

@@ -155,14 +155,7 @@ fn settle_one(conn: &Connection, t: &Tables, group: &str, id: i64, how: Settle) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::pubsub::sqlite::store::{held, join_group, migrate, publish, NewMessage};
-
-    fn open() -> (Connection, Tables) {
-        let mut c = Connection::open_in_memory().unwrap();
-        let t = Tables::new("ps");
-        migrate(&mut c, &t).unwrap();
-        (c, t)
-    }
+    use crate::components::pubsub::sqlite::store::{held, join_group, migrate, publish, test_db as open, NewMessage};
 
     fn publish_n(c: &mut Connection, t: &Tables, topic: &str, n: usize) {
         let msgs: Vec<NewMessage> = (0..n).map(|i| NewMessage { data: format!("m{i}").into_bytes(), content_type: None }).collect();

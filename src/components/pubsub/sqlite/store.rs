@@ -200,17 +200,20 @@ pub fn sweep(conn: &mut Connection, t: &Tables, retention_ms: Option<i64>) -> Re
     Ok(n)
 }
 
+/// An in-memory database with topic `ps`'s tables, for the unit tests of this module and claim.rs.
+#[cfg(test)]
+pub(super) fn test_db() -> (Connection, Tables) {
+    let mut c = Connection::open_in_memory().unwrap();
+    let t = Tables::new("ps");
+    migrate(&mut c, &t).unwrap();
+    (c, t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::claim::{claim, settle};
     use super::*;
-
-    fn open() -> (Connection, Tables) {
-        let mut c = Connection::open_in_memory().unwrap();
-        let t = Tables::new("ps");
-        migrate(&mut c, &t).unwrap();
-        (c, t)
-    }
+    use super::test_db as open;
 
     fn msg(s: &str) -> NewMessage {
         NewMessage { data: s.as_bytes().to_vec(), content_type: None }
