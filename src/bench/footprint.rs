@@ -20,6 +20,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     let mut startups = Vec::new();
     let mut idle = Vec::new();
     let mut split = (0, 0, 0);
+    let mut faults = (0, 0);
+    let mut at_start = (0, 0, 0);
     for i in 0..5.max(ctx.args.rounds) {
         if i == 0 {
             eprintln!("  footprint: startups and idle RSS");
@@ -27,6 +29,9 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
         let sc = ctx.sidecar(&format!("bench-idle-{i}"), &res, &[]).await?;
         startups.push(sc.startup.as_secs_f64() * 1000.0);
         if i == 0 {
+            // The pages touched to get healthy: the binary's (RssFile) and the process's own.
+            at_start = super::procs::memory_split(sc.proc.pid());
+            faults = super::procs::page_faults(sc.proc.pid());
             tokio::time::sleep(Duration::from_secs(3)).await;
             idle.push(sc.proc.rss_kib());
             split = super::procs::memory_split(sc.proc.pid());
@@ -39,6 +44,13 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
         startups[0],
         startups[startups.len() - 1],
         startups.len()
+    ));
+    lines.push(format!(
+        "at healthy (rapr sidecar, embedded defaults): RssFile {:.1} MB (binary and library pages touched to start), RssAnon {:.1} MB; {} minor / {} major page faults",
+        at_start.1 as f64 / 1024.0,
+        at_start.0 as f64 / 1024.0,
+        faults.0,
+        faults.1
     ));
     lines.push(format!(
         "idle RSS (rapr sidecar, embedded defaults, 3 s after healthy): {:.1} MB = {:.1} MB private (RssAnon) + {:.1} MB mapped binary and libraries (RssFile, shared by every rapr process); PSS {:.1} MB",
@@ -54,10 +66,26 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     let caller = ctx.sidecar("bench-caller-fp", &inv, &[]).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_c, idle_t) = (caller.proc.rss_kib(), target.proc.rss_kib());
+    let split_idle = [super::procs::memory_split(caller.proc.pid()), super::procs::memory_split(target.proc.pid())];
     let shape = HttpShape { method: Method::POST, path: format!("/v1.0/invoke/{ECHO_ID}/method/echo"), body: ctx.payload(), content_type: Some("application/json") };
     let what = format!("footprint at {} QPS", ctx.args.qps);
     let (stats, _) = ctx.measure(&what, callers::http(caller.http, shape), &[&caller.proc, &target.proc]).await?;
     let (load_c, load_t) = (caller.proc.rss_kib(), target.proc.rss_kib());
+    let split_load = [super::procs::memory_split(caller.proc.pid()), super::procs::memory_split(target.proc.pid())];
+    for (i, who) in ["caller", "app's sidecar"].iter().enumerate() {
+        let mb = |k: u64| k as f64 / 1024.0;
+        let ((a0, f0, p0), (a1, f1, p1)) = (split_idle[i], split_load[i]);
+        lines.push(format!(
+            "memory of the invocation {who}, idle -> at {} QPS: RssAnon {:.1} -> {:.1} MB, RssFile {:.1} -> {:.1} MB, PSS {:.1} -> {:.1} MB",
+            ctx.args.qps,
+            mb(a0),
+            mb(a1),
+            mb(f0),
+            mb(f1),
+            mb(p0),
+            mb(p1)
+        ));
+    }
     lines.push(format!(
         "RSS of the invocation sidecars, idle -> at {} QPS ({} connections, {} B): caller {:.1} -> {:.1} MB, app's sidecar {:.1} -> {:.1} MB; both sidecars together {:.0}% of a core",
         ctx.args.qps,

@@ -80,9 +80,13 @@ pub struct BenchArgs {
     /// PostgreSQL connection string for the state scenarios.
     #[arg(long, default_value = "host=127.0.0.1 user=postgres dbname=test")]
     pub postgres: String,
-    /// p99 limit of the throughput search, in milliseconds.
+    /// p99 limit of a throughput step, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     pub p99_limit_ms: f64,
+    /// The throughput ladder, QPS (default 1000/2000/3000/4000/5000/6000/7000/8000/10000/12000/
+    /// 15000/20000/25000/30000).
+    #[arg(long, value_delimiter = ',')]
+    pub ladder: Vec<u64>,
     /// Do not pin the generator and the measured processes to separate cores.
     #[arg(long)]
     pub no_pin: bool,
@@ -181,7 +185,8 @@ impl Ctx {
             eprint!("\r{:100}\r", "");
         }
         let usage = usage_start.into_inner().unwrap_or_else(|| procs::Usage::begin(measured));
-        Ok((report::RoundStats::new(&r, &usage.finish(measured)), r.first_error))
+        let generator = usage.generator_pct();
+        Ok((report::RoundStats::new(&r, &usage.finish(measured), generator), r.first_error))
     }
 }
 
@@ -259,8 +264,7 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
         let r = match s.as_str() {
             "invoke-http" => invoke::run(&ctx, false).await,
             "invoke-grpc" => invoke::run(&ctx, true).await,
-            "state-get" => state::run(&ctx, false).await,
-            "state-save" => state::run(&ctx, true).await,
+            "state-get" | "state-save" => state::run(&ctx, s == "state-save").await.inspect(|rows| notes.extend(state::cpu_lines(rows))),
             "publish" | "pubsub-e2e" => {
                 let r = if s == "publish" { pubsub::run_publish(&ctx).await } else { pubsub::run_e2e(&ctx).await };
                 r.inspect(|rows| notes.extend(pubsub::cpu_per_message(rows, 1.0)))

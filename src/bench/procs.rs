@@ -145,6 +145,16 @@ pub fn memory_split(pid: u32) -> (u64, u64, u64) {
     (field(&status, "RssAnon:"), field(&status, "RssFile:"), field(&rollup, "Pss:"))
 }
 
+/// (minor, major) page faults of `pid` so far (/proc/<pid>/stat; zero if gone): how many pages
+/// it touched for the first time, the binary's included.
+pub fn page_faults(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return (0, 0) };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (at(7), at(9))
+}
+
 /// utime + stime of `pid` (zero if gone).
 pub fn cpu_time(pid: u32) -> Duration {
     let (user, sys) = cpu_split(pid);
@@ -279,6 +289,9 @@ pub async fn wait_http_ok(p: &mut Proc, port: u16, path: &str, deadline: Duratio
 pub struct Usage {
     start: Instant,
     before: Vec<Counters>,
+    /// This process's (utime, stime) at the start: the generator, which for a driver-only
+    /// baseline is the driver's client too.
+    generator_before: (Duration, Duration),
 }
 
 /// What `Usage::finish` reports for each process.
@@ -299,7 +312,17 @@ pub struct ProcUsage {
 impl Usage {
     /// Starts measuring `procs`.
     pub fn begin(procs: &[&Proc]) -> Usage {
-        Usage { start: Instant::now(), before: procs.iter().map(|p| p.counters()).collect() }
+        Usage { start: Instant::now(), before: procs.iter().map(|p| p.counters()).collect(), generator_before: cpu_split(std::process::id()) }
+    }
+
+    /// The CPU of this process (the load generator and, for a driver-only baseline, the driver)
+    /// since `begin`, % of one core. Its own process only: the measured processes are its
+    /// children, whose time /proc/self/stat keeps apart.
+    pub fn generator_pct(&self) -> f64 {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let (user, sys) = cpu_split(std::process::id());
+        let (u0, s0) = self.generator_before;
+        (user.saturating_sub(u0) + sys.saturating_sub(s0)).as_secs_f64() / secs * 100.0
     }
 
     /// Per-process CPU% (user, system), context-switch rate and RSS since `begin`. Rates, not

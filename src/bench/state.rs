@@ -54,7 +54,7 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
         // Dapr's default key prefix is the app id: the driver reads the row the sidecar wrote.
         let stored_key = format!("bench-state-{store}||{KEY}");
         if let Some(c) = direct(ctx, store, save, payload.clone(), stored_key) {
-            variants.push(Variant::new("direct", c, vec![], "driver only"));
+            variants.push(Variant::new("direct", c, vec![], "driver only (client µs/req: the driver)"));
         }
         let shape = if save {
             HttpShape { method: Method::POST, path: format!("/v1.0/state/{STORE}"), body: Bytes::from(format!("[{{\"key\":\"{KEY}\",\"value\":{}}}]", String::from_utf8_lossy(&payload))), content_type: Some("application/json") }
@@ -67,6 +67,29 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
         rows.append(&mut mine);
     }
     Ok(rows)
+}
+
+/// Item 4 of issue 13: per store, the sidecar's CPU per call (HTTP and gRPC) next to the
+/// driver-only client's, all from the same run. The driver's figure is the generator's own
+/// process running the driver, so it includes the generator's bookkeeping; the sidecar rows'
+/// client column (the generator's HTTP/gRPC client plus the same bookkeeping) is given beside.
+pub fn cpu_lines(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut scenarios: Vec<&str> = rows.iter().filter(|r| r.scenario.starts_with("state-")).map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    for sc in scenarios {
+        let find = |v: &str| rows.iter().find(|r| r.scenario == sc && r.variant == v);
+        let side = |v: &str| {
+            find(v).map(|r| {
+                let (u, s) = (r.median(|x| x.user_us_per_req), r.median(|x| x.sys_us_per_req));
+                format!("{v} {:.1} µs ({u:.1} usr + {s:.1} sys; its client {:.1} µs)", u + s, r.median(|x| x.gen_us_per_req))
+            })
+        };
+        let sidecar: Vec<String> = ["rapr http", "rapr grpc"].iter().filter_map(|v| side(v)).collect();
+        let driver = find("direct").map_or_else(|| "no driver-only baseline (embedded store)".to_string(), |r| format!("driver-only client {:.1} µs", r.median(|x| x.gen_us_per_req)));
+        out.push(format!("CPU per call, {sc}: sidecar {}; {driver} (client figures: the generator's process, its load bookkeeping included)", sidecar.join(", ")));
+    }
+    out
 }
 
 /// The component YAML for `store`.
