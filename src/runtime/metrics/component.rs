@@ -11,6 +11,7 @@ use std::time::Instant;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::cache::Handle;
 use super::{ms, Buckets, Count, Hist, Labels, Metrics};
 
 /// The operation of a component call (daprd's `operation` label values).
@@ -91,14 +92,17 @@ impl Metrics {
             return;
         }
         let success = if success { "true" } else { "false" };
-        let l = self.labels(&[("component", component), ("namespace", &self.0.namespace), ("operation", op.as_str()), ("success", success)]);
         let f = &self.0.f.component;
-        let (count, latency) = match block {
-            Block::State => (&f.state_count, &f.state_latency),
-            Block::Secret => (&f.secret_count, &f.secret_latency),
+        let (count, latency, name) = match block {
+            Block::State => (&f.state_count, &f.state_latency, "state"),
+            Block::Secret => (&f.secret_count, &f.secret_latency, "secret"),
         };
-        count.get_or_create(&l).0.inc();
-        latency.get_or_create(&l).observe(ms(started));
+        let h = self.0.cache.component.get(&[name, component, op.as_str(), success], || {
+            let l = self.labels(&[("component", component), ("namespace", &self.0.namespace), ("operation", op.as_str()), ("success", success)]);
+            vec![Handle::Count(count.get_or_create(&l).clone()), Handle::Hist(latency.get_or_create(&l).clone())]
+        });
+        h[0].inc();
+        h[1].observe(ms(started));
     }
 }
 

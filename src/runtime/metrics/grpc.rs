@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::cache::Handle;
 use super::{code_name, whole_ms, Buckets, Count, Hist, Labels, Metrics};
 
 /// Marks the response to a proxied call this sidecar delivered to its app over the internal
@@ -174,14 +175,20 @@ impl Metrics {
     /// calls daprd's unary interceptor sees (not proxied streams).
     pub(super) fn grpc_server_rpc(&self, method: &str, code: i32, started: Instant, sizes: Option<(u64, u64)>) {
         let f = &self.0.f.grpc;
-        let l = self.labels(&[("grpc_server_method", method), ("grpc_server_status", code_name(code))]);
-        f.server_completed.get_or_create(&l).0.inc();
-        f.server_latency.get_or_create(&l).observe(whole_ms(started));
+        let h = self.0.cache.grpc_server.get(&[method, code_name(code)], || {
+            let l = self.labels(&[("grpc_server_method", method), ("grpc_server_status", code_name(code))]);
+            vec![Handle::Count(f.server_completed.get_or_create(&l).clone()), Handle::Hist(f.server_latency.get_or_create(&l).clone())]
+        });
+        h[0].inc();
+        h[1].observe(whole_ms(started));
         if let Some((received, sent)) = sizes {
-            let l = self.labels(&[("grpc_server_method", method)]);
-            f.server_received_bytes.get_or_create(&l).observe(received as f64);
+            let h = self.0.cache.grpc_server_sizes.get(&[method], || {
+                let l = self.labels(&[("grpc_server_method", method)]);
+                vec![Handle::Hist(f.server_received_bytes.get_or_create(&l).clone()), Handle::Hist(f.server_sent_bytes.get_or_create(&l).clone())]
+            });
+            h[0].observe(received as f64);
             // daprd measures the response of a successful call only.
-            f.server_sent_bytes.get_or_create(&l).observe(if code == 0 { sent as f64 } else { 0.0 });
+            h[1].observe(if code == 0 { sent as f64 } else { 0.0 });
         }
     }
 
@@ -189,13 +196,19 @@ impl Metrics {
     /// `sizes` (request, response message bytes) when known.
     pub(super) fn grpc_client_rpc(&self, method: &str, code: i32, started: Instant, sizes: Option<(u64, u64)>) {
         let f = &self.0.f.grpc;
-        let l = self.labels(&[("grpc_client_method", method), ("grpc_client_status", code_name(code))]);
-        f.client_completed.get_or_create(&l).0.inc();
-        f.client_latency.get_or_create(&l).observe(whole_ms(started));
+        let h = self.0.cache.grpc_client.get(&[method, code_name(code)], || {
+            let l = self.labels(&[("grpc_client_method", method), ("grpc_client_status", code_name(code))]);
+            vec![Handle::Count(f.client_completed.get_or_create(&l).clone()), Handle::Hist(f.client_latency.get_or_create(&l).clone())]
+        });
+        h[0].inc();
+        h[1].observe(whole_ms(started));
         if let Some((sent, received)) = sizes {
-            let l = self.labels(&[("grpc_client_method", method)]);
-            f.client_sent_bytes.get_or_create(&l).observe(sent as f64);
-            f.client_received_bytes.get_or_create(&l).observe(received as f64);
+            let h = self.0.cache.grpc_client_sizes.get(&[method], || {
+                let l = self.labels(&[("grpc_client_method", method)]);
+                vec![Handle::Hist(f.client_sent_bytes.get_or_create(&l).clone()), Handle::Hist(f.client_received_bytes.get_or_create(&l).clone())]
+            });
+            h[0].observe(sent as f64);
+            h[1].observe(received as f64);
         }
     }
 

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::cache::Handle;
 use super::{whole_ms, Buckets, Count, Hist, Labels, Metrics};
 
 /// The HTTP families of one sidecar's registry.
@@ -88,11 +89,20 @@ impl Metrics {
         let (method, path) = (h.method(method), h.client_path(path));
         let status = status.unwrap_or(500).to_string();
         let f = &self.0.f.http;
-        f.client_sent_bytes.get_or_create(&self.labels(&[("method", &method), ("path", &path), ("status", "")])).observe(sizes.0 as f64);
-        let l = self.labels(&[("method", &method), ("path", &path), ("status", &status)]);
-        f.client_completed_count.get_or_create(&l).0.inc();
-        f.client_roundtrip_latency.get_or_create(&l).observe(elapsed);
-        f.client_received_bytes.get_or_create(&self.labels(&[])).observe(sizes.1.map_or(-1.0, |n| n as f64));
+        let h = self.0.cache.app_http.get(&[&method, &path, &status], || {
+            let sent = self.labels(&[("method", &method), ("path", &path), ("status", "")]);
+            let l = self.labels(&[("method", &method), ("path", &path), ("status", &status)]);
+            vec![
+                Handle::Hist(f.client_sent_bytes.get_or_create(&sent).clone()),
+                Handle::Count(f.client_completed_count.get_or_create(&l).clone()),
+                Handle::Hist(f.client_roundtrip_latency.get_or_create(&l).clone()),
+            ]
+        });
+        h[0].observe(sizes.0 as f64);
+        h[1].inc();
+        h[2].observe(elapsed);
+        let received = self.0.cache.app_http_received.get(&[], || vec![Handle::Hist(f.client_received_bytes.get_or_create(&self.labels(&[])).clone())]);
+        received[0].observe(sizes.1.map_or(-1.0, |n| n as f64));
     }
 
     /// An HTTP health probe of the app finished (`status`: the app's, 500 for a network error).
@@ -121,18 +131,26 @@ pub async fn http_server(State(m): State<Metrics>, req: Request, next: Next) -> 
     let started = Instant::now();
     let resp = next.run(req).await;
     let elapsed = whole_ms(started);
-    let status = resp.status().as_u16().to_string();
+    let status = resp.status();
     let f = &m.0.f.http;
-    let l = m.labels(&[("method", &method), ("path", &path), ("status", &status)]);
-    f.server_request_count.get_or_create(&l).0.inc();
-    f.server_latency.get_or_create(&l).observe(elapsed);
-    if m.0.http.legacy {
-        f.server_response_count.get_or_create(&l).0.inc();
+    let h = m.0.cache.http_server.get(&[&method, &path, status.as_str()], || {
+        let l = m.labels(&[("method", &method), ("path", &path), ("status", status.as_str())]);
+        let mut h = vec![Handle::Count(f.server_request_count.get_or_create(&l).clone()), Handle::Hist(f.server_latency.get_or_create(&l).clone())];
+        if m.0.http.legacy {
+            h.push(Handle::Count(f.server_response_count.get_or_create(&l).clone()));
+        }
+        h
+    });
+    h[0].inc();
+    h[1].observe(elapsed);
+    if let Some(responses) = h.get(2) {
+        responses.inc();
     }
-    f.server_request_bytes.get_or_create(&m.labels(&[])).observe(request_size as f64);
+    let bytes = server_bytes(&m);
+    bytes[0].observe(request_size as f64);
     let known = content_length(resp.headers()).or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact());
     if let Some(n) = known {
-        f.server_response_bytes.get_or_create(&m.labels(&[])).observe(n as f64);
+        bytes[1].observe(n as f64);
         return resp;
     }
     let mut sent = Sent { m: Some(m), n: 0 };
@@ -148,6 +166,15 @@ pub async fn http_server(State(m): State<Metrics>, req: Request, next: Next) -> 
     Response::from_parts(parts, axum::body::Body::new(body))
 }
 
+/// The request and response size histograms of the HTTP API (labelled by app id only).
+fn server_bytes(m: &Metrics) -> std::sync::Arc<[Handle]> {
+    let f = &m.0.f.http;
+    m.0.cache.http_server_bytes.get(&[], || {
+        let l = m.labels(&[]);
+        vec![Handle::Hist(f.server_request_bytes.get_or_create(&l).clone()), Handle::Hist(f.server_response_bytes.get_or_create(&l).clone())]
+    })
+}
+
 /// Records a streamed response's size when its body is done.
 struct Sent {
     m: Option<Metrics>,
@@ -157,7 +184,7 @@ struct Sent {
 impl Drop for Sent {
     fn drop(&mut self) {
         if let Some(m) = self.m.take() {
-            m.0.f.http.server_response_bytes.get_or_create(&m.labels(&[])).observe(self.n as f64);
+            server_bytes(&m)[1].observe(self.n as f64);
         }
     }
 }

@@ -14,6 +14,7 @@
 //! the gRPC ones, `service.rs` service invocation and component init, `component.rs` the
 //! state/secret component calls, `pubsub_*.rs` pub/sub, `resiliency.rs` the policy views.
 
+mod cache;
 mod component;
 mod grpc;
 mod http;
@@ -83,7 +84,7 @@ impl Buckets {
 
 /// A counter exported under its exact name: daprd's counters (`request_count`, `completed_rpcs`)
 /// carry no `_total` suffix, which the crate's `Counter` would add.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Count(Counter);
 
 impl TypedMetric for Count {
@@ -141,6 +142,27 @@ struct Inner {
     enabled: bool,
     http: path::HttpLabels,
     rules: Vec<LabelRule>,
+    /// The hot recording sites' handles by label values (`cache.rs`).
+    cache: Caches,
+}
+
+/// One [`cache::HandleCache`] per hot recording site.
+#[derive(Default)]
+struct Caches {
+    http_server: cache::HandleCache,
+    http_server_bytes: cache::HandleCache,
+    app_http: cache::HandleCache,
+    app_http_received: cache::HandleCache,
+    grpc_server: cache::HandleCache,
+    grpc_server_sizes: cache::HandleCache,
+    grpc_client: cache::HandleCache,
+    grpc_client_sizes: cache::HandleCache,
+    invoke_sent: cache::HandleCache,
+    invoke_response: cache::HandleCache,
+    invoke_response_latency: cache::HandleCache,
+    invoke_received: cache::HandleCache,
+    invoke_responded: cache::HandleCache,
+    component: cache::HandleCache,
 }
 
 /// The sidecar's metrics (cheap to clone).
@@ -187,7 +209,7 @@ impl Metrics {
             exclude_verbs: o.exclude_verbs,
             matcher: path::PathMatcher::new(&o.path_matching, o.increased_cardinality),
         };
-        Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), namespace, enabled: o.enabled, http, rules: o.rules }))
+        Self(Arc::new(Inner { registry: r, f, app_id: app_id.to_string(), namespace, enabled: o.enabled, http, rules: o.rules, cache: Caches::default() }))
     }
 
     /// Whether anything is recorded.

@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::cache::Handle;
 use super::{kind, ms, Buckets, Count, Hist, Labels, Metrics};
 
 /// The service families of one sidecar's registry.
@@ -51,8 +52,11 @@ impl Metrics {
     /// A call to another sidecar is about to be sent.
     pub fn invoke_sent(&self, target: &str, streaming: bool) {
         if self.0.enabled {
-            let l = self.labels(&[("dst_app_id", target), ("type", kind(streaming))]);
-            self.0.f.service.invoke_req_sent.get_or_create(&l).inc();
+            let h = self.0.cache.invoke_sent.get(&[target, kind(streaming)], || {
+                let l = self.labels(&[("dst_app_id", target), ("type", kind(streaming))]);
+                vec![Handle::Counter(self.0.f.service.invoke_req_sent.get_or_create(&l).clone())]
+            });
+            h[0].inc();
         }
     }
 
@@ -77,28 +81,41 @@ impl Metrics {
 
     /// `res_recv`, and its latency when `started` is given.
     fn invoke_response(&self, target: &str, streaming: bool, status: i32, started: Option<Instant>) {
-        let status = status.to_string();
+        let mut buf = itoa::Buffer::new();
+        let status = buf.format(status);
         let f = &self.0.f.service;
-        let l = self.labels(&[("src_app_id", target), ("status", &status), ("type", kind(streaming))]);
-        f.invoke_res_recv.get_or_create(&l).inc();
+        let h = self.0.cache.invoke_response.get(&[target, status, kind(streaming)], || {
+            let l = self.labels(&[("src_app_id", target), ("status", status), ("type", kind(streaming))]);
+            vec![Handle::Counter(f.invoke_res_recv.get_or_create(&l).clone())]
+        });
+        h[0].inc();
         if let Some(started) = started {
-            let l = self.labels(&[("src_app_id", target), ("status", &status)]);
-            f.invoke_res_recv_latency.get_or_create(&l).observe(ms(started));
+            let h = self.0.cache.invoke_response_latency.get(&[target, status], || {
+                let l = self.labels(&[("src_app_id", target), ("status", status)]);
+                vec![Handle::Hist(f.invoke_res_recv_latency.get_or_create(&l).clone())]
+            });
+            h[0].observe(ms(started));
         }
     }
 
     /// A call from another sidecar arrived.
     pub fn invoke_received(&self, caller: &str) {
         if self.0.enabled {
-            self.0.f.service.invoke_req_recv.get_or_create(&self.labels(&[("src_app_id", caller)])).inc();
+            let h = self.0.cache.invoke_received.get(&[caller], || vec![Handle::Counter(self.0.f.service.invoke_req_recv.get_or_create(&self.labels(&[("src_app_id", caller)])).clone())]);
+            h[0].inc();
         }
     }
 
     /// The answer to another sidecar's call was sent.
     pub fn invoke_responded(&self, caller: &str, status: i32) {
         if self.0.enabled {
-            let l = self.labels(&[("dst_app_id", caller), ("status", &status.to_string())]);
-            self.0.f.service.invoke_res_sent.get_or_create(&l).inc();
+            let mut buf = itoa::Buffer::new();
+            let status = buf.format(status);
+            let h = self.0.cache.invoke_responded.get(&[caller, status], || {
+                let l = self.labels(&[("dst_app_id", caller), ("status", status)]);
+                vec![Handle::Counter(self.0.f.service.invoke_res_sent.get_or_create(&l).clone())]
+            });
+            h[0].inc();
         }
     }
 
