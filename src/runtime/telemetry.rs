@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -63,16 +63,6 @@ impl Extractor for Headers<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeadersMut<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value)) {
-            self.0.insert(k, v);
-        }
     }
 }
 
@@ -206,6 +196,9 @@ pub fn instrument(router: axum::Router, grpc: bool, metrics: &Metrics, tracer: &
     router.layer(axum::middleware::from_fn_with_state(tracer.clone(), server_span))
 }
 
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// Middleware of the HTTP, gRPC and internal servers: a span per request (daprd's kind, name
 /// and attributes), the request's `traceparent` rewritten to it, a [`SpanDetails`] slot for the
 /// handler, and a log span carrying the trace id.
@@ -233,8 +226,14 @@ pub async fn server_span(State(t): State<Tracing>, mut req: Request, next: Next)
     let kind = span_attrs::kind(grpc, &path, callee, &t.app_id);
     let mut span = t.tracer.span_builder(Cow::Owned(span_attrs::initial_name(grpc, &path))).with_kind(kind).start_with_context(&t.tracer, &parent);
     let sc = span.span_context().clone();
-    let cx = Context::new().with_remote_span_context(sc.clone());
-    propagator.inject_context(&cx, &mut HeadersMut(req.headers_mut()));
+    // What `TraceContextPropagator::inject_context` writes (traceparent with the sampled flag
+    // only, and tracestate, even empty, for a valid context), without its `format!`.
+    if sc.is_valid() {
+        req.headers_mut().insert(TRACEPARENT, trace_context::traceparent_header(&sc, sc.trace_flags().to_u8() & 1));
+        if let Ok(v) = http::HeaderValue::from_str(&sc.trace_state().header()) {
+            req.headers_mut().insert(TRACESTATE, v);
+        }
+    }
     if grpc {
         req.headers_mut().remove(trace_context::GRPC_TRACE_BIN);
     }
@@ -372,9 +371,7 @@ fn answer_trace_headers(resp: &mut Response, grpc: bool, path: &str, sc: &opente
             }
         }
     } else if !resp.headers().contains_key("traceparent") && sc.is_valid() {
-        if let Ok(v) = http::HeaderValue::from_str(&trace_context::traceparent(sc)) {
-            resp.headers_mut().insert("traceparent", v);
-        }
+        resp.headers_mut().insert(TRACEPARENT, trace_context::traceparent_header(sc, sc.trace_flags().to_u8()));
         let state = sc.trace_state().header();
         if !state.is_empty() && state.len() <= 512 {
             if let Ok(v) = http::HeaderValue::from_str(&state) {
