@@ -306,7 +306,12 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
             code = 1;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    // `RAPR_BENCH_KEEP=1` keeps the scratch folder (logs, configs, callgrind profiles).
+    if std::env::var_os("RAPR_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     code
 }
 

@@ -182,11 +182,9 @@ impl AppChannel {
         }
         let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {}", super::tls::error_chain(&e))))?;
         let (parts, incoming) = resp.into_parts();
-        // The permit lives until the app's body is fully read.
-        let body = Body::new(incoming.map_err(axum::Error::new).map_frame(move |f| {
-            let _keep = &permit;
-            f
-        }));
+        // The permit lives until the app's body is fully read; the body's known length stays
+        // known (a small answer then rides in the internal reply's lead frame).
+        let body = Body::new(HoldPermit { inner: incoming.map_err(axum::Error::new), _permit: permit });
         Ok(Response::from_parts(parts, body))
     }
 
@@ -238,6 +236,32 @@ impl AppChannel {
     }
 }
 
+/// The app's response body holding an `--app-max-concurrency` permit until it is dropped. Unlike
+/// `map_frame` (whose size hint is always unknown), it passes the body's size hint and end
+/// through: the internal reply sends a small answer of known length in its lead frame, and the
+/// caller's sidecar then needs no task to drain the stream.
+struct HoldPermit<B> {
+    inner: B,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for HoldPermit<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A `Content-Length` header's value (for the metrics' byte counts).
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
@@ -279,6 +303,19 @@ async fn on_invoke(channel: Channel, request: tonic::Request<impl futures::Strea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_permit_is_held_and_the_known_length_kept() {
+        use hyper::body::Body as _;
+        let sem = Arc::new(Semaphore::new(1));
+        let permit = Arc::clone(&sem).try_acquire_owned().ok();
+        let inner = http_body_util::Full::new(bytes::Bytes::from_static(b"12345")).map_err(axum::Error::new);
+        let body = HoldPermit { inner, _permit: permit };
+        assert_eq!(body.size_hint().exact(), Some(5), "map_frame would have made it unknown");
+        assert_eq!(sem.available_permits(), 0);
+        drop(body);
+        assert_eq!(sem.available_permits(), 1, "released with the body");
+    }
 
     #[test]
     fn app_protocol_flag_splits_protocol_and_tls() {
