@@ -38,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .out_dir(&private_out)
+        // The call metadata maps as BTreeMaps: a handful of headers per call, which std's
+        // HashMap hashed with SipHash (and seeded anew) on both sides of every hop.
+        .btree_map(".dapr.proto.internals.v1")
         .extern_path(".dapr.proto.common.v1", "crate::common::v1")
         // The callback messages are generated once, in the served module.
         .extern_path(".dapr.proto.runtime.v1", "crate::runtime::v1")

@@ -7,7 +7,6 @@
 //! caller, daprd's HTTP rendering (`into_http`: the raw value with `application/x-protobuf` when
 //! the Any is typed; on failure the protojson of the app's status).
 
-use std::collections::HashMap;
 
 use axum::body::Body;
 use base64::Engine;
@@ -17,6 +16,8 @@ use rapr_proto::common::v1 as common;
 use rapr_proto::internals::v1 as internals;
 use serde_json::{json, Map, Value};
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
+
+use super::message::Metadata;
 
 /// daprd's content type of data whose Any carries a type_url.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
@@ -108,8 +109,8 @@ pub fn status_from_internal(status: &internals::Status) -> tonic::Status {
 }
 
 /// The app's metadata as the internal protocol's map, without the transport's own keys.
-pub fn metadata_to_internal(md: &MetadataMap) -> HashMap<String, internals::ListStringValue> {
-    let mut out: HashMap<String, internals::ListStringValue> = HashMap::new();
+pub fn metadata_to_internal(md: &MetadataMap) -> Metadata {
+    let mut out = Metadata::new();
     for kv in md.iter() {
         let (key, value) = match kv {
             KeyAndValueRef::Ascii(k, v) => (k.as_str(), v.to_str().map(str::to_string).ok()),
@@ -128,7 +129,7 @@ pub fn metadata_to_internal(md: &MetadataMap) -> HashMap<String, internals::List
 /// daprd's `InternalMetadataToGrpcMetadata`: the trace context and `destination-app-id` stay
 /// behind; with `http_conversion` (an HTTP app's headers) IANA's permanent headers get `dapr-`;
 /// binary values are base64-decoded.
-pub fn internal_to_metadata(map: &HashMap<String, internals::ListStringValue>, http_conversion: bool) -> MetadataMap {
+pub fn internal_to_metadata(map: &Metadata, http_conversion: bool) -> MetadataMap {
     let mut md = MetadataMap::new();
     for (k, list) in map {
         let mut key = k.to_ascii_lowercase();
@@ -159,7 +160,7 @@ pub fn internal_to_metadata(map: &HashMap<String, internals::ListStringValue>, h
 
 /// daprd's `InternalMetadataToHTTPHeader` for the response to an HTTP caller: binary values,
 /// content type and length, hop-by-hop and trace headers stay behind; `grpc-*` gets `dapr-`.
-pub fn internal_to_http_headers(map: &HashMap<String, internals::ListStringValue>) -> Vec<(http::HeaderName, HeaderValue)> {
+pub fn internal_to_http_headers(map: &Metadata) -> Vec<(http::HeaderName, HeaderValue)> {
     const SKIP: &[&str] = &[
         "traceparent", "tracestate", "grpc-trace-bin", "destination-app-id", "content-type", "content-length", "connection", "keep-alive", "proxy-connection",
         "transfer-encoding", "upgrade", "http2-settings", "te", "trailer", "proxy-authorization", "proxy-authenticate",
@@ -370,7 +371,7 @@ mod tests {
         let back = internal_to_metadata(&internal, false);
         assert_eq!(back.get_all("x-a").iter().count(), 2);
         assert_eq!(back.get_bin("x-b-bin").unwrap().to_bytes().unwrap().as_ref(), b"\x00\x01");
-        let mut http = HashMap::new();
+        let mut http = Metadata::new();
         http.insert("content-type".to_string(), internals::ListStringValue { values: vec!["text/plain".into()] });
         http.insert("x-app".to_string(), internals::ListStringValue { values: vec!["a".into()] });
         let md = internal_to_metadata(&http, true);

@@ -6,7 +6,7 @@
 //! sidecars (never trusted from the caller); every value of a repeated header reaches the app, as
 //! daprd adds each (`InternalMetadataToHTTPHeader` with `Header.Add`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use rapr_proto::common::v1 as common;
@@ -28,6 +28,9 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Headers the caller's sidecar consumes or sets itself.
 const SIDECAR_OWNED: &[&str] = &["dapr-api-token", "dapr-app-id", "dapr-caller-app-id", "dapr-callee-app-id", "destination-app-id"];
+
+/// The internal protocol's metadata map (headers by name, every value).
+pub type Metadata = BTreeMap<String, internals::ListStringValue>;
 
 /// Header carrying the caller's app id to the target app.
 pub const CALLER: &str = "dapr-caller-app-id";
@@ -78,7 +81,7 @@ impl CallMeta {
 
     /// The internal protocol's request (no body).
     pub fn to_internal(&self) -> internals::InternalInvokeRequest {
-        let mut metadata: HashMap<String, internals::ListStringValue> = HashMap::new();
+        let mut metadata = Metadata::new();
         for (k, v) in &self.headers {
             metadata.entry(k.clone()).or_default().values.push(v.clone());
         }
@@ -152,8 +155,8 @@ pub fn grpc_metadata_key(name: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Response headers to pass back to the caller (hop-by-hop removed).
-pub fn response_headers(headers: &HeaderMap) -> HashMap<String, internals::ListStringValue> {
-    let mut out: HashMap<String, internals::ListStringValue> = HashMap::new();
+pub fn response_headers(headers: &HeaderMap) -> Metadata {
+    let mut out = Metadata::new();
     for (name, value) in headers {
         if HOP_BY_HOP.contains(&name.as_str()) {
             continue;
@@ -166,7 +169,7 @@ pub fn response_headers(headers: &HeaderMap) -> HashMap<String, internals::ListS
 }
 
 /// Rebuilds an HTTP header map from the internal protocol's map.
-pub fn header_map(map: &HashMap<String, internals::ListStringValue>) -> HeaderMap {
+pub fn header_map(map: &Metadata) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, vs) in map {
         let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else { continue };

@@ -201,7 +201,7 @@ const TRANSPORT_HEADERS: &[&str] = &["traceparent", "tracestate", CALLER];
 
 /// `msg` as a request whose gRPC metadata repeats the call's `TRANSPORT_HEADERS`, the trace
 /// context also as `grpc-trace-bin` (daprd's `SpanContextToGRPCMetadata` sends both).
-fn with_trace_headers<T>(metadata: &HashMap<String, internals::ListStringValue>, msg: T) -> tonic::Request<T> {
+fn with_trace_headers<T>(metadata: &super::message::Metadata, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     for k in TRANSPORT_HEADERS {
         if let Some(v) = metadata.get(*k).and_then(|v| v.values.first()).and_then(|v| v.parse().ok()) {
