@@ -95,6 +95,9 @@ pub struct AppChannel {
     base: String,
     http: HttpClient,
     grpc: Option<Channel>,
+    /// A plain gRPC app's own HTTP/2 connection for invocations (no `tower::Buffer` task hop per
+    /// call, as `peer.rs` explains); `None` for `grpcs`, which goes through `grpc`.
+    grpc_direct: Option<super::peer::LazyPeer>,
     token: Option<HeaderValue>,
     limit: Option<Arc<Semaphore>>,
     health: Option<AppHealthHandle>,
@@ -113,9 +116,10 @@ impl AppChannel {
         } else {
             None
         };
+        let grpc_direct = (protocol == AppProtocol::Grpc && !transport.tls).then(|| super::peer::LazyPeer::new(authority.clone()));
         let limit = (max_concurrency > 0).then(|| Arc::new(Semaphore::new(max_concurrency as usize)));
         let token = token.filter(|t| !t.is_empty()).and_then(|t| HeaderValue::from_str(&t).ok());
-        Ok(Self { protocol, base, http, grpc, token, limit, health: None, metrics: None })
+        Ok(Self { protocol, base, http, grpc, grpc_direct, token, limit, health: None, metrics: None })
     }
 
     /// Counts calls to the app in `metrics` (`dapr_http_client_*`; `dapr_grpc_io_client_*` for a
@@ -227,7 +231,13 @@ impl AppChannel {
             request.metadata_mut().insert("dapr-api-token", t);
         }
         let started = std::time::Instant::now();
-        let answer = on_invoke(channel.clone(), request).await;
+        let answer = match &self.grpc_direct {
+            Some(direct) => match direct.get().await {
+                Ok(conn) => on_invoke(conn, request).await,
+                Err(e) => failed(tonic::Status::unavailable(format!("error connecting to the app: {e}"))),
+            },
+            None => on_invoke(channel.clone(), request).await,
+        };
         if let Some(m) = &self.metrics {
             let received = answer.result.as_ref().map_or(0, |r| prost::Message::encoded_len(r) as u64);
             m.app_grpc_call(ON_INVOKE, answer.result.as_ref().err().map_or(tonic::Code::Ok, tonic::Status::code), started, Some((sent, received)));
@@ -268,7 +278,13 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
 }
 
 /// One `OnInvoke` call: headers, the one message, then the trailers.
-async fn on_invoke(channel: Channel, request: tonic::Request<impl futures::Stream<Item = common::InvokeRequest> + Send + 'static>) -> GrpcAnswer {
+async fn on_invoke<T>(channel: T, request: tonic::Request<impl futures::Stream<Item = common::InvokeRequest> + Send + 'static>) -> GrpcAnswer
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    T::ResponseBody: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
     let failed = |s: tonic::Status| {
         // A trailers-only answer: its metadata are the app's trailers.

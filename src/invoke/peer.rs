@@ -144,6 +144,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for PeerConn {
     }
 }
 
+/// A [`PeerConn`] to one address, made on first use and made again once closed: the gRPC app's
+/// connection (a plain `grpc` app; `grpcs` keeps tonic's TLS channel). Lock-free: the current
+/// connection sits in an `ArcSwapOption`; two first calls racing may both connect, and the
+/// later connection is kept (the other closes when its call ends).
+#[derive(Debug)]
+pub struct LazyPeer {
+    addr: String,
+    conn: arc_swap::ArcSwapOption<PeerConn>,
+}
+
+impl LazyPeer {
+    /// Nothing is connected until the first call.
+    pub fn new(addr: String) -> Self {
+        Self { addr, conn: arc_swap::ArcSwapOption::empty() }
+    }
+
+    /// The live connection, connecting if there is none.
+    pub async fn get(&self) -> Result<PeerConn, ConnectError> {
+        if let Some(c) = self.conn.load().as_deref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = PeerConn::connect(&self.addr).await?;
+        self.conn.store(Some(Arc::new(c.clone())));
+        Ok(c)
+    }
+}
+
 /// Sends the rest of a streaming request body, as the peer's window allows; stops when the peer
 /// resets the stream, and resets it when the body fails.
 async fn pipe(mut body: Eager, mut stream: h2::SendStream<Bytes>) {
