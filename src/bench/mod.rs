@@ -26,6 +26,7 @@ pub mod pubsub_direct;
 pub mod report;
 pub mod sidecar;
 pub mod state;
+pub mod state_cpu;
 pub mod throughput;
 
 use std::path::PathBuf;
@@ -40,8 +41,9 @@ use report::Row;
 /// Flags of `rapr bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk,
-    /// throughput, footprint, or all; and cost (per-request syscalls and instructions, not in all).
+    /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, state-cpu, publish, pubsub-e2e,
+    /// pubsub-bulk, throughput, footprint, or all; and cost (per-request syscalls and
+    /// instructions, not in all).
     #[arg(value_delimiter = ',', default_value = "invoke-http")]
     pub scenarios: Vec<String>,
     /// Requests per second (over all connections).
@@ -93,7 +95,8 @@ pub struct BenchArgs {
     /// Append the results as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
-    /// `cost`: closed-loop requests counted per variant (default 1000, 300 with --quick).
+    /// `cost`: closed-loop requests counted per variant (default 1000, 300 with --quick);
+    /// `state-cpu`: calls timed per side (default 20000, 2000 with --quick).
     #[arg(long)]
     pub cost_requests: Option<usize>,
     /// `cost`: append a row per measured process to this CSV (docs/bench-cost.csv) and print
@@ -185,8 +188,7 @@ impl Ctx {
             eprint!("\r{:100}\r", "");
         }
         let usage = usage_start.into_inner().unwrap_or_else(|| procs::Usage::begin(measured));
-        let generator = usage.generator_pct();
-        Ok((report::RoundStats::new(&r, &usage.finish(measured), generator), r.first_error))
+        Ok((report::RoundStats::new(&r, &usage.finish(measured)), r.first_error))
     }
 }
 
@@ -264,7 +266,11 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
         let r = match s.as_str() {
             "invoke-http" => invoke::run(&ctx, false).await,
             "invoke-grpc" => invoke::run(&ctx, true).await,
-            "state-get" | "state-save" => state::run(&ctx, s == "state-save").await.inspect(|rows| notes.extend(state::cpu_lines(rows))),
+            "state-get" | "state-save" => state::run(&ctx, s == "state-save").await,
+            "state-cpu" => state_cpu::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
             "publish" | "pubsub-e2e" => {
                 let r = if s == "publish" { pubsub::run_publish(&ctx).await } else { pubsub::run_e2e(&ctx).await };
                 r.inspect(|rows| notes.extend(pubsub::cpu_per_message(rows, 1.0)))
@@ -285,7 +291,7 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
                 notes.extend(lines);
                 Vec::new()
             }),
-            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, publish, pubsub-e2e, pubsub-bulk, throughput, footprint, cost or all")),
+            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, state-cpu, publish, pubsub-e2e, pubsub-bulk, throughput, footprint, cost or all")),
         };
         match r {
             Ok(mut r) => rows.append(&mut r),
@@ -323,7 +329,7 @@ fn go_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn expand(list: &[String]) -> Vec<String> {
-    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint"];
+    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "state-cpu", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint"];
     let mut out = Vec::new();
     for s in list {
         if s == "all" {

@@ -289,9 +289,6 @@ pub async fn wait_http_ok(p: &mut Proc, port: u16, path: &str, deadline: Duratio
 pub struct Usage {
     start: Instant,
     before: Vec<Counters>,
-    /// This process's (utime, stime) at the start: the generator, which for a driver-only
-    /// baseline is the driver's client too.
-    generator_before: (Duration, Duration),
 }
 
 /// What `Usage::finish` reports for each process.
@@ -312,17 +309,7 @@ pub struct ProcUsage {
 impl Usage {
     /// Starts measuring `procs`.
     pub fn begin(procs: &[&Proc]) -> Usage {
-        Usage { start: Instant::now(), before: procs.iter().map(|p| p.counters()).collect(), generator_before: cpu_split(std::process::id()) }
-    }
-
-    /// The CPU of this process (the load generator and, for a driver-only baseline, the driver)
-    /// since `begin`, % of one core. Its own process only: the measured processes are its
-    /// children, whose time /proc/self/stat keeps apart.
-    pub fn generator_pct(&self) -> f64 {
-        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let (user, sys) = cpu_split(std::process::id());
-        let (u0, s0) = self.generator_before;
-        (user.saturating_sub(u0) + sys.saturating_sub(s0)).as_secs_f64() / secs * 100.0
+        Usage { start: Instant::now(), before: procs.iter().map(|p| p.counters()).collect() }
     }
 
     /// Per-process CPU% (user, system), context-switch rate and RSS since `begin`. Rates, not

@@ -31,14 +31,11 @@ pub struct RoundStats {
     pub switches_per_req: f64,
     /// RSS of the measured processes at the end of the round, KiB (summed).
     pub rss_kib: u64,
-    /// CPU (user + system) of the generator's own process per answered request, µs: the client
-    /// side, which for a driver-only baseline is the driver (with the generator's bookkeeping).
-    pub gen_us_per_req: f64,
 }
 
 impl RoundStats {
     /// Summarises a load result and the measured processes' usage.
-    pub fn new(r: &LoadResult, usage: &[ProcUsage], generator_pct: f64) -> Self {
+    pub fn new(r: &LoadResult, usage: &[ProcUsage]) -> Self {
         let qps = r.achieved_qps();
         // A rate over the request rate of the same window is a cost per request; with no
         // request answered there is none (NaN prints as "-").
@@ -56,7 +53,6 @@ impl RoundStats {
             sys_us_per_req: per_req(usage.iter().map(|u| u.sys_pct).sum::<f64>() * 1e4),
             switches_per_req: per_req(usage.iter().map(|u| u.switches_per_s).sum::<f64>()),
             rss_kib: usage.iter().map(|u| u.rss_kib).sum(),
-            gen_us_per_req: per_req(generator_pct * 1e4),
         }
     }
 }
@@ -119,8 +115,8 @@ fn cost(v: f64) -> String {
 }
 
 /// A row's medians as printed: p50, p90, p99, p99.9, QPS, errors, CPU %, user and system CPU µs
-/// per request, context switches per request, RSS MB, the generator's CPU µs per request.
-fn cells(r: &Row) -> [String; 12] {
+/// per request, context switches per request, RSS MB.
+fn cells(r: &Row) -> [String; 11] {
     [
         us(r.median(|s| s.p50)),
         us(r.median(|s| s.p90)),
@@ -133,13 +129,12 @@ fn cells(r: &Row) -> [String; 12] {
         cost(r.median(|s| s.sys_us_per_req)),
         cost(r.median(|s| s.switches_per_req)),
         format!("{:.1} MB", r.median(|s| s.rss_kib as f64) / 1024.0),
-        cost(r.median(|s| s.gen_us_per_req)),
     ]
 }
 
 /// The results as a Markdown table (medians, with the p50/p99 spread over rounds).
 pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from("| scenario | variant | p50 | p90 | p99 | p99.9 | QPS | errors | CPU | user µs/req | sys µs/req | cs/req | RSS | client µs/req | p50 / p99 spread |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut out = String::from("| scenario | variant | p50 | p90 | p99 | p99.9 | QPS | errors | CPU | user µs/req | sys µs/req | cs/req | RSS | p50 / p99 spread |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let (l50, h50) = r.spread(|s| s.p50);
         let (l99, h99) = r.spread(|s| s.p99);
@@ -150,12 +145,9 @@ pub fn markdown(rows: &[Row]) -> String {
 
 /// The results as an aligned text table for the terminal.
 pub fn text(rows: &[Row]) -> String {
-    let head = ["p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "usr µs/r", "sys µs/r", "cs/req", "RSS", "cli µs/r"];
+    let head = ["p50", "p90", "p99", "p99.9", "QPS", "errors", "CPU", "usr µs/r", "sys µs/r", "cs/req", "RSS"];
     let line = |scenario: &str, variant: &str, c: &[String], measured: &str| {
-        format!(
-            "{scenario:<22} {variant:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>5} {:>8} {:>8} {:>6} {:>9} {:>8}  {measured}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
-        )
+        format!("{scenario:<22} {variant:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>5} {:>8} {:>8} {:>6} {:>9}  {measured}\n", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10])
     };
     let mut out = line("scenario", "variant", &head.map(String::from), "measured");
     for r in rows {
@@ -192,8 +184,7 @@ mod tests {
         costly.rounds[0].user_us_per_req = 41.26;
         costly.rounds[0].sys_us_per_req = f64::NAN;
         costly.rounds[0].switches_per_req = 3.0;
-        costly.rounds[0].gen_us_per_req = 12.04;
-        assert!(markdown(std::slice::from_ref(&costly)).contains("| 0% | 41.3 | - | 3.0 | 0.0 MB | 12.0 |"), "{}", markdown(&[costly]));
+        assert!(markdown(std::slice::from_ref(&costly)).contains("| 0% | 41.3 | - | 3.0 |"), "{}", markdown(&[costly]));
         assert!(text(std::slice::from_ref(&r)).contains("20 µs"));
     }
 }

@@ -32,36 +32,14 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
     let scenario = if save { "state-save" } else { "state-get" };
     let mut rows = Vec::new();
     for store in &ctx.args.stores {
-        let component = component(ctx, store)?;
-        let res = ctx.dir.join(format!("{scenario}-{store}-resources"));
-        std::fs::create_dir_all(&res).map_err(|e| e.to_string())?;
-        std::fs::write(res.join("store.yaml"), component).map_err(|e| e.to_string())?;
-        let sc = ctx.sidecar(&format!("bench-state-{store}"), &res, &[]).await?;
+        let sc = store_sidecar(ctx, scenario, store).await?;
         let payload = ctx.payload();
-        // The key exists before reads, and the first save creates any table.
-        let seed = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/v1.0/state/{STORE}", sc.http))
-            .header("content-type", "application/json")
-            .body(format!("[{{\"key\":\"{KEY}\",\"value\":{}}}]", String::from_utf8_lossy(&payload)))
-            .send()
-            .await
-            .map_err(|e| format!("seeding {store}: {e}"))?;
-        if !seed.status().is_success() {
-            return Err(format!("seeding {store}: HTTP {}: {}", seed.status(), seed.text().await.unwrap_or_default()));
-        }
         let name = format!("{scenario} {store}");
         let mut variants: Vec<Variant<'_>> = Vec::new();
-        // Dapr's default key prefix is the app id: the driver reads the row the sidecar wrote.
-        let stored_key = format!("bench-state-{store}||{KEY}");
-        if let Some(c) = direct(ctx, store, save, payload.clone(), stored_key) {
-            variants.push(Variant::new("direct", c, vec![], "driver only (client µs/req: the driver)"));
+        if let Some(c) = direct(ctx, store, save, payload.clone(), stored_key(store)) {
+            variants.push(Variant::new("direct", c, vec![], "driver only"));
         }
-        let shape = if save {
-            HttpShape { method: Method::POST, path: format!("/v1.0/state/{STORE}"), body: Bytes::from(format!("[{{\"key\":\"{KEY}\",\"value\":{}}}]", String::from_utf8_lossy(&payload))), content_type: Some("application/json") }
-        } else {
-            HttpShape { method: Method::GET, path: format!("/v1.0/state/{STORE}/{KEY}"), body: Bytes::new(), content_type: None }
-        };
-        variants.push(Variant::new("rapr http", callers::http(sc.http, shape), vec![&sc.proc], "sidecar"));
+        variants.push(Variant::new("rapr http", callers::http(sc.http, http_shape(save, &payload)), vec![&sc.proc], "sidecar"));
         variants.push(Variant::new("rapr grpc", grpc(sc.grpc, save, payload.clone()), vec![&sc.proc], "sidecar"));
         let mut mine = ctx.rounds(&name, &variants).await?;
         rows.append(&mut mine);
@@ -69,27 +47,44 @@ pub async fn run(ctx: &Ctx, save: bool) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// Item 4 of issue 13: per store, the sidecar's CPU per call (HTTP and gRPC) next to the
-/// driver-only client's, all from the same run. The driver's figure is the generator's own
-/// process running the driver, so it includes the generator's bookkeeping; the sidecar rows'
-/// client column (the generator's HTTP/gRPC client plus the same bookkeeping) is given beside.
-pub fn cpu_lines(rows: &[Row]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut scenarios: Vec<&str> = rows.iter().filter(|r| r.scenario.starts_with("state-")).map(|r| r.scenario.as_str()).collect();
-    scenarios.dedup();
-    for sc in scenarios {
-        let find = |v: &str| rows.iter().find(|r| r.scenario == sc && r.variant == v);
-        let side = |v: &str| {
-            find(v).map(|r| {
-                let (u, s) = (r.median(|x| x.user_us_per_req), r.median(|x| x.sys_us_per_req));
-                format!("{v} {:.1} µs ({u:.1} usr + {s:.1} sys; its client {:.1} µs)", u + s, r.median(|x| x.gen_us_per_req))
-            })
-        };
-        let sidecar: Vec<String> = ["rapr http", "rapr grpc"].iter().filter_map(|v| side(v)).collect();
-        let driver = find("direct").map_or_else(|| "no driver-only baseline (embedded store)".to_string(), |r| format!("driver-only client {:.1} µs", r.median(|x| x.gen_us_per_req)));
-        out.push(format!("CPU per call, {sc}: sidecar {}; {driver} (client figures: the generator's process, its load bookkeeping included)", sidecar.join(", ")));
+/// A sidecar with `store` as its one state store, the benchmark's key written (so reads find it,
+/// and the first save has created any table).
+pub(super) async fn store_sidecar(ctx: &Ctx, scenario: &str, store: &str) -> Result<super::sidecar::Sidecar, String> {
+    let component = component(ctx, store)?;
+    let res = ctx.dir.join(format!("{scenario}-{store}-resources"));
+    std::fs::create_dir_all(&res).map_err(|e| e.to_string())?;
+    std::fs::write(res.join("store.yaml"), component).map_err(|e| e.to_string())?;
+    let sc = ctx.sidecar(&format!("bench-state-{store}"), &res, &[]).await?;
+    let seed = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1.0/state/{STORE}", sc.http))
+        .header("content-type", "application/json")
+        .body(save_body(&ctx.payload()))
+        .send()
+        .await
+        .map_err(|e| format!("seeding {store}: {e}"))?;
+    if !seed.status().is_success() {
+        return Err(format!("seeding {store}: HTTP {}: {}", seed.status(), seed.text().await.unwrap_or_default()));
     }
-    out
+    Ok(sc)
+}
+
+/// The key as the sidecar stores it: Dapr's default key prefix is the app id, so the driver
+/// reads the row the sidecar wrote.
+pub(super) fn stored_key(store: &str) -> String {
+    format!("bench-state-{store}||{KEY}")
+}
+
+fn save_body(payload: &Bytes) -> Bytes {
+    Bytes::from(format!("[{{\"key\":\"{KEY}\",\"value\":{}}}]", String::from_utf8_lossy(payload)))
+}
+
+/// The HTTP API request of a get or a save of the benchmark's key.
+pub(super) fn http_shape(save: bool, payload: &Bytes) -> HttpShape {
+    if save {
+        HttpShape { method: Method::POST, path: format!("/v1.0/state/{STORE}"), body: save_body(payload), content_type: Some("application/json") }
+    } else {
+        HttpShape { method: Method::GET, path: format!("/v1.0/state/{STORE}/{KEY}"), body: Bytes::new(), content_type: None }
+    }
 }
 
 /// The component YAML for `store`.
@@ -104,7 +99,7 @@ fn component(ctx: &Ctx, store: &str) -> Result<String, String> {
 }
 
 /// The direct-driver baseline for `store`, if it has a server of its own.
-fn direct(ctx: &Ctx, store: &str, save: bool, payload: Bytes, key: String) -> Option<Connect> {
+pub(super) fn direct(ctx: &Ctx, store: &str, save: bool, payload: Bytes, key: String) -> Option<Connect> {
     match store {
         "redis" => {
             let url = format!("redis://{}/", ctx.args.redis);
@@ -206,7 +201,7 @@ impl Caller for GrpcState {
 }
 
 /// `GetState` / `SaveState` on the sidecar's gRPC port, each caller on its own connection.
-fn grpc(port: u16, save: bool, payload: Bytes) -> Connect {
+pub(super) fn grpc(port: u16, save: bool, payload: Bytes) -> Connect {
     Arc::new(move || {
         let payload = payload.clone();
         Box::pin(async move { Ok(Box::new(GrpcState { client: DaprClient::new(callers::channel(port).await?), save, payload }) as Box<dyn Caller>) })

@@ -11,7 +11,7 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
     let md = dir.path().join("bench.md");
     let out = Command::new(env!("CARGO_BIN_EXE_rapr"))
         .args(["bench", "all", "--qps", "100", "-c", "4", "--duration", "1s", "--warmup", "300ms", "--rounds", "1", "--payload", "256"])
-        .args(["--stores", "sqlite,redis,postgres", "--p99-limit-ms", "50", "--markdown"])
+        .args(["--stores", "sqlite,redis,postgres", "--p99-limit-ms", "50", "--ladder", "100,200", "--cost-requests", "200", "--markdown"])
         .arg(&md)
         .output()
         .unwrap();
@@ -40,7 +40,24 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
         assert_eq!(row[8], "0", "errors in {scenario} / {variant}:\n{stdout}");
         assert!(row[3].ends_with("µs") || row[3].ends_with("ms"), "{row:?}");
     }
-    for note in ["added latency invoke-http rapr x2 vs direct", "added latency invoke-http haproxy x2 vs direct", "added latency invoke-grpc haproxy x2 vs direct", "max throughput invoke-http rapr x2", "max throughput invoke-http nginx x2", "startup to healthy", "idle RSS", "RSS of the invocation sidecars", "binary size"] {
+    for note in [
+        "added latency invoke-http rapr x2 vs direct",
+        "added latency invoke-http haproxy x2 vs direct",
+        "added latency invoke-grpc haproxy x2 vs direct",
+        "max throughput invoke-http rapr x2 (ladder 100/200;",
+        "max throughput invoke-http haproxy x2",
+        "max throughput invoke-grpc rapr x2",
+        "max throughput invoke-grpc nginx x2",
+        "CPU per state get on redis (200 calls back to back on one connection after 500, 256 B): sidecar over HTTP",
+        "CPU per state save on postgres (200 calls",
+        "; driver-only client ",
+        "startup to healthy",
+        "at healthy (rapr sidecar, embedded defaults): RssFile",
+        "idle RSS",
+        "RSS of the invocation sidecars",
+        "memory of the invocation caller, idle -> at 100 QPS: RssAnon",
+        "binary size",
+    ] {
         assert!(table.contains(note), "{note:?} missing from:\n{table}");
     }
 }
