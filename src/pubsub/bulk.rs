@@ -144,7 +144,7 @@ mod tests {
     use super::*;
     use crate::components::pubsub::Message;
     use crate::pubsub::cloudevents::Event;
-    use std::sync::Mutex;
+    use std::sync::Mutex; // reason: test-only recorder shared with the batcher task (see the allow above).
 
     #[derive(Default)]
     struct Recorder {
