@@ -94,6 +94,9 @@ pub struct AppChannel {
     /// `scheme://host:port`, the prefix of every HTTP call's URL.
     base: String,
     http: HttpClient,
+    /// A plain `http` app's own keep-alive connections; `None` for `https` and `h2c`, which go
+    /// through `http`.
+    http1: Option<super::app_conns::AppConnections>,
     grpc: Option<Channel>,
     /// A plain gRPC app's own HTTP/2 connection for invocations (no `tower::Buffer` task hop per
     /// call, as `peer.rs` explains); `None` for `grpcs`, which goes through `grpc`.
@@ -117,9 +120,10 @@ impl AppChannel {
             None
         };
         let grpc_direct = (protocol == AppProtocol::Grpc && !transport.tls).then(|| super::peer::LazyPeer::new(authority.clone()));
+        let http1 = (protocol == AppProtocol::Http && !transport.tls).then(|| super::app_conns::AppConnections::new(authority.clone()));
         let limit = (max_concurrency > 0).then(|| Arc::new(Semaphore::new(max_concurrency as usize)));
         let token = token.filter(|t| !t.is_empty()).and_then(|t| HeaderValue::from_str(&t).ok());
-        Ok(Self { protocol, base, http, grpc, grpc_direct, token, limit, health: None, metrics: None })
+        Ok(Self { protocol, base, http, http1, grpc, grpc_direct, token, limit, health: None, metrics: None })
     }
 
     /// Counts calls to the app in `metrics` (`dapr_http_client_*`; `dapr_grpc_io_client_*` for a
@@ -171,7 +175,10 @@ impl AppChannel {
             return self.call_grpc_as_http(meta, body).await;
         }
         let permit = self.permit().await;
-        let uri = format!("{}{}", self.base, meta.path_and_query());
+        let path = meta.path_and_query();
+        // The own connections take the origin-form URI hyper writes; the pooled client wants it
+        // absolute (it picks a connection by scheme and authority).
+        let uri = if self.http1.is_some() { path } else { format!("{}{path}", self.base) };
         let mut req = Request::builder().method(meta.verb.clone()).uri(uri).body(body).map_err(|e| InvokeError::InvalidRequest(e.to_string()))?;
         *req.headers_mut() = meta.app_headers();
         if let Some(t) = &self.token {
@@ -179,17 +186,24 @@ impl AppChannel {
         }
         let sent = content_length(req.headers()).unwrap_or(0);
         let started = std::time::Instant::now();
-        let resp = self.http.request(req).await;
+        let resp = match &self.http1 {
+            Some(conns) => conns.send(req, permit).await.map_err(|e| e.to_string()),
+            None => match self.http.request(req).await {
+                Ok(resp) => {
+                    let (parts, incoming) = resp.into_parts();
+                    // The permit lives until the app's body is fully read; the body's known
+                    // length stays known (a small answer then rides in the internal reply's
+                    // lead frame).
+                    Ok(Response::from_parts(parts, Body::new(HoldPermit { inner: incoming.map_err(axum::Error::new), _permit: permit })))
+                }
+                Err(e) => Err(super::tls::error_chain(&e)),
+            },
+        };
         if let Some(m) = &self.metrics {
             let (status, received) = resp.as_ref().ok().map_or((None, None), |r| (Some(r.status().as_u16()), content_length(r.headers())));
             m.app_http_call(meta.verb.as_str(), &format!("/{}", meta.method.trim_start_matches('/')), status, (sent, received), started);
         }
-        let resp = resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {}", super::tls::error_chain(&e))))?;
-        let (parts, incoming) = resp.into_parts();
-        // The permit lives until the app's body is fully read; the body's known length stays
-        // known (a small answer then rides in the internal reply's lead frame).
-        let body = Body::new(HoldPermit { inner: incoming.map_err(axum::Error::new), _permit: permit });
-        Ok(Response::from_parts(parts, body))
+        resp.map_err(|e| InvokeError::App(format!("error invoking app channel: {e}")))
     }
 
     async fn call_grpc_as_http(&self, meta: &CallMeta, body: Body) -> Result<Response<Body>, InvokeError> {

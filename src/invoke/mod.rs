@@ -9,6 +9,7 @@
 //! `message.rs` holds the transport-free description of a call and its conversions to the wire.
 
 pub mod app_channel;
+pub mod app_conns;
 pub mod external;
 pub mod grpc_answer;
 pub mod app_health;
