@@ -112,18 +112,22 @@ impl SqliteStore {
     }
 
     fn spawn_cleanup(&self, cfg: SqliteConfig) -> tokio::task::JoinHandle<()> {
-        // The task holds its own writer connection so the sweep never needs `self`.
+        // Each sweep opens its own writer connection (on its own thread) and closes it after:
+        // the sweep never needs `self`, and between sweeps (an hour by default) no idle
+        // connection, thread or SQLite page cache is held for it.
         let name = format!("{}-cleanup", cfg.table_name);
-        let pool = SqlitePool::start(&name, 0, |w| open_connection(&cfg, w));
         let (table, meta, every) = (cfg.table_name.clone(), cfg.metadata_table_name.clone(), cfg.cleanup_interval);
         tokio::spawn(async move {
-            let Ok(pool) = pool else { return };
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
                 let (t, m) = (table.clone(), meta.clone());
-                match pool.write(move |conn| sweep_expired(conn, &t, &m)).await {
+                let swept = match SqlitePool::start(&name, 0, |w| open_connection(&cfg, w)) {
+                    Ok(pool) => pool.write(move |conn| sweep_expired(conn, &t, &m)).await,
+                    Err(e) => Err(e),
+                };
+                match swept {
                     Ok(n) => tracing::debug!(table = %table, removed = n, "removed expired state rows"),
                     Err(e) => tracing::warn!(table = %table, error = %e, "expired state sweep failed"),
                 }
