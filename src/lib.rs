@@ -15,4 +15,5 @@ pub mod runtime;
 pub mod sidecar;
 pub mod invoke;
 pub mod net_ports;
+pub mod placement;
 pub mod pubsub;

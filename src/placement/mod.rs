@@ -1,0 +1,9 @@
+//! Actor placement: which sidecar hosts an actor (issue 14).
+//!
+//! `hashing.rs` is the pure core every sidecar and the placement service share: daprd's
+//! consistent-hash ring, rebuilt by each sidecar from the membership the placement service
+//! disseminates (daprd v1.17+ sends only the hosts per actor type, never the ring itself). The
+//! service (`rapr placement`), its raft cluster and the sidecar's `PlacementClient` come next;
+//! docs/notes/placement-daprd.md records what daprd v1.18 does, read from its source.
+
+pub mod hashing;
