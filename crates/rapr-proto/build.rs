@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let private_out = out.join("private");
     std::fs::create_dir_all(&private_out)?;
-    let private = ["rapr/private/appcallback.proto", "dapr/proto/internals/v1/service_invocation.proto"];
+    let private = ["rapr/private/appcallback.proto", "dapr/proto/internals/v1/service_invocation.proto", "dapr/proto/placement/v1/placement.proto"];
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -35,6 +35,15 @@ pub mod app {
     include!(concat!(env!("OUT_DIR"), "/private/dapr.proto.runtime.v1.rs"));
 }
 
+/// `dapr.proto.placement.v1`: sidecars and the placement service (control plane, not served on the
+/// sidecar's API, so kept out of its reflection).
+pub mod placement {
+    /// Version 1.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/private/dapr.proto.placement.v1.rs"));
+    }
+}
+
 /// `dapr.proto.internals.v1`: sidecar-to-sidecar invocation.
 pub mod internals {
     /// Version 1.
