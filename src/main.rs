@@ -54,6 +54,10 @@ fn main() {
             rapr::runtime::logging::init(&level, args.log_as_json, None);
             runtime.block_on(rapr::cli::run::run(*args))
         }
+        Command::Placement(args) => {
+            rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);
+            runtime.block_on(rapr::placement::server::run_placement(*args))
+        }
         Command::Init => rapr::cli::init::run_init(),
         Command::List(args) => rapr::cli::list::run_list(&args),
         Command::Stop(args) => runtime.block_on(rapr::cli::stop::run_stop(&args)),

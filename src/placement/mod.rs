@@ -5,14 +5,16 @@
 //! disseminates (daprd v1.17+ sends only the hosts per actor type, never the ring itself).
 //! `membership.rs` is the service's pure core of who hosts what, and the checks on reports;
 //! `rounds.rs` the lock / update / unlock rounds that carry it to the sidecars; `leases.rs` how
-//! long a host's actors stay put once it stops renewing (beyond daprd). The
-//! service (`rapr placement`), its raft cluster and the sidecar's `PlacementClient` come next;
+//! long a host's actors stay put once it stops renewing (beyond daprd). `server/` is the service
+//! (`rapr placement`) around those cores; its raft cluster and the sidecar's `PlacementClient`
+//! come next;
 //! docs/notes/placement-daprd.md records what daprd v1.18 does, read from its source.
 
 pub mod hashing;
 pub mod leases;
 pub mod membership;
 pub mod rounds;
+pub mod server;
 
 #[cfg(test)]
 #[path = "proto_tests.rs"]

@@ -11,6 +11,9 @@
 //! and starts again with the rest. A sidecar with no actor types whose report changes nothing
 //! gets the current tables alone (lock, update, unlock), outside any round.
 //!
+//! With leases (`with_leases`, beyond daprd), a closed stream leaves the rounds at once but its
+//! host's report stays in the tables until the process calls `expire` (its lease ended).
+//!
 //! Not here yet: daprd's `--disseminate-coalesce-window` (default 0, off).
 
 use std::collections::BTreeMap;
@@ -63,6 +66,10 @@ pub struct Rounds {
     waiting_adds: Vec<(StreamId, Host)>,
     /// Closed streams still in the membership, taken out when the round ends.
     waiting_deletes: Vec<StreamId>,
+    /// Whether a closed stream's report stays in the tables until `expire` (leases, beyond daprd).
+    retain_closed: bool,
+    /// Closed streams whose report stays in the tables (their host's lease has not ended).
+    retained: Vec<StreamId>,
 }
 
 impl Rounds {
@@ -77,7 +84,21 @@ impl Rounds {
             membership: Membership::default(),
             waiting_adds: Vec::new(),
             waiting_deletes: Vec::new(),
+            retain_closed: false,
+            retained: Vec::new(),
         }
+    }
+
+    /// With leases: a closed stream leaves the rounds at once, but its host's report stays in the
+    /// tables until `expire` (its lease ended). A round timeout closes late streams the same way.
+    pub fn with_leases(mut self) -> Self {
+        self.retain_closed = true;
+        self
+    }
+
+    /// The closed streams whose report is kept until their lease ends.
+    pub fn retained(&self) -> &[StreamId] {
+        &self.retained
     }
 
     /// The current round version.
@@ -90,9 +111,9 @@ impl Rounds {
         &self.membership
     }
 
-    /// Whether no stream is connected (the namespace can be dropped).
+    /// Whether no stream is connected and no closed one is kept (the namespace can be dropped).
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty() && self.waiting_adds.is_empty()
+        self.streams.is_empty() && self.waiting_adds.is_empty() && self.retained.is_empty()
     }
 
     /// A stream connected; `first` is its first message (already checked).
@@ -137,17 +158,16 @@ impl Rounds {
         if self.streams.remove(&stream).is_none() {
             return out;
         }
+        let keep = self.retain_closed && self.membership.has(stream);
+        if keep {
+            self.retained.push(stream);
+        }
         if self.streams.is_empty() {
-            // The last one: the namespace starts over (daprd drops its disseminator).
-            let waiting = std::mem::take(&mut self.waiting_adds);
-            *self = Self::new(self.replication_factor, std::mem::take(&mut self.timeout_text));
-            for (s, first) in waiting {
-                out.extend(self.connect(s, first));
-            }
+            self.no_streams_left(&mut out);
             return out;
         }
-        if !self.membership.has(stream) {
-            // It hosted nothing; a running round may now be complete without it.
+        if !self.membership.has(stream) || keep {
+            // The tables do not change now; a running round may be complete without it.
             if self.step != Step::Report {
                 self.advance_if_done(&mut out);
             }
@@ -162,6 +182,49 @@ impl Rounds {
         out
     }
 
+    /// The lease of a closed stream's host ended: its report leaves the tables (a round tells the
+    /// others). Nothing for a stream that is not kept.
+    pub fn expire(&mut self, stream: StreamId) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(pos) = self.retained.iter().position(|s| *s == stream) else { return out };
+        self.retained.remove(pos);
+        if self.streams.is_empty() {
+            self.membership.remove(stream);
+            if self.retained.is_empty() && self.waiting_adds.is_empty() {
+                self.reset();
+            }
+            return out;
+        }
+        self.waiting_deletes.push(stream);
+        if self.step == Step::Report {
+            self.delete_round(&mut out);
+        }
+        out
+    }
+
+    /// The last connected stream closed: with no kept hosts the namespace starts over (daprd drops
+    /// its disseminator); a round in progress has no one left to wait for.
+    fn no_streams_left(&mut self, out: &mut Vec<Effect>) {
+        let waiting = std::mem::take(&mut self.waiting_adds);
+        if self.retained.is_empty() {
+            self.reset();
+        } else {
+            for gone in std::mem::take(&mut self.waiting_deletes) {
+                self.membership.remove(gone);
+            }
+            self.step = Step::Report;
+        }
+        for (s, first) in waiting {
+            out.extend(self.connect(s, first));
+        }
+    }
+
+    fn reset(&mut self) {
+        let retain = self.retain_closed;
+        *self = Self::new(self.replication_factor, std::mem::take(&mut self.timeout_text));
+        self.retain_closed = retain;
+    }
+
     /// Round `version`'s timeout fired.
     pub fn timeout(&mut self, version: u64) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -171,8 +234,12 @@ impl Rounds {
         let message = format!("dissemination timeout after {} for version {version}", self.timeout_text);
         let late: Vec<StreamId> = self.streams.iter().filter(|(_, s)| s.acked != self.step).map(|(id, _)| *id).collect();
         for stream in late {
-            self.membership.remove(stream);
             self.streams.remove(&stream);
+            if self.retain_closed && self.membership.has(stream) {
+                self.retained.push(stream);
+            } else {
+                self.membership.remove(stream);
+            }
             out.push(Effect::Close { stream, message: message.clone() });
         }
         for gone in std::mem::take(&mut self.waiting_deletes) {
@@ -361,3 +428,7 @@ impl Rounds {
 #[cfg(test)]
 #[path = "rounds_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rounds_lease_tests.rs"]
+mod lease_tests;

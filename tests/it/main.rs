@@ -46,6 +46,7 @@ mod metrics;
 mod multi_app;
 mod netns;
 mod otlp;
+mod placement;
 mod pubsub;
 mod resiliency;
 mod resources;

@@ -1,0 +1,150 @@
+//! The rounds with leases: a closed stream's host stays in the tables until its lease ends.
+
+use super::*;
+
+fn report(name: &str, types: &[&str]) -> Host {
+    Host {
+        name: name.into(),
+        id: format!("app-{name}"),
+        namespace: "default".into(),
+        entities: types.iter().map(|t| t.to_string()).collect(),
+        api_level: 20,
+        operation: HostOperation::Report as i32,
+        ..Default::default()
+    }
+}
+
+fn ack(op: HostOperation, version: u64) -> Host {
+    Host { id: "x".into(), namespace: "default".into(), operation: op as i32, version: Some(version), ..Default::default() }
+}
+
+fn settle(r: &mut Rounds, streams: &[StreamId], v: u64) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for op in [HostOperation::Lock, HostOperation::Update, HostOperation::Unlock] {
+        for s in streams {
+            out.extend(r.receive(*s, ack(op, v)));
+        }
+    }
+    out
+}
+
+fn hosts_of(order: &PlacementOrder, actor_type: &str) -> Vec<String> {
+    let tables = order.tables.as_ref().expect("an update");
+    tables.entries.get(actor_type).map(|t| t.load_map.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// The update orders of `out`.
+fn updates(out: &[Effect]) -> Vec<&PlacementOrder> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Send { order, .. } if order.operation == "update" => Some(order),
+            _ => None,
+        })
+        .collect()
+}
+
+fn two_hosts() -> Rounds {
+    let mut r = Rounds::new(100, "8s").with_leases();
+    r.connect(1, report("a:1", &["T"]));
+    settle(&mut r, &[1], 1);
+    r.connect(2, report("b:1", &["T"]));
+    settle(&mut r, &[1, 2], 2);
+    r
+}
+
+#[test]
+fn a_closed_host_stays_until_its_lease_is_expired() {
+    let mut r = two_hosts();
+    assert!(r.close(2).is_empty(), "no round: the tables keep b until its lease ends");
+    assert_eq!(r.retained(), [2]);
+    assert!(r.membership().has(2));
+    let out = r.expire(2);
+    assert!(out.contains(&Effect::Timer { version: 3 }));
+    settle(&mut r, &[1], 3);
+    assert!(!r.membership().has(2));
+    assert!(r.retained().is_empty());
+    assert!(r.expire(2).is_empty(), "expiring twice does nothing");
+}
+
+#[test]
+fn expiry_after_the_update_went_out_drops_the_host_from_the_next_tables() {
+    let mut r = two_hosts();
+    r.close(2);
+    let out = r.expire(2);
+    assert!(!out.is_empty(), "a deletion round starts");
+    let out = r.receive(1, ack(HostOperation::Lock, 3));
+    let [update] = updates(&out)[..] else { panic!("one update: {out:?}") };
+    assert_eq!(hosts_of(update, "T"), ["a:1"]);
+}
+
+#[test]
+fn a_host_closing_mid_round_does_not_hold_the_round_and_stays_in_its_tables() {
+    let mut r = two_hosts();
+    r.connect(3, report("c:1", &["T"]));
+    // Round 3 waits for 1, 2 and 3; stream 2 goes without acknowledging.
+    r.receive(1, ack(HostOperation::Lock, 3));
+    r.receive(3, ack(HostOperation::Lock, 3));
+    let out = r.close(2);
+    let sent = updates(&out);
+    assert_eq!(sent.len(), 2, "the round moves on, to streams 1 and 3: {out:?}");
+    let mut hosts = hosts_of(sent[0], "T");
+    hosts.sort();
+    assert_eq!(hosts, ["a:1", "b:1", "c:1"], "b keeps its place while its lease runs");
+}
+
+#[test]
+fn the_last_stream_closing_keeps_the_namespace_while_a_lease_runs() {
+    let mut r = two_hosts();
+    r.close(1);
+    r.close(2);
+    assert!(!r.is_empty());
+    assert_eq!(r.version(), 2);
+    // A newcomer gets a round at the next version, with the kept hosts in its tables.
+    let out = r.connect(3, report("c:1", &["T"]));
+    assert!(out.contains(&Effect::Timer { version: 3 }));
+    let out = r.receive(3, ack(HostOperation::Lock, 3));
+    let [update] = updates(&out)[..] else { panic!("{out:?}") };
+    let mut hosts = hosts_of(update, "T");
+    hosts.sort();
+    assert_eq!(hosts, ["a:1", "b:1", "c:1"]);
+}
+
+#[test]
+fn expiring_the_last_kept_host_with_no_stream_starts_the_namespace_over() {
+    let mut r = two_hosts();
+    r.close(1);
+    r.close(2);
+    assert!(r.expire(1).is_empty());
+    assert!(!r.is_empty());
+    assert!(r.expire(2).is_empty());
+    assert!(r.is_empty());
+    assert_eq!(r.version(), 0);
+}
+
+#[test]
+fn a_round_timeout_keeps_the_silent_host_in_the_tables() {
+    let mut r = two_hosts();
+    r.receive(1, report("a:1", &["T", "U"]));
+    r.receive(1, ack(HostOperation::Lock, 3));
+    let out = r.timeout(3);
+    assert!(matches!(&out[0], Effect::Close { stream: 2, .. }));
+    assert_eq!(r.retained(), [2]);
+    assert!(r.membership().has(2));
+    let out = r.receive(1, ack(HostOperation::Lock, 4));
+    let [update] = updates(&out)[..] else { panic!("{out:?}") };
+    let mut hosts = hosts_of(update, "T");
+    hosts.sort();
+    assert_eq!(hosts, ["a:1", "b:1"]);
+}
+
+#[test]
+fn without_leases_a_closed_host_leaves_at_once() {
+    let mut r = Rounds::new(100, "8s");
+    r.connect(1, report("a:1", &["T"]));
+    settle(&mut r, &[1], 1);
+    r.connect(2, report("b:1", &["T"]));
+    settle(&mut r, &[1, 2], 2);
+    assert!(!r.close(2).is_empty());
+    assert!(r.retained().is_empty());
+    assert!(r.expire(2).is_empty());
+}

@@ -1,0 +1,133 @@
+//! `rapr placement`: the placement service daprd's sidecars connect to (issue 14 B.4).
+//!
+//! One node for now (a cluster of more comes with the raft part): it leads from the start. The
+//! processes: a `NamespaceRegistry` with one `Disseminator` per namespace under it; each sidecar
+//! stream has a reader task (`grpc.rs`) feeding its namespace's disseminator. The gRPC server pings
+//! quiet connections as daprd's does (`--keepalive-time` / `--keepalive-timeout`), so a dead
+//! sidecar's stream closes within about five seconds; its host then stays in the tables until its
+//! lease ends (`--lease-period`, beyond daprd).
+
+pub mod flags;
+pub mod grpc;
+pub mod http;
+pub mod namespace;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ractor::Actor;
+use rapr_proto::placement::v1::placement_server::PlacementServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use flags::PlacementArgs;
+use namespace::DisseminatorArgs;
+
+fn listen_addr(host: &str, port: u16) -> String {
+    if host.is_empty() {
+        format!("0.0.0.0:{port}")
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+async fn bind(what: &str, addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// How often leases are renewed and checked: a fifth of the period, between 100 ms and 1 s.
+fn lease_tick(period: Duration) -> Duration {
+    (period / 5).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Runs a placement node until SIGTERM / SIGINT; the process exit code.
+pub async fn run_placement(args: PlacementArgs) -> i32 {
+    match serve(args, CancellationToken::new(), true).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rapr placement: {e}");
+            1
+        }
+    }
+}
+
+/// Serves until `stop` is cancelled (or a signal, when `signals`).
+pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) -> Result<(), String> {
+    let _peers = args.validate()?;
+    if let Some(dir) = &args.raft_logstore_path {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    }
+    let grpc_listener = bind("placement gRPC", &listen_addr(&args.listen_address, args.port)).await?;
+    let healthz_listener = bind("healthz", &listen_addr(&args.healthz_listen_address, args.healthz_port)).await?;
+    let metrics_listener =
+        if args.enable_metrics { Some(bind("metrics", &listen_addr(&args.listen_address, args.metrics_port)).await?) } else { None };
+
+    let dargs = DisseminatorArgs {
+        replication_factor: args.replication_factor,
+        disseminate_timeout: args.disseminate_timeout,
+        lease_period: args.lease_period,
+        tick: lease_tick(args.lease_period),
+        epoch: Instant::now(),
+    };
+    let (registry, registry_task) =
+        Actor::spawn(None, registry::NamespaceRegistry, dargs).await.map_err(|e| format!("cannot start placement: {e}"))?;
+    // One node leads at once; the raft cluster will drive this.
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let state = http::HttpState { registry: registry.clone(), ready, leader: leader.clone() };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let healthz = http::healthz_router(state.clone(), args.metadata_enabled);
+    let s = stop.clone();
+    tasks.spawn(async move { axum::serve(healthz_listener, healthz).with_graceful_shutdown(s.cancelled_owned()).await.map_err(|e| e.to_string()) });
+    if let Some(l) = metrics_listener {
+        let router = http::metrics_router(state);
+        let s = stop.clone();
+        tasks.spawn(async move { axum::serve(l, router).with_graceful_shutdown(s.cancelled_owned()).await.map_err(|e| e.to_string()) });
+    }
+    let grpc_addr: Option<SocketAddr> = grpc_listener.local_addr().ok();
+    let svc = PlacementServer::new(grpc::PlacementGrpc::new(args.id.clone(), registry.clone(), leader));
+    let s = stop.clone();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(args.keepalive_time))
+            .http2_keepalive_timeout(Some(args.keepalive_timeout))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), s.cancelled_owned())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let _ = ready_tx.send(true);
+    tracing::info!(id = %args.id, address = ?grpc_addr, healthz_port = args.healthz_port, lease_period = ?args.lease_period, "placement service started");
+
+    let signal_stop = stop.clone();
+    let waiter = async move {
+        if signals {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                () = signal_stop.cancelled() => {}
+            }
+        } else {
+            signal_stop.cancelled().await;
+        }
+    };
+    let mut failure = None;
+    tokio::select! {
+        () = waiter => {}
+        Some(done) = tasks.join_next() => {
+            failure = Some(match done { Ok(Ok(())) => "a placement server stopped".to_string(), Ok(Err(e)) => e, Err(e) => e.to_string() });
+        }
+    }
+    tracing::info!("placement service stopping");
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    registry.stop(None);
+    let _ = registry_task.await;
+    failure.map_or(Ok(()), Err)
+}

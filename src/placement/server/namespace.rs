@@ -1,0 +1,216 @@
+//! `Disseminator`: the process around one namespace's `Rounds` (daprd keeps one disseminator per
+//! namespace too). It owns the order senders of the namespace's streams, arms the round timers,
+//! and keeps the hosts' leases: every tick renews the lease of each host whose stream is open and
+//! takes out of the tables the closed streams whose lease ended.
+//!
+//! Its mailbox carries only this namespace's events, each handled without I/O (a send on an
+//! unbounded channel never waits), so no namespace's sidecars queue behind another's.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rapr_proto::placement::v1::{Host, PlacementOrder};
+use tokio::sync::mpsc::UnboundedSender;
+use tonic::Status;
+
+use crate::placement::leases::LeaseBook;
+use crate::placement::membership::StreamId;
+use crate::placement::rounds::{Effect, Rounds};
+
+/// Where a stream's orders go. Unbounded on purpose: a round moves on only once every stream
+/// acknowledged, so a stream never has more than one round's three orders (and the lone pushes
+/// its own reports asked for) waiting.
+pub type OrderSender = UnboundedSender<Result<PlacementOrder, Status>>;
+
+/// One namespace's events.
+pub enum DisseminatorMsg {
+    /// A stream's first message (already checked).
+    Connect { stream: StreamId, host: Host, orders: OrderSender },
+    /// A later message on a stream (already checked).
+    Receive { stream: StreamId, host: Host },
+    /// The stream ended (either side).
+    Close { stream: StreamId },
+    /// Round `version`'s dissemination timeout.
+    Timeout { version: u64 },
+    /// Renew the open streams' leases and expire the ended ones.
+    Tick,
+    /// The namespace as the metadata endpoint and the metrics show it.
+    State(RpcReplyPort<NamespaceView>),
+}
+
+/// A namespace seen from outside.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceView {
+    /// The current round version.
+    pub version: u64,
+    /// Connected streams.
+    pub streams: usize,
+    /// The hosts in the tables (by name), with their reports.
+    pub hosts: Vec<Host>,
+    /// Hosts in the tables whose stream closed (kept until their lease ends).
+    pub kept: Vec<String>,
+}
+
+/// The settings every namespace shares.
+#[derive(Debug, Clone)]
+pub struct DisseminatorArgs {
+    pub replication_factor: i64,
+    pub disseminate_timeout: Duration,
+    /// How long a closed stream's host stays in the tables (0: leaves at once, as daprd).
+    pub lease_period: Duration,
+    /// How often leases are renewed and checked.
+    pub tick: Duration,
+    /// The clock leases count from.
+    pub epoch: Instant,
+}
+
+/// The process.
+pub struct Disseminator;
+
+/// Its state.
+pub struct DisseminatorState {
+    args: DisseminatorArgs,
+    rounds: Rounds,
+    orders: HashMap<StreamId, OrderSender>,
+    /// Each stream's host name (from its reports), for leases.
+    names: HashMap<StreamId, String>,
+    leases: LeaseBook,
+}
+
+impl DisseminatorState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.args.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn apply(&mut self, me: &ActorRef<DisseminatorMsg>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { stream, order } => {
+                    if let Some(tx) = self.orders.get(&stream) {
+                        // A closed receiver: the stream's reader reports the close.
+                        let _ = tx.send(Ok(order));
+                    }
+                }
+                Effect::Close { stream, message } => {
+                    if let Some(tx) = self.orders.remove(&stream) {
+                        tracing::warn!(stream, %message, "closing a placement stream that did not acknowledge in time");
+                        let _ = tx.send(Err(Status::deadline_exceeded(message)));
+                    }
+                    if !self.rounds.retained().contains(&stream) {
+                        self.names.remove(&stream);
+                    }
+                }
+                Effect::Timer { version } => {
+                    drop(me.send_after(self.args.disseminate_timeout, move || DisseminatorMsg::Timeout { version }));
+                }
+            }
+        }
+    }
+
+    /// A report names the host: closed streams kept for the same name are replaced by this one.
+    fn note_name(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, host: &Host) {
+        if host.name.is_empty() {
+            return;
+        }
+        let stale: Vec<StreamId> =
+            self.rounds.retained().iter().copied().filter(|s| self.names.get(s).is_some_and(|n| *n == host.name)).collect();
+        for old in stale {
+            self.names.remove(&old);
+            let effects = self.rounds.expire(old);
+            self.apply(me, effects);
+        }
+        self.names.insert(stream, host.name.clone());
+        if !host.entities.is_empty() {
+            let now = self.now_ms();
+            self.leases.renew(&host.name, now);
+        }
+    }
+
+    fn tick(&mut self, me: &ActorRef<DisseminatorMsg>) {
+        let now = self.now_ms();
+        for (stream, name) in &self.names {
+            if self.orders.contains_key(stream) && self.rounds.membership().has(*stream) {
+                self.leases.renew(name, now);
+            }
+        }
+        let ended = self.leases.expire(now);
+        if ended.is_empty() {
+            return;
+        }
+        let gone: Vec<StreamId> =
+            self.rounds.retained().iter().copied().filter(|s| self.names.get(s).is_some_and(|n| ended.contains(n))).collect();
+        for stream in gone {
+            tracing::info!(stream, host = self.names.get(&stream).map(String::as_str).unwrap_or(""), "placement: a closed host's lease ended, it leaves the tables");
+            self.names.remove(&stream);
+            let effects = self.rounds.expire(stream);
+            self.apply(me, effects);
+        }
+    }
+
+    fn view(&self) -> NamespaceView {
+        let retained = self.rounds.retained();
+        NamespaceView {
+            version: self.rounds.version(),
+            streams: self.orders.len(),
+            hosts: self.rounds.membership().hosts_by_name().into_iter().cloned().collect(),
+            kept: retained.iter().filter_map(|s| self.names.get(s).cloned()).collect(),
+        }
+    }
+}
+
+impl Actor for Disseminator {
+    type Msg = DisseminatorMsg;
+    type State = DisseminatorState;
+    type Arguments = DisseminatorArgs;
+
+    async fn pre_start(&self, me: ActorRef<Self::Msg>, args: DisseminatorArgs) -> Result<Self::State, ActorProcessingErr> {
+        let timeout_text = crate::invoke::app_health::go_duration(args.disseminate_timeout);
+        let mut rounds = Rounds::new(args.replication_factor, timeout_text);
+        if !args.lease_period.is_zero() {
+            rounds = rounds.with_leases();
+        }
+        let period_ms = u64::try_from(args.lease_period.as_millis()).unwrap_or(u64::MAX);
+        drop(me.send_interval(args.tick, || DisseminatorMsg::Tick));
+        Ok(DisseminatorState { args, rounds, orders: HashMap::new(), names: HashMap::new(), leases: LeaseBook::new(period_ms) })
+    }
+
+    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DisseminatorMsg::Connect { stream, host, orders } => {
+                st.orders.insert(stream, orders);
+                st.note_name(&me, stream, &host);
+                let effects = st.rounds.connect(stream, host);
+                st.apply(&me, effects);
+            }
+            DisseminatorMsg::Receive { stream, host } => {
+                if host.operation == rapr_proto::placement::v1::HostOperation::Report as i32 {
+                    st.note_name(&me, stream, &host);
+                }
+                let effects = st.rounds.receive(stream, host);
+                st.apply(&me, effects);
+            }
+            DisseminatorMsg::Close { stream } => {
+                st.orders.remove(&stream);
+                if st.args.lease_period.is_zero() || !st.rounds.membership().has(stream) {
+                    st.names.remove(&stream);
+                } else if let Some(name) = st.names.get(&stream) {
+                    // The lease counts from the last moment the stream was known open.
+                    let now = st.now_ms();
+                    st.leases.renew(name, now);
+                }
+                let effects = st.rounds.close(stream);
+                st.apply(&me, effects);
+            }
+            DisseminatorMsg::Timeout { version } => {
+                let effects = st.rounds.timeout(version);
+                st.apply(&me, effects);
+            }
+            DisseminatorMsg::Tick => st.tick(&me),
+            DisseminatorMsg::State(reply) => {
+                let _ = reply.send(st.view());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! `NamespaceRegistry`: finds or starts the `Disseminator` of a namespace. A stream asks once, when
+//! it connects; its later messages go straight to its namespace's process. Disseminators are kept
+//! once started (a namespace left by every sidecar starts over inside its `Rounds`), so a stream
+//! never holds the reference of a process that stopped.
+
+use std::collections::BTreeMap;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::namespace::{Disseminator, DisseminatorArgs, DisseminatorMsg};
+
+/// Requests to the registry.
+pub enum NamespaceRegistryMsg {
+    /// The disseminator of a namespace, started if new.
+    Get(String, RpcReplyPort<ActorRef<DisseminatorMsg>>),
+    /// Every namespace's disseminator.
+    All(RpcReplyPort<Vec<(String, ActorRef<DisseminatorMsg>)>>),
+}
+
+/// The process.
+pub struct NamespaceRegistry;
+
+/// Its state.
+pub struct NamespaceRegistryState {
+    args: DisseminatorArgs,
+    namespaces: BTreeMap<String, ActorRef<DisseminatorMsg>>,
+}
+
+impl Actor for NamespaceRegistry {
+    type Msg = NamespaceRegistryMsg;
+    type State = NamespaceRegistryState;
+    type Arguments = DisseminatorArgs;
+
+    async fn pre_start(&self, _me: ActorRef<Self::Msg>, args: DisseminatorArgs) -> Result<Self::State, ActorProcessingErr> {
+        Ok(NamespaceRegistryState { args, namespaces: BTreeMap::new() })
+    }
+
+    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NamespaceRegistryMsg::Get(ns, reply) => {
+                let found = match st.namespaces.get(&ns) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let cell: ActorCell = me.get_cell();
+                        let (d, _) = Actor::spawn_linked(None, Disseminator, st.args.clone(), cell).await?;
+                        st.namespaces.insert(ns, d.clone());
+                        d
+                    }
+                };
+                let _ = reply.send(found);
+            }
+            NamespaceRegistryMsg::All(reply) => {
+                let _ = reply.send(st.namespaces.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+            }
+        }
+        Ok(())
+    }
+}
