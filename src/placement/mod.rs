@@ -10,6 +10,7 @@
 //! come next;
 //! docs/notes/placement-daprd.md records what daprd v1.18 does, read from its source.
 
+pub mod client;
 pub mod hashing;
 pub mod leases;
 pub mod membership;

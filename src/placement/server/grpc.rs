@@ -26,6 +26,8 @@ pub struct PlacementGrpc {
 
 struct Inner {
     id: String,
+    /// The lease period in milliseconds (0: no leases), told to rapr sidecars.
+    lease_ms: u64,
     registry: ActorRef<NamespaceRegistryMsg>,
     leader: watch::Receiver<bool>,
     next_stream: AtomicU64,
@@ -33,9 +35,23 @@ struct Inner {
 
 impl PlacementGrpc {
     /// Node `id` serving streams while `leader` says it leads.
-    pub fn new(id: String, registry: ActorRef<NamespaceRegistryMsg>, leader: watch::Receiver<bool>) -> Self {
-        Self { inner: Arc::new(Inner { id, registry, leader, next_stream: AtomicU64::new(0) }) }
+    pub fn new(id: String, lease_ms: u64, registry: ActorRef<NamespaceRegistryMsg>, leader: watch::Receiver<bool>) -> Self {
+        Self { inner: Arc::new(Inner { id, lease_ms, registry, leader, next_stream: AtomicU64::new(0) }) }
     }
+}
+
+/// The request header with which a rapr sidecar asks for leases (beyond daprd): its reports
+/// that carry a `version` are then heartbeats, each answered with a `lease` order of the same
+/// version once the lease is renewed.
+pub const LEASE_REQUEST_HEADER: &str = "rapr-lease";
+/// The response header that tells the lease period in milliseconds.
+pub const LEASE_PERIOD_HEADER: &str = "rapr-lease-period-ms";
+/// The operation of the order that acknowledges a heartbeat.
+pub const LEASE_OPERATION: &str = "lease";
+
+/// Whether `host` is a lease heartbeat of a stream that asked for leases.
+fn is_heartbeat(leases: bool, host: &Host) -> Option<u64> {
+    (leases && host.operation == HostOperation::Report as i32).then_some(host.version).flatten()
 }
 
 fn refused(e: HostRefused) -> Status {
@@ -72,6 +88,7 @@ impl Placement for PlacementGrpc {
         if !*self.inner.leader.borrow() {
             return Err(Status::failed_precondition(format!("node id={} is not a leader. Only the leader can serve requests", self.inner.id)));
         }
+        let leases = self.inner.lease_ms > 0 && request.metadata().contains_key(LEASE_REQUEST_HEADER);
         let mut inbound = request.into_inner();
         let first = match inbound.message().await? {
             Some(h) => h,
@@ -84,32 +101,60 @@ impl Placement for PlacementGrpc {
             .map_err(|e| Status::unavailable(format!("placement server is shutting down: {e}")))?;
         let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         let (orders, rx) = tokio::sync::mpsc::unbounded_channel();
-        let reader_orders = orders.clone();
+        // The reader holds no sender: the stream ends as soon as the disseminator drops its own
+        // (a timeout, or shutdown). It learns that the response side is gone from this token,
+        // cancelled when tonic drops the response stream.
+        let weak = orders.downgrade();
+        let gone = tokio_util::sync::CancellationToken::new();
+        let guard = gone.clone().drop_guard();
         tracing::debug!(stream, host = %first.name, app_id = %first.id, namespace = %first.namespace, "placement stream connected");
         disseminator
             .send_message(DisseminatorMsg::Connect { stream, host: first, orders })
             .map_err(|_| Status::unavailable("placement server is shutting down"))?;
-        tokio::spawn(read_stream(stream, inbound, disseminator, reader_orders));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+        tokio::spawn(read_stream(stream, leases, inbound, disseminator, weak, gone));
+        let out = tokio_stream::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), move |item| {
+            let _held = &guard;
+            item
+        });
+        let mut response: Response<Orders> = Response::new(Box::pin(out));
+        if leases {
+            if let Ok(v) = self.inner.lease_ms.to_string().parse() {
+                response.metadata_mut().insert(LEASE_PERIOD_HEADER, v);
+            }
+        }
+        Ok(response)
     }
 }
 
 /// Hands a stream's messages to its disseminator until either side ends it.
-async fn read_stream(stream: u64, mut inbound: Streaming<Host>, disseminator: ActorRef<DisseminatorMsg>, orders: super::namespace::OrderSender) {
+async fn read_stream(
+    stream: u64,
+    leases: bool,
+    mut inbound: Streaming<Host>,
+    disseminator: ActorRef<DisseminatorMsg>,
+    orders: tokio::sync::mpsc::WeakUnboundedSender<Result<PlacementOrder, Status>>,
+    gone: tokio_util::sync::CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             m = inbound.message() => m,
             // The response side is gone (the sidecar left, or placement closed the stream).
-            () = orders.closed() => break,
+            () = gone.cancelled() => break,
         };
         match next {
             Ok(Some(host)) => {
                 if let Err(status) = check_message(&host) {
                     tracing::warn!(stream, error = %status.message(), "placement refused a sidecar's message");
-                    let _ = orders.send(Err(status));
+                    if let Some(tx) = orders.upgrade() {
+                        let _ = tx.send(Err(status));
+                    }
                     break;
                 }
-                if disseminator.send_message(DisseminatorMsg::Receive { stream, host }).is_err() {
+                let msg = match is_heartbeat(leases, &host) {
+                    Some(seq) => DisseminatorMsg::Heartbeat { stream, seq },
+                    None => DisseminatorMsg::Receive { stream, host },
+                };
+                if disseminator.send_message(msg).is_err() {
                     break;
                 }
             }

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub use flags::PlacementArgs;
 use namespace::DisseminatorArgs;
 
+/// How long open connections may take to close at shutdown.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 fn listen_addr(host: &str, port: u16) -> String {
     if host.is_empty() {
         format!("0.0.0.0:{port}")
@@ -90,7 +93,7 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
         tasks.spawn(async move { axum::serve(l, router).with_graceful_shutdown(s.cancelled_owned()).await.map_err(|e| e.to_string()) });
     }
     let grpc_addr: Option<SocketAddr> = grpc_listener.local_addr().ok();
-    let svc = PlacementServer::new(grpc::PlacementGrpc::new(args.id.clone(), registry.clone(), leader));
+    let svc = PlacementServer::new(grpc::PlacementGrpc::new(args.id.clone(), u64::try_from(args.lease_period.as_millis()).unwrap_or(u64::MAX), registry.clone(), leader));
     let s = stop.clone();
     tasks.spawn(async move {
         tonic::transport::Server::builder()
@@ -126,8 +129,14 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     }
     tracing::info!("placement service stopping");
     stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    // The streams never end by themselves: stopping the disseminators drops their order senders,
+    // which ends every stream, so the servers' graceful drain can finish.
+    registry.stop_children(None);
     registry.stop(None);
     let _ = registry_task.await;
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+        tasks.abort_all();
+    }
     failure.map_or(Ok(()), Err)
 }

@@ -29,6 +29,8 @@ pub enum DisseminatorMsg {
     Connect { stream: StreamId, host: Host, orders: OrderSender },
     /// A later message on a stream (already checked).
     Receive { stream: StreamId, host: Host },
+    /// A lease heartbeat (a rapr sidecar's): renew its host's lease and answer with `seq`.
+    Heartbeat { stream: StreamId, seq: u64 },
     /// The stream ended (either side).
     Close { stream: StreamId },
     /// Round `version`'s dissemination timeout.
@@ -201,6 +203,14 @@ impl Actor for Disseminator {
                 }
                 let effects = st.rounds.close(stream);
                 st.apply(&me, effects);
+            }
+            DisseminatorMsg::Heartbeat { stream, seq } => {
+                if let (Some(tx), Some(name)) = (st.orders.get(&stream), st.names.get(&stream)) {
+                    let now = st.now_ms();
+                    st.leases.renew(name, now);
+                    let order = PlacementOrder { tables: None, operation: super::grpc::LEASE_OPERATION.into(), version: seq };
+                    let _ = tx.send(Ok(order));
+                }
             }
             DisseminatorMsg::Timeout { version } => {
                 let effects = st.rounds.timeout(version);
