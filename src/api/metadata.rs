@@ -14,6 +14,7 @@ use crate::api::errors::{codes, ApiError};
 use crate::components::directory::{ComponentState, DirectoryHandle};
 use crate::config::SidecarArgs;
 use crate::invoke::app_health::{go_duration, AppHealthConfig, AppHealthHandle};
+use crate::placement::client::PlacementHandle;
 use crate::pubsub::{Subscription, SubscriptionKind, SubscriptionStatus, SubscriptionTable};
 
 /// rapr's version, reported as the runtime version.
@@ -110,6 +111,60 @@ pub struct MetadataSnapshot {
     pub http_endpoints: Vec<String>,
     /// Subscriptions, in the order `SubscriptionManager` publishes them.
     pub subscriptions: Vec<ListedSubscription>,
+    /// The actor runtime as daprd reports it.
+    pub actor_runtime: ActorRuntimeInfo,
+}
+
+/// daprd's `ActorRuntime` status values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorRuntimeStatus {
+    /// Placement is configured; the app's actor types are not known yet.
+    Initializing,
+    /// No placement address: no actors.
+    Disabled,
+    /// Registered with placement.
+    Running,
+}
+
+impl ActorRuntimeStatus {
+    /// The proto enum's name (the HTTP JSON writes it as text).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initializing => "INITIALIZING",
+            Self::Disabled => "DISABLED",
+            Self::Running => "RUNNING",
+        }
+    }
+}
+
+/// `actorRuntime` of `/v1.0/metadata` (daprd's `actors.RuntimeStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorRuntimeInfo {
+    pub status: ActorRuntimeStatus,
+    /// Connected to placement with a table, and free to run actors.
+    pub host_ready: bool,
+    /// `placement: connected` / `placement: disconnected` (empty while initializing, as daprd).
+    pub placement: String,
+}
+
+/// daprd's healthz target that waits for placement's first table.
+pub const PLACEMENT_HEALTH_TARGET: &str = "internal-placement-service";
+
+fn actor_runtime(placement: Option<&PlacementHandle>) -> ActorRuntimeInfo {
+    const DISCONNECTED: &str = "placement: disconnected";
+    let Some(p) = placement else {
+        return ActorRuntimeInfo { status: ActorRuntimeStatus::Disabled, host_ready: false, placement: DISCONNECTED.into() };
+    };
+    let s = p.status();
+    if !s.types_known {
+        return ActorRuntimeInfo { status: ActorRuntimeStatus::Initializing, host_ready: false, placement: String::new() };
+    }
+    let connected = s.connected && s.ready;
+    ActorRuntimeInfo {
+        status: ActorRuntimeStatus::Running,
+        host_ready: connected && !s.fenced,
+        placement: if connected { "placement: connected".into() } else { DISCONNECTED.into() },
+    }
 }
 
 /// The metadata facade.
@@ -126,12 +181,14 @@ pub struct MetadataApi {
     registered: Arc<std::sync::atomic::AtomicBool>,
     http_endpoints: Vec<String>,
     subscriptions: SubscriptionTable,
+    /// The placement client, once started (set after the internal server binds).
+    placement: Arc<arc_swap::ArcSwapOption<PlacementHandle>>,
 }
 
 impl MetadataApi {
     /// Builds the facade.
     pub fn new(app_id: String, enabled_features: Vec<String>, app_connection: AppConnection, directory: DirectoryHandle) -> Self {
-        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default(), http_endpoints: Vec::new(), subscriptions: SubscriptionTable::default() }
+        Self { app_id, enabled_features, app_connection, directory, extended: Arc::default(), app_health: None, registered: Arc::default(), http_endpoints: Vec::new(), subscriptions: SubscriptionTable::default(), placement: Arc::default() }
     }
 
     /// Lists the loaded `HTTPEndpoint`s.
@@ -148,6 +205,12 @@ impl MetadataApi {
     /// Marks name registration done (the root calls it right after registering).
     pub fn set_registered(&self) {
         self.registered.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Reports the actor runtime from this placement client, and makes health wait for its first
+    /// table while the app hosts actor types.
+    pub fn set_placement(&self, placement: PlacementHandle) {
+        self.placement.store(Some(Arc::new(placement)));
     }
 
     /// Makes health wait for the app channel, as daprd's does: until the app's port accepts
@@ -196,6 +259,7 @@ impl MetadataApi {
             app_connection: self.app_connection.clone(),
             http_endpoints: self.http_endpoints.clone(),
             subscriptions: subs.iter().map(|s| listed(&s.subscription)).collect(),
+            actor_runtime: actor_runtime(self.placement.load().as_deref()),
         }
     }
 
@@ -216,6 +280,12 @@ impl MetadataApi {
         }
         if !self.registered.load(std::sync::atomic::Ordering::Acquire) {
             unhealthy.push("nameresolution".to_string());
+        }
+        if let Some(p) = self.placement.load().as_deref() {
+            let s = p.status();
+            if !s.types_known || (!s.types.is_empty() && !s.had_table) {
+                unhealthy.push(PLACEMENT_HEALTH_TARGET.to_string());
+            }
         }
         if unhealthy.is_empty() {
             return Ok(());

@@ -116,9 +116,6 @@ impl DaprdArgs {
         }
         let v = &self.app_binding_options_timeout;
         parse_std(v, BareInteger::Rejected).map_err(|e| FlagError::Size { flag: "app-binding-options-timeout", value: v.clone(), reason: e.to_string() })?;
-        if self.init_endpoints_disabled()?.iter().any(|e| e == INIT_CONFIG) {
-            warnings.push("--disable-init-endpoints config: rapr has no actor runtime yet, so /dapr/config is never called".into());
-        }
         if let Some(a) = &self.control_plane_address {
             warnings.push(format!("--control-plane-address {a}: used in kubernetes mode only, as in daprd"));
         }

@@ -63,9 +63,6 @@ impl SidecarArgs {
         if self.components_path.is_some() {
             warnings.push("--components-path is deprecated; use --resources-path".into());
         }
-        if let Some(a) = &self.placement_host_address {
-            warnings.push(format!("--placement-host-address {a}: rapr's sidecar has no actor runtime yet, so placement is not contacted; actor APIs answer as daprd's without placement"));
-        }
         if let Some(a) = &self.scheduler_host_address {
             warnings.push(format!("--scheduler-host-address {a}: rapr's sidecar has no jobs or reminders client yet, so the scheduler is not contacted"));
         }

@@ -100,13 +100,7 @@ impl Invocation {
         if app_id.is_empty() {
             return None;
         }
-        let host = std::env::var("DAPR_HOST_IP")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| listen.iter().find(|a| !matches!(a.as_str(), "0.0.0.0" | "::" | "[::]")).cloned())
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let host = host.trim_matches(|c| c == '[' || c == ']');
-        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let address = advertised_address(listen, port);
         match resolver.register(app_id, &address).await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -114,6 +108,22 @@ impl Invocation {
                 None
             }
         }
+    }
+}
+
+/// This sidecar's internal address as others are given it (name resolution, placement's host
+/// name): `DAPR_HOST_IP`, else the first specific listen address, else loopback.
+pub fn advertised_address(listen: &[String], port: u16) -> String {
+    let host = std::env::var("DAPR_HOST_IP")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| listen.iter().find(|a| !matches!(a.as_str(), "0.0.0.0" | "::" | "[::]")).cloned())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let host = host.trim_matches(|c| c == '[' || c == ']');
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod gateway;
 pub mod invocation;
 pub mod load;
+pub mod placement;
 pub mod reload;
 pub mod root;
 pub mod serve;

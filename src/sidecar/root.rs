@@ -160,6 +160,7 @@ impl Actor for RuntimeRoot {
         let directory = DirectoryHandle::default();
         let (metrics, tracer) = telemetry::setup(&flags, &configuration)?;
         let resiliency = resiliency.with_metrics(&metrics);
+        let actor_state_store = super::placement::has_actor_state_store(&resources.components);
         let (sup, _) = Actor::spawn_linked(
             Some(format!("{runtime_id}/components")),
             ComponentSupervisor,
@@ -275,6 +276,18 @@ impl Actor for RuntimeRoot {
         let advertised: Vec<String> = flags.internal_host_override().into_iter().chain(listen.iter().cloned()).collect();
         let registration = invocation.register(&flags.app_id, &advertised, &bound.internal).await;
         metadata_ready.set_registered();
+        if let Some(port) = bound.internal.first().map(|a| a.port()) {
+            let setup = super::placement::PlacementSetup {
+                flags: &flags,
+                host_name: super::invocation::advertised_address(&advertised, port),
+                hosting: actor_state_store,
+                app: invocation.app.clone(),
+                health: app_health.clone(),
+            };
+            if let Some(placement) = super::placement::start(setup, me.get_cell()).await? {
+                metadata_ready.set_placement(placement);
+            }
+        }
         let drain_deadline = flags.graceful_shutdown().max(Duration::from_secs(1));
         let block = flags.block_shutdown()?.map(|d| (d, app_health, a.shutdown.clone()));
         Ok(RuntimeRootState { components, gateway, registration, tracer, pubsub, drain_deadline, block })

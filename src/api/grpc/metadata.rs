@@ -23,10 +23,13 @@ fn subscription(s: crate::api::metadata::ListedSubscription) -> pb::PubsubSubscr
     }
 }
 
+use crate::api::metadata::ActorRuntimeStatus;
+
 impl DaprService {
     pub(super) async fn get_metadata_impl(&self, _r: Request<pb::GetMetadataRequest>) -> Result<Response<pb::GetMetadataResponse>, Status> {
         let m = self.metadata.get();
         let app = m.app_connection;
+        let actors = m.actor_runtime;
         Ok(Response::new(pb::GetMetadataResponse {
             id: m.id,
             registered_components: m
@@ -52,8 +55,14 @@ impl DaprService {
                 }),
             }),
             actor_runtime: Some(pb::ActorRuntime {
-                runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
-                ..Default::default()
+                runtime_status: match actors.status {
+                    ActorRuntimeStatus::Initializing => pb::actor_runtime::ActorRuntimeStatus::Initializing,
+                    ActorRuntimeStatus::Disabled => pb::actor_runtime::ActorRuntimeStatus::Disabled,
+                    ActorRuntimeStatus::Running => pb::actor_runtime::ActorRuntimeStatus::Running,
+                } as i32,
+                active_actors: Vec::new(),
+                host_ready: actors.host_ready,
+                placement: actors.placement,
             }),
             ..Default::default()
         }))

@@ -64,8 +64,17 @@ fn metadata_json(m: &crate::api::metadata::MetadataSnapshot) -> Value {
         "subscriptions": m.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
         "httpEndpoints": m.http_endpoints.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>(),
         "appConnectionProperties": app_json,
-        "actorRuntime": { "runtimeStatus": "DISABLED", "hostReady": false },
+        "actorRuntime": actor_runtime_json(&m.actor_runtime),
     }))
+}
+
+/// daprd's `metadataActorRuntime`: the status as text, `hostReady` always, `placement` when set.
+fn actor_runtime_json(a: &crate::api::metadata::ActorRuntimeInfo) -> Value {
+    let mut v = json!({ "runtimeStatus": a.status.as_str(), "hostReady": a.host_ready });
+    if !a.placement.is_empty() {
+        v["placement"] = json!(a.placement);
+    }
+    v
 }
 
 /// daprd's `metadataResponsePubsubSubscription`: `metadata` and `rules` (and a rule's `match`
@@ -150,6 +159,11 @@ mod tests {
             app_connection: AppConnection { port: 0, protocol: "http".into(), channel_address: "127.0.0.1".into(), max_concurrency: -1, health: None },
             http_endpoints: vec![],
             subscriptions: vec![],
+            actor_runtime: crate::api::metadata::ActorRuntimeInfo {
+                status: crate::api::metadata::ActorRuntimeStatus::Disabled,
+                host_ready: false,
+                placement: "placement: disconnected".into(),
+            },
         }
     }
 
@@ -160,7 +174,7 @@ mod tests {
             assert!(v.get(key).is_none(), "{key}: {v}");
         }
         assert_eq!(v["appConnectionProperties"], json!({ "protocol": "http", "channelAddress": "127.0.0.1", "maxConcurrency": -1 }), "protocol without an app port");
-        assert_eq!(v["actorRuntime"], json!({ "runtimeStatus": "DISABLED", "hostReady": false }));
+        assert_eq!(v["actorRuntime"], json!({ "runtimeStatus": "DISABLED", "hostReady": false, "placement": "placement: disconnected" }));
         let mut m = snapshot();
         m.components.push(RegisteredComponent { name: "s".into(), type_name: "state.redis".into(), version: "v1".into(), capabilities: vec![] });
         m.enabled_features.push("F".into());

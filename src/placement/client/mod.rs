@@ -27,6 +27,10 @@ pub struct PlacementStatus {
     pub version: u64,
     /// The actor types this host reports.
     pub types: Vec<String>,
+    /// The types were set (from the app's configuration), even if to none.
+    pub types_known: bool,
+    /// A round finished on some stream since the start (healthz waits for it).
+    pub had_table: bool,
     /// This host may no longer run actors: its lease ran out (or, with daprd's placement, which
     /// gives no leases, its stream is lost).
     pub fenced: bool,

@@ -153,7 +153,10 @@ impl PlacementClientState {
             }
             "unlock" => {
                 self.ack(HostOperation::Unlock, v);
-                self.publish(|s| s.ready = true);
+                self.publish(|s| {
+                    s.ready = true;
+                    s.had_table = true;
+                });
             }
             op if op == LEASE_OPERATION => {
                 let Some(l) = self.lease.as_mut() else { return };
@@ -258,9 +261,13 @@ impl Actor for PlacementClient {
             PlacementClientMsg::SetTypes(mut types) => {
                 types.sort();
                 types.dedup();
-                if types != st.types {
-                    st.types = types;
-                    st.publish(|s| s.types = st.types.clone());
+                let changed = types != st.types;
+                st.types = types;
+                st.publish(|s| {
+                    s.types = st.types.clone();
+                    s.types_known = true;
+                });
+                if changed {
                     st.send(st.report(None));
                 }
             }
