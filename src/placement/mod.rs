@@ -14,6 +14,7 @@ pub mod client;
 pub mod hashing;
 pub mod leases;
 pub mod membership;
+pub mod raft;
 pub mod rounds;
 pub mod server;
 
