@@ -152,7 +152,8 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
             })
             .await
             .map_err(|e| StorageIOError::read_logs(&e))?;
-        rows.iter().map(|b| decode(b).map_err(|e| StorageIOError::read_logs(&e).into())).collect()
+        let entries: std::io::Result<Vec<Entry<TypeConfig>>> = rows.iter().map(|b| decode(b)).collect();
+        entries.map_err(|e| StorageIOError::read_logs(&e).into())
     }
 }
 
