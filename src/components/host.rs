@@ -81,6 +81,9 @@ pub enum ComponentHostMsg {
     Probed(Outcome),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for ComponentHostMsg {}
+
 /// What a probe found.
 pub enum Outcome {
     /// The backend answered.

@@ -57,6 +57,9 @@ pub enum ComponentSupervisorMsg {
     Replaced { host: ActorId, live: Live, reply: RpcReplyPort<()> },
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for ComponentSupervisorMsg {}
+
 /// How a host reports to its supervisor (built by the supervisor, handed to each host).
 #[derive(Clone)]
 pub struct HostEvents {

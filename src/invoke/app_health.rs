@@ -126,6 +126,9 @@ pub enum AppHealthMsg {
     Inspect(RpcReplyPort<AppStatus>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for AppHealthMsg {}
+
 /// Arguments of the monitor.
 pub struct AppHealthArgs {
     /// The app.

@@ -43,6 +43,9 @@ pub enum DeliveryMsg {
     Subscribed(u64, Result<CancellationToken, String>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for DeliveryMsg {}
+
 /// What a `Delivery` is started with.
 pub struct DeliveryArgs {
     /// Its position in the manager's table.

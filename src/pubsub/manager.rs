@@ -68,6 +68,9 @@ pub enum SubscriptionManagerMsg {
     ReconcileDeclared(Vec<Subscription>, RpcReplyPort<()>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for SubscriptionManagerMsg {}
+
 /// What the manager is started with.
 pub struct SubscriptionManagerArgs {
     /// This app's id (declarative `scopes`).

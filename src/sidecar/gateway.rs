@@ -28,6 +28,9 @@ pub enum ApiGatewayMsg {
     Drain(RpcReplyPort<()>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for ApiGatewayMsg {}
+
 /// Where the listeners are bound (ports resolved when 0 was asked for).
 #[derive(Debug, Clone, Default)]
 pub struct BoundAddresses {

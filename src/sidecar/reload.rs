@@ -70,6 +70,9 @@ pub enum ResourceWatcherMsg {
     Loaded(Box<Resources>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for ResourceWatcherMsg {}
+
 /// What the watcher is started with.
 pub struct ResourceWatcherArgs {
     /// `--resources-path` entries.

@@ -48,6 +48,9 @@ pub enum RuntimeRootMsg {
     Shutdown(RpcReplyPort<()>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for RuntimeRootMsg {}
+
 /// Arguments of the root.
 pub struct RuntimeRootArgs {
     /// Flags.

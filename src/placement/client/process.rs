@@ -42,6 +42,9 @@ pub enum PlacementClientMsg {
     Tick,
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for PlacementClientMsg {}
+
 /// What the process starts from.
 pub struct PlacementClientArgs {
     /// Placement addresses, tried in turn.

@@ -1,8 +1,11 @@
 //! The control plane's raft (issue 14 A.2): openraft 0.9 with the log, vote and snapshots in
-//! SQLite (`log_store.rs`) and the replicated placement membership as its state machine
-//! (`state_machine.rs`).
+//! SQLite (`log_store.rs`), the replicated placement membership as its state machine
+//! (`state_machine.rs`), raft calls between nodes over ractor_cluster sessions (`network.rs`), and
+//! the node that ties them together and says when it may lead (`node.rs`).
 
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
@@ -38,3 +41,7 @@ openraft::declare_raft_types!(
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod store_tests;
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod node_tests;

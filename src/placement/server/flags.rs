@@ -72,6 +72,9 @@ pub struct PlacementArgs {
     /// How long a host whose stream closed keeps its actors (rapr; 0: they move at once, as daprd).
     #[arg(long = "lease-period", default_value = "5s", value_parser = go_duration)]
     pub lease_period: Duration,
+    /// The shared secret of the control-plane nodes' sessions (the same on every node).
+    #[arg(long = "cluster-cookie", env = "RAPR_CLUSTER_COOKIE", default_value = "rapr-control-plane", hide_env_values = true)]
+    pub cluster_cookie: String,
     /// Log level: debug, info, warn, error.
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
@@ -115,9 +118,6 @@ impl PlacementArgs {
         let peers = parse_peers(&self.initial_cluster)?;
         if !peers.iter().any(|p| p.id == self.id) {
             return Err(format!("--id {} is not one of --initial-cluster's nodes ({})", self.id, self.initial_cluster));
-        }
-        if peers.len() > 1 {
-            return Err("a placement cluster of more than one node is not supported yet: give one --initial-cluster node".into());
         }
         Ok(peers)
     }

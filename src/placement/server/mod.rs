@@ -1,7 +1,8 @@
 //! `rapr placement`: the placement service daprd's sidecars connect to (issue 14 B.4).
 //!
-//! One node for now (a cluster of more comes with the raft part): it leads from the start. The
-//! processes: a `NamespaceRegistry` with one `Disseminator` per namespace under it; each sidecar
+//! One node or a raft cluster of several (`--initial-cluster`): a node serves sidecars only while
+//! it leads (`raft/node.rs`); the others refuse as daprd's followers do, and a node that stops
+//! leading closes every stream. The processes: a `NamespaceRegistry` with one `Disseminator` per namespace under it; each sidecar
 //! stream has a reader task (`grpc.rs`) feeding its namespace's disseminator. The gRPC server pings
 //! quiet connections as daprd's does (`--keepalive-time` / `--keepalive-timeout`), so a dead
 //! sidecar's stream closes within about five seconds; its host then stays in the tables until its
@@ -60,7 +61,7 @@ pub async fn run_placement(args: PlacementArgs) -> i32 {
 
 /// Serves until `stop` is cancelled (or a signal, when `signals`).
 pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) -> Result<(), String> {
-    let _peers = args.validate()?;
+    let peers = args.validate()?;
     if let Some(dir) = &args.raft_logstore_path {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     }
@@ -78,8 +79,29 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     };
     let (registry, registry_task) =
         Actor::spawn(None, registry::NamespaceRegistry, dargs).await.map_err(|e| format!("cannot start placement: {e}"))?;
-    // One node leads at once; the raft cluster will drive this.
-    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    let node = crate::placement::raft::node::RaftNode::start(crate::placement::raft::node::RaftNodeArgs {
+        id: args.id.clone(),
+        peers,
+        data_dir: args.raft_logstore_path.clone(),
+        cookie: args.cluster_cookie.clone(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let leader = node.leader.clone();
+    // Losing the lead ends every stream: sidecars go and find the new leader.
+    let mut lead = leader.clone();
+    let reg = registry.clone();
+    tokio::spawn(async move {
+        let mut was = *lead.borrow();
+        while lead.changed().await.is_ok() {
+            let now = *lead.borrow();
+            if was && !now {
+                tracing::warn!("this placement node stopped leading; closing every sidecar stream");
+                let _ = reg.send_message(registry::NamespaceRegistryMsg::Reset);
+            }
+            was = now;
+        }
+    });
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let state = http::HttpState { registry: registry.clone(), ready, leader: leader.clone() };
 
@@ -134,6 +156,7 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     registry.stop_children(None);
     registry.stop(None);
     let _ = registry_task.await;
+    node.shutdown().await;
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
         tasks.abort_all();

@@ -41,6 +41,9 @@ pub enum DisseminatorMsg {
     State(RpcReplyPort<NamespaceView>),
 }
 
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for DisseminatorMsg {}
+
 /// A namespace seen from outside.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceView {

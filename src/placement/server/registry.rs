@@ -1,7 +1,8 @@
 //! `NamespaceRegistry`: finds or starts the `Disseminator` of a namespace. A stream asks once, when
 //! it connects; its later messages go straight to its namespace's process. Disseminators are kept
 //! once started (a namespace left by every sidecar starts over inside its `Rounds`), so a stream
-//! never holds the reference of a process that stopped.
+//! never holds the reference of a process that stopped, until leadership is lost: then all stop,
+//! and with them every stream.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,13 @@ pub enum NamespaceRegistryMsg {
     Get(String, RpcReplyPort<ActorRef<DisseminatorMsg>>),
     /// Every namespace's disseminator.
     All(RpcReplyPort<Vec<(String, ActorRef<DisseminatorMsg>)>>),
+    /// This node stopped leading: every namespace stops, which ends every stream (its sidecars
+    /// reconnect and find the new leader).
+    Reset,
 }
+
+// A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
+impl ractor::Message for NamespaceRegistryMsg {}
 
 /// The process.
 pub struct NamespaceRegistry;
@@ -48,6 +55,11 @@ impl Actor for NamespaceRegistry {
                     }
                 };
                 let _ = reply.send(found);
+            }
+            NamespaceRegistryMsg::Reset => {
+                for (_, d) in std::mem::take(&mut st.namespaces) {
+                    d.stop(Some("leadership lost".into()));
+                }
             }
             NamespaceRegistryMsg::All(reply) => {
                 let _ = reply.send(st.namespaces.iter().map(|(k, v)| (k.clone(), v.clone())).collect());

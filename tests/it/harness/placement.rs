@@ -46,7 +46,8 @@ impl PlacementNode {
             if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("placement exited early ({status}):\n{}", node.logs());
             }
-            if let Ok(r) = client.get(node.url("/healthz")).timeout(Duration::from_millis(500)).send().await {
+            // Healthy, and leading (a lone node elects itself at once).
+            if let Ok(r) = client.get(node.url("/placement/state")).timeout(Duration::from_millis(500)).send().await {
                 if r.status() == 200 {
                     return node;
                 }

@@ -1,0 +1,207 @@
+//! `RaftNode`: one control-plane node's raft — its stores, its cluster sessions, and whether it
+//! may serve as leader. Nodes are numbered by their place in `--initial-cluster` (which every
+//! node must be given the same, as daprd requires), bootstrap the whole list as voters on first
+//! start, and re-dial missing peers twice a second (ractor_cluster does not reconnect by itself).
+//!
+//! openraft 0.9 keeps a leader that lost its quorum in the leader state. This node serves as
+//! leader only while raft says it leads *and* a quorum acknowledged it within the election
+//! timeout: an isolated leader stops serving before the others elect a new one.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, ServerState};
+use ractor::{Actor, ActorRef};
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::log_store::{Db, DbLocation, SqliteLogStore};
+use super::network::{group, ClusterNetwork, RaftRpcMsg, RaftRpcServer};
+use super::state_machine::{Membership, PlacementStateMachine};
+use super::{NodeId, TypeConfig};
+use crate::placement::server::flags::Peer;
+
+/// Raft's heartbeat and election timeouts (ms): a leader's loss is noticed within the election
+/// timeout, which the lease period must outlast (docs/runtime-semantics.md, "Placement").
+pub const HEARTBEAT_MS: u64 = 150;
+pub const ELECTION_MIN_MS: u64 = 750;
+pub const ELECTION_MAX_MS: u64 = 1500;
+
+/// What a node starts from.
+pub struct RaftNodeArgs {
+    /// This node's id (one of `peers`).
+    pub id: String,
+    pub peers: Vec<Peer>,
+    /// Where the log and snapshots live; in memory when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// The shared secret of the cluster's sessions.
+    pub cookie: String,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStartError {
+    #[error("the raft store in {dir} cannot be opened (is it a rapr data directory?): {source}")]
+    Store { dir: String, source: rusqlite::Error },
+    #[error("the raft store cannot be read: {0}")]
+    Read(std::io::Error),
+    #[error("--id {0} is not one of --initial-cluster's nodes")]
+    UnknownId(String),
+    #[error("cannot listen for the other control-plane nodes on {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// A running node.
+pub struct RaftNode {
+    pub raft: Raft<TypeConfig>,
+    pub node_id: NodeId,
+    /// Whether this node may serve as leader now.
+    pub leader: watch::Receiver<bool>,
+    /// The replicated membership.
+    pub membership: watch::Receiver<Arc<Membership>>,
+    stop: CancellationToken,
+    server: Option<ActorRef<NodeServerMessage>>,
+    rpc: ActorRef<RaftRpcMsg>,
+}
+
+fn host_port(address: &str) -> (String, u16) {
+    match address.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().unwrap_or(0)),
+        None => (address.to_string(), 0),
+    }
+}
+
+/// The process-group scope of a cluster: the same on every node given the same peer list.
+fn scope_of(peers: &[Peer]) -> String {
+    let list: Vec<String> = peers.iter().map(|p| format!("{}={}", p.id, p.address)).collect();
+    format!("rapr-raft-{:016x}", crate::placement::hashing::hash(&list.join(",")))
+}
+
+impl RaftNode {
+    /// Opens the stores, joins the cluster and starts raft.
+    pub async fn start(args: RaftNodeArgs) -> Result<Self, RaftStartError> {
+        let index = args.peers.iter().position(|p| p.id == args.id).ok_or_else(|| RaftStartError::UnknownId(args.id.clone()))?;
+        let node_id = index as NodeId + 1;
+        let me = &args.peers[index];
+        let at = DbLocation::in_dir(args.data_dir.as_deref());
+        let dir = args.data_dir.as_ref().map_or_else(|| "memory".to_string(), |d| d.display().to_string());
+        let log = SqliteLogStore::open(at.clone()).map_err(|source| RaftStartError::Store { dir: dir.clone(), source })?;
+        let db = Db::open(at).map_err(|source| RaftStartError::Store { dir, source })?;
+        let (sm, membership) = PlacementStateMachine::open(db).await.map_err(RaftStartError::Read)?;
+
+        // A lone node has no one to talk to: no session server (and no port taken).
+        let server = if args.peers.len() > 1 {
+            let (host, port) = host_port(&me.address);
+            let listen: IpAddr = host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            // NodeServer binds in its own task, where a taken port would only show as no sessions.
+            std::net::TcpListener::bind((listen, port)).map_err(|e| RaftStartError::Listen { address: me.address.clone(), reason: e.to_string() })?;
+            let server = NodeServer::new(port, args.cookie.clone(), args.id.clone(), host.clone(), None, None).with_listen_addr(listen);
+            Some(Actor::spawn(None, server, ()).await.map_err(|e| RaftStartError::Raft(e.to_string()))?.0)
+        } else {
+            None
+        };
+
+        let config = Config {
+            cluster_name: "rapr-control-plane".into(),
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_MIN_MS,
+            election_timeout_max: ELECTION_MAX_MS,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| RaftStartError::Raft(e.to_string()))?;
+        let scope = scope_of(&args.peers);
+        let raft = Raft::new(node_id, Arc::new(config), ClusterNetwork { scope: scope.clone() }, log, sm).await.map_err(|e| RaftStartError::Raft(e.to_string()))?;
+        let (rpc, _) = Actor::spawn(None, RaftRpcServer, raft.clone()).await.map_err(|e| RaftStartError::Raft(e.to_string()))?;
+        ractor::pg::join_scoped(scope, group(node_id), vec![rpc.get_cell()]);
+
+        let stop = CancellationToken::new();
+        let peers: Vec<(String, String)> =
+            args.peers.iter().filter(|p| p.id != args.id).map(|p| (format!("{}@{}", p.id, host_port(&p.address).0), p.address.clone())).collect();
+        if let Some(server) = &server {
+            tokio::spawn(dial_loop(server.clone(), peers, stop.clone()));
+        }
+
+        let members: BTreeMap<NodeId, BasicNode> =
+            args.peers.iter().enumerate().map(|(i, p)| (i as NodeId + 1, BasicNode { addr: p.address.clone() })).collect();
+        if !raft.is_initialized().await.map_err(|e| RaftStartError::Raft(e.to_string()))? {
+            // Every node bootstraps the same voters; a node already initialized by a peer's
+            // replication refuses, which is fine.
+            if let Err(e) = raft.initialize(members.clone()).await {
+                tracing::debug!(error = %e, "raft initialize");
+            }
+        }
+        if members.len() == 1 {
+            // A lone voter need not wait out an election timeout to lead.
+            let _ = raft.trigger().elect().await;
+        }
+        let (leader_tx, leader) = watch::channel(false);
+        tokio::spawn(watch_leadership(raft.clone(), members.len(), leader_tx, stop.clone()));
+        tracing::info!(id = %args.id, node_id, peers = members.len(), "raft node started");
+        Ok(Self { raft, node_id, leader, membership, stop, server, rpc })
+    }
+
+    /// Stops raft and the sessions.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let _ = self.raft.shutdown().await;
+        self.rpc.stop(None);
+        if let Some(s) = &self.server {
+            s.stop(None);
+        }
+    }
+}
+
+/// Dials every peer without a session, twice a second.
+async fn dial_loop(server: ActorRef<NodeServerMessage>, peers: Vec<(String, String)>, stop: CancellationToken) {
+    if peers.is_empty() {
+        return;
+    }
+    loop {
+        let connected: Vec<String> = match ractor::call_t!(server, NodeServerMessage::GetSessions, 1000) {
+            Ok(sessions) => sessions.values().filter_map(|s| s.peer_name.as_ref().map(|n| n.name.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (name, address) in &peers {
+            if !connected.contains(name) {
+                if let Err(e) = ractor_cluster::client_connect(&server, address.as_str()).await {
+                    tracing::debug!(peer = %name, %address, error = %e, "control-plane peer not reachable");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Publishes whether this node may lead: raft's leader state, and a quorum acknowledgement
+/// younger than the election timeout (a lone voter is its own quorum).
+async fn watch_leadership(raft: Raft<TypeConfig>, voters: usize, tx: watch::Sender<bool>, stop: CancellationToken) {
+    let mut metrics = raft.metrics();
+    loop {
+        let serving = {
+            let m = metrics.borrow_and_update();
+            m.state == ServerState::Leader && (voters == 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms < ELECTION_MAX_MS))
+        };
+        if *tx.borrow() != serving {
+            tracing::info!(leader = serving, "placement leadership changed");
+            tx.send_replace(serving);
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            () = stop.cancelled() => return,
+            // The quorum age grows without a metrics change when no one answers.
+            () = tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)) => {}
+        }
+    }
+}
