@@ -47,6 +47,7 @@ mod multi_app;
 mod netns;
 mod otlp;
 mod placement;
+mod placement_cluster;
 mod placement_sidecar;
 mod pubsub;
 mod resiliency;

@@ -23,15 +23,24 @@ pub struct PlacementNode {
 }
 
 impl PlacementNode {
-    /// Starts a node with `args` added to its ports, and waits for its health endpoint.
+    /// Starts a lone node with `args` added to its ports, and waits until it leads.
     pub async fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let [grpc, healthz, metrics] = rapr::net_ports::free_ports().expect("free ports");
+        let node = Self::spawn(grpc, healthz, metrics, tempfile::tempdir().unwrap(), args);
+        node.wait_ready(true).await;
+        node
+    }
+
+    /// Starts a node on these ports and data directory (a cluster member, or a restart),
+    /// without waiting.
+    pub fn spawn(grpc: u16, healthz: u16, metrics: u16, dir: tempfile::TempDir, args: &[&str]) -> Self {
         let log = dir.path().join("placement.log");
-        let logf = std::fs::File::create(&log).unwrap();
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rapr"))
             .args(["placement", "--port", &grpc.to_string(), "--healthz-port", &healthz.to_string(), "--metrics-port", &metrics.to_string()])
             .args(["--listen-address", "127.0.0.1", "--healthz-listen-address", "127.0.0.1", "--metadata-enabled"])
+            .arg("--raft-logstore-path")
+            .arg(dir.path().join("data"))
             .args(args)
             .env("RAPR_LOG", "debug")
             .stdin(Stdio::null())
@@ -39,22 +48,39 @@ impl PlacementNode {
             .stderr(Stdio::from(logf))
             .spawn()
             .expect("start rapr placement");
-        let mut node = Self { child: Some(child), grpc, healthz, metrics, log, _dir: dir };
+        Self { child: Some(child), grpc, healthz, metrics, log, _dir: dir }
+    }
+
+    /// Waits until the node is healthy and, with `leading`, leads.
+    pub async fn wait_ready(&self, leading: bool) {
         let client = reqwest::Client::new();
         let start = Instant::now();
+        let path = if leading { "/placement/state" } else { "/healthz" };
         loop {
-            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("placement exited early ({status}):\n{}", node.logs());
-            }
-            // Healthy, and leading (a lone node elects itself at once).
-            if let Ok(r) = client.get(node.url("/placement/state")).timeout(Duration::from_millis(500)).send().await {
+            if let Ok(r) = client.get(self.url(path)).timeout(Duration::from_millis(500)).send().await {
                 if r.status() == 200 {
-                    return node;
+                    return;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "placement not healthy in 20s:\n{}", node.logs());
+            assert!(start.elapsed() < Duration::from_secs(20), "placement not ready in 20s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Whether it leads now (its metadata endpoint answers only on the leader).
+    pub async fn leads(&self) -> bool {
+        let r = reqwest::Client::new().get(self.url("/placement/state")).timeout(Duration::from_millis(500)).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    }
+
+    /// Kills the process (SIGKILL) and takes back its data directory for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        dir
     }
 
     /// `http://127.0.0.1:<healthz><path>`.
@@ -204,4 +230,74 @@ pub fn hosts_of(tables: &PlacementTables, actor_type: &str) -> Vec<String> {
     let mut v: Vec<String> = tables.entries.get(actor_type).map(|t| t.load_map.keys().cloned().collect()).unwrap_or_default();
     v.sort();
     v
+}
+
+/// A control plane of `n` placement nodes on one host (free ports; each its own data directory).
+pub struct PlacementCluster {
+    pub nodes: Vec<Option<PlacementNode>>,
+    /// Per node: (id, gRPC, healthz, metrics) and the cluster's `--initial-cluster`.
+    ports: Vec<(String, u16, u16, u16)>,
+    initial: String,
+}
+
+impl PlacementCluster {
+    /// Starts `n` nodes and waits until one leads.
+    pub async fn start(n: usize) -> Self {
+        let mut ports = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let [grpc, healthz, metrics, raft] = rapr::net_ports::free_ports().expect("free ports");
+            ports.push((format!("placement-{i}"), grpc, healthz, metrics));
+            peers.push(format!("placement-{i}=127.0.0.1:{raft}"));
+        }
+        let initial = peers.join(",");
+        let mut c = Self { nodes: Vec::new(), ports, initial };
+        for i in 0..n {
+            let node = c.spawn(i, tempfile::tempdir().unwrap());
+            c.nodes.push(Some(node));
+        }
+        for n in c.nodes.iter().flatten() {
+            n.wait_ready(false).await;
+        }
+        c.leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    fn spawn(&self, i: usize, dir: tempfile::TempDir) -> PlacementNode {
+        let (id, grpc, healthz, metrics) = &self.ports[i];
+        PlacementNode::spawn(*grpc, *healthz, *metrics, dir, &["--id", id, "--initial-cluster", &self.initial])
+    }
+
+    /// Every node's gRPC address, comma separated (a sidecar's `--placement-host-address`).
+    pub fn addresses(&self) -> String {
+        self.ports.iter().map(|(_, g, _, _)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// The index of the node that leads, waiting up to `deadline` for one.
+    pub async fn leader(&self, deadline: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    if n.leads().await {
+                        return i;
+                    }
+                }
+            }
+            assert!(start.elapsed() < deadline, "no placement leader in {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills node `i` (SIGKILL); its data directory is kept for `restart`.
+    pub fn kill(&mut self, i: usize) -> tempfile::TempDir {
+        self.nodes[i].take().expect("running").kill()
+    }
+
+    /// Starts node `i` again on its ports and data directory.
+    pub async fn restart(&mut self, i: usize, dir: tempfile::TempDir) {
+        let node = self.spawn(i, dir);
+        node.wait_ready(false).await;
+        self.nodes[i] = Some(node);
+    }
 }

@@ -1,0 +1,86 @@
+//! A 3-node placement cluster (one process per node) with real sidecars: followers refuse as
+//! daprd's, killing the leader moves the service to another node whose tables reach every
+//! sidecar again (the time printed), and a killed node restarts from its data directory and
+//! rejoins. These run alone (.config/nextest.toml).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::placement::{report, FakeSidecar, PlacementCluster};
+use crate::harness::{eventually, SidecarBuilder};
+
+fn actor_store() -> &'static str {
+    "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: actorstore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n"
+}
+
+async fn actor_app() -> u16 {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/dapr/config", get(|| async { axum::Json(serde_json::json!({ "entities": ["Cat"] })) }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+/// The hosts in the leader's tables, by app id.
+async fn hosts_on(node: &crate::harness::placement::PlacementNode) -> Vec<String> {
+    let s: Value = node.state().await;
+    let mut ids: Vec<String> = s["tables"]["default"]["hosts"].as_array().map(|a| a.iter().filter_map(|h| h["id"].as_str().map(String::from)).collect()).unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_s_death_moves_placement_to_another_node() {
+    let mut cluster = PlacementCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+
+    // Followers refuse with daprd's FailedPrecondition.
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        let n = n.as_ref().unwrap();
+        if i != leader {
+            let err = FakeSidecar::connect(&n.address(), report("127.0.0.1:1", "x", &["T"])).await.err().expect("a follower refuses");
+            assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+            assert!(err.message().contains("is not a leader"), "{err:?}");
+        }
+    }
+
+    let app = actor_app().await;
+    let addresses = cluster.addresses();
+    let mut sidecars = Vec::new();
+    for id in ["cl-a", "cl-b"] {
+        let sc = SidecarBuilder::new(id)
+            .file("actorstore.yaml", actor_store())
+            .args(&["--placement-host-address", &addresses, "--app-port", &app.to_string()])
+            .start()
+            .await;
+        sidecars.push(sc);
+    }
+    {
+        let n = cluster.nodes[leader].as_ref().unwrap();
+        eventually(Duration::from_secs(10), "both sidecars in the leader's tables", || async { (hosts_on(n).await == ["cl-a", "cl-b"]).then_some(()) }).await;
+    }
+
+    let killed = Instant::now();
+    let dir = cluster.kill(leader);
+    let next = cluster.leader(Duration::from_secs(15)).await;
+    assert_ne!(next, leader);
+    let n = cluster.nodes[next].as_ref().unwrap();
+    eventually(Duration::from_secs(15), "both sidecars in the new leader's tables", || async { (hosts_on(n).await == ["cl-a", "cl-b"]).then_some(()) }).await;
+    let failover = killed.elapsed();
+    println!("placement fail-over: leader killed -> new leader's tables hold every sidecar in {failover:?}");
+    for sc in &sidecars {
+        eventually(Duration::from_secs(10), "the sidecar connected again", || async {
+            let m: Value = reqwest::get(sc.url("/v1.0/metadata")).await.ok()?.json().await.ok()?;
+            (m["actorRuntime"]["placement"] == "placement: connected").then_some(())
+        })
+        .await;
+    }
+
+    // The killed node comes back from its data directory and follows.
+    cluster.restart(leader, dir).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!cluster.nodes[leader].as_ref().unwrap().leads().await, "the restarted node rejoins as a follower");
+    assert_eq!(cluster.leader(Duration::from_secs(5)).await, next);
+}
