@@ -79,8 +79,7 @@ impl PlacementNode {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
     }
 
     /// `http://127.0.0.1:<healthz><path>`.
