@@ -313,7 +313,7 @@ pub fn init_to(level: &str, json: bool, app_id: Option<&str>, file: Option<&std:
     let level = if level.eq_ignore_ascii_case("fatal") { "error" } else { level };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAPR_LOG")
         // daprd's API loggers (`--enable-api-logging`) write at info whatever the level.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn,rapr::api::http::api_log=info,rapr::api::grpc::api_log=info")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn,openraft=warn,ractor_cluster=warn,rapr::api::http::api_log=info,rapr::api::grpc::api_log=info")));
     let debug = filter.max_level_hint().is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG);
     let mut layer = DaprLog::new(json, debug, app_id.map(str::to_string));
     if let Some(path) = file {

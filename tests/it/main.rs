@@ -50,6 +50,7 @@ mod placement;
 mod placement_cluster;
 mod placement_sidecar;
 mod pubsub;
+mod readme_control_plane;
 mod resiliency;
 mod resources;
 mod run_cli;

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use crate::config::duration::{parse_std, BareInteger};
 
+/// The longest a sidecar takes to find a new leader and renew through it: daprd's largest
+/// reconnect pause (750 ms) and a dial.
+pub const RECONNECT_MS: u64 = 1_000;
+
 fn go_duration(s: &str) -> Result<Duration, String> {
     match parse_std(s, BareInteger::Rejected) {
         Ok(Some(d)) => Ok(d),
@@ -119,6 +123,17 @@ impl PlacementArgs {
         if !peers.iter().any(|p| p.id == self.id) {
             return Err(format!("--id {} is not one of --initial-cluster's nodes ({})", self.id, self.initial_cluster));
         }
+        if peers.len() > 1 && !self.lease_period.is_zero() {
+            // In a cluster, a leader change must not fence the hosts (a lone node never changes).
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let timing = crate::placement::leases::LeaseTiming {
+                period_ms: ms(self.lease_period),
+                margin_ms: ms(crate::placement::client::process::lease_margin(self.lease_period)),
+                election_ms: crate::placement::raft::node::ELECTION_MAX_MS,
+                reconnect_ms: RECONNECT_MS,
+            };
+            timing.check().map_err(|e| format!("--lease-period: {e}"))?;
+        }
         Ok(peers)
     }
 }
@@ -178,6 +193,11 @@ mod tests {
         assert!(args(&["--disseminate-coalesce-window", "100ms"]).validate().is_err());
         assert!(parse_peers("a=h:1,a=h:2").unwrap_err().contains("twice"));
         assert!(parse_peers("a").is_err());
+        let cluster = ["--id", "a", "--initial-cluster", "a=h:1,b=h:2,c=h:3"];
+        assert!(args(&cluster).validate().is_ok(), "the default lease outlasts an election and a reconnect");
+        let short = args(&[&cluster[..], &["--lease-period", "2s"]].concat()).validate().unwrap_err();
+        assert!(short.contains("--lease-period"), "{short}");
+        assert!(args(&["--lease-period", "1s"]).validate().is_ok(), "a lone node has no leader change to ride through");
         assert!(parse_peers("a=h").is_err());
         assert!(W::try_parse_from(["rapr", "--keepalive-time", "2"]).is_err(), "a Go duration needs its unit");
     }
