@@ -112,6 +112,11 @@ impl Membership {
         PlacementTables { entries, version: version.to_string(), api_level: 0, replication_factor }
     }
 
+    /// Each host name's report as the tables carry it (a later stream's wins for a shared name).
+    pub fn by_name(&self) -> BTreeMap<&str, &Host> {
+        self.hosts.values().map(|h| (h.name.as_str(), h)).collect()
+    }
+
     /// The hosts sorted by name (the metadata endpoint's view).
     pub fn hosts_by_name(&self) -> Vec<&Host> {
         let mut hosts: Vec<&Host> = self.hosts.values().collect();

@@ -96,6 +96,14 @@ impl Rounds {
         self
     }
 
+    /// A host this namespace knows without a stream (a new leader's replicated membership): in the
+    /// tables, kept like a closed stream's until `expire` or a reconnect under its name.
+    pub fn keep(&mut self, stream: StreamId, host: Host) {
+        if self.membership.report(stream, host) && !self.retained.contains(&stream) {
+            self.retained.push(stream);
+        }
+    }
+
     /// The closed streams whose report is kept until their lease ends.
     pub fn retained(&self) -> &[StreamId] {
         &self.retained

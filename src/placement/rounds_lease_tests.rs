@@ -148,3 +148,23 @@ fn without_leases_a_closed_host_leaves_at_once() {
     assert!(r.retained().is_empty());
     assert!(r.expire(2).is_empty());
 }
+
+#[test]
+fn a_kept_host_from_the_last_leader_is_in_the_first_round_until_it_expires() {
+    let mut r = Rounds::new(100, "8s").with_leases();
+    r.keep(100, report("a:1", &["T"]));
+    assert_eq!(r.retained(), [100]);
+    assert!(!r.is_empty());
+    let out = r.connect(1, report("b:1", &["T"]));
+    assert!(out.contains(&Effect::Timer { version: 1 }));
+    let out = r.receive(1, ack(HostOperation::Lock, 1));
+    let [update] = updates(&out)[..] else { panic!("{out:?}") };
+    let mut hosts = hosts_of(update, "T");
+    hosts.sort();
+    assert_eq!(hosts, ["a:1", "b:1"], "the kept host keeps its place");
+    settle(&mut r, &[1], 1);
+    r.expire(100);
+    let out = r.receive(1, ack(HostOperation::Lock, 2));
+    let [update] = updates(&out)[..] else { panic!("{out:?}") };
+    assert_eq!(hosts_of(update, "T"), ["b:1"]);
+}

@@ -84,3 +84,29 @@ async fn the_leader_s_death_moves_placement_to_another_node() {
     assert!(!cluster.nodes[leader].as_ref().unwrap().leads().await, "the restarted node rejoins as a follower");
     assert_eq!(cluster.leader(Duration::from_secs(5)).await, next);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_leases_survive_a_restart_of_the_control_plane() {
+    use crate::harness::placement::{hosts_of, PlacementNode};
+    let [grpc, healthz, metrics] = rapr::net_ports::free_ports().unwrap();
+    let node = PlacementNode::spawn(grpc, healthz, metrics, tempfile::tempdir().unwrap(), &["--lease-period", "3s"]);
+    node.wait_ready(true).await;
+    let mut a = FakeSidecar::connect(&node.address(), report("127.0.0.1:6001", "a", &["Cat"])).await.unwrap();
+    let _b = FakeSidecar::connect(&node.address(), report("127.0.0.1:6002", "b", &["Cat"])).await.unwrap();
+    a.wait_tables(Duration::from_secs(10), "both", |t| hosts_of(t, "Cat").len() == 2).await;
+    // Once both hosts are committed (the write-behind logs each), the whole control plane goes.
+    eventually(Duration::from_secs(5), "both hosts replicated", || async { (node.logs().matches("membership change replicated").count() >= 2).then_some(()) }).await;
+    let dir = node.kill();
+    let restarted = Instant::now();
+    let node = PlacementNode::spawn(grpc, healthz, metrics, dir, &["--lease-period", "3s"]);
+    node.wait_ready(true).await;
+    // A sidecar that only looks (no actor types) sees the hosts placed before the restart: their
+    // leases started afresh, so their actors have not moved.
+    let mut c = FakeSidecar::connect(&node.address(), report("127.0.0.1:6003", "c", &[])).await.unwrap();
+    let (_, t) = c.wait_tables(Duration::from_secs(10), "any tables", |_| true).await;
+    assert_eq!(hosts_of(&t, "Cat"), ["127.0.0.1:6001", "127.0.0.1:6002"], "kept across the restart: {t:?}");
+    // They never came back: their leases end and they leave the tables, not before.
+    let mut d = FakeSidecar::connect(&node.address(), report("127.0.0.1:6004", "d", &["Cat"])).await.unwrap();
+    d.wait_tables(Duration::from_secs(15), "only d left", |t| hosts_of(t, "Cat") == ["127.0.0.1:6004"]).await;
+    assert!(restarted.elapsed() >= Duration::from_secs(3), "the kept hosts left after {:?}, before their 3 s lease", restarted.elapsed());
+}

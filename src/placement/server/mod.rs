@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod namespace;
 pub mod registry;
+pub mod replicate;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,15 +71,6 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     let metrics_listener =
         if args.enable_metrics { Some(bind("metrics", &listen_addr(&args.listen_address, args.metrics_port)).await?) } else { None };
 
-    let dargs = DisseminatorArgs {
-        replication_factor: args.replication_factor,
-        disseminate_timeout: args.disseminate_timeout,
-        lease_period: args.lease_period,
-        tick: lease_tick(args.lease_period),
-        epoch: Instant::now(),
-    };
-    let (registry, registry_task) =
-        Actor::spawn(None, registry::NamespaceRegistry, dargs).await.map_err(|e| format!("cannot start placement: {e}"))?;
     let node = crate::placement::raft::node::RaftNode::start(crate::placement::raft::node::RaftNodeArgs {
         id: args.id.clone(),
         peers,
@@ -87,17 +79,38 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     })
     .await
     .map_err(|e| e.to_string())?;
+    let dargs = DisseminatorArgs {
+        replication_factor: args.replication_factor,
+        disseminate_timeout: args.disseminate_timeout,
+        lease_period: args.lease_period,
+        tick: lease_tick(args.lease_period),
+        epoch: Instant::now(),
+        replicate: (!args.lease_period.is_zero()).then(|| replicate::Replicator::start(node.raft.clone())),
+    };
+    let (registry, registry_task) =
+        Actor::spawn(None, registry::NamespaceRegistry, dargs).await.map_err(|e| format!("cannot start placement: {e}"))?;
     let leader = node.leader.clone();
     // Losing the lead ends every stream: sidecars go and find the new leader.
     let mut lead = leader.clone();
     let reg = registry.clone();
+    let membership = node.membership.clone();
+    let seed = !args.lease_period.is_zero();
     tokio::spawn(async move {
-        let mut was = *lead.borrow();
+        let mut was = false;
+        if *lead.borrow() && seed {
+            let _ = reg.send_message(registry::NamespaceRegistryMsg::Seed(membership.borrow().clone()));
+            was = true;
+        }
         while lead.changed().await.is_ok() {
             let now = *lead.borrow();
             if was && !now {
                 tracing::warn!("this placement node stopped leading; closing every sidecar stream");
                 let _ = reg.send_message(registry::NamespaceRegistryMsg::Reset);
+            }
+            if !was && now && seed {
+                // The hosts the last leader placed keep their place until they reconnect here
+                // or their lease ends.
+                let _ = reg.send_message(registry::NamespaceRegistryMsg::Seed(membership.borrow().clone()));
             }
             was = now;
         }

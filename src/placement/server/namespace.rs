@@ -6,7 +6,7 @@
 //! Its mailbox carries only this namespace's events, each handled without I/O (a send on an
 //! unbounded channel never waits), so no namespace's sidecars queue behind another's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -16,6 +16,8 @@ use tonic::Status;
 
 use crate::placement::leases::LeaseBook;
 use crate::placement::membership::StreamId;
+use crate::placement::raft::state_machine::HostRecord;
+use crate::placement::raft::Command;
 use crate::placement::rounds::{Effect, Rounds};
 
 /// Where a stream's orders go. Unbounded on purpose: a round moves on only once every stream
@@ -39,6 +41,9 @@ pub enum DisseminatorMsg {
     Tick,
     /// The namespace as the metadata endpoint and the metrics show it.
     State(RpcReplyPort<NamespaceView>),
+    /// This node just became leader: the replicated hosts of the namespace keep their place, with
+    /// a fresh lease each, until they reconnect or their lease ends.
+    Seed(Vec<crate::placement::raft::state_machine::HostRecord>),
 }
 
 // A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
@@ -68,6 +73,8 @@ pub struct DisseminatorArgs {
     pub tick: Duration,
     /// The clock leases count from.
     pub epoch: Instant,
+    /// Where membership changes are replicated (raft), if anywhere.
+    pub replicate: Option<super::replicate::Replicator>,
 }
 
 /// The process.
@@ -81,6 +88,16 @@ pub struct DisseminatorState {
     /// Each stream's host name (from its reports), for leases.
     names: HashMap<StreamId, String>,
     leases: LeaseBook,
+    /// What was last sent to be replicated, by host name.
+    replicated: BTreeMap<String, HostRecord>,
+    namespace: String,
+}
+
+/// Seeded hosts get stream ids from the top of the range, far from the server's counter.
+const SEEDED_STREAMS: StreamId = 1 << 62;
+
+fn record(h: &Host) -> HostRecord {
+    HostRecord { name: h.name.clone(), id: h.id.clone(), namespace: h.namespace.clone(), entities: h.entities.clone(), api_level: h.api_level }
 }
 
 impl DisseminatorState {
@@ -153,6 +170,46 @@ impl DisseminatorState {
         }
     }
 
+    /// Sends the membership's changes since the last call to be replicated.
+    fn replicate(&mut self, namespace: &str) {
+        let Some(r) = &self.args.replicate else { return };
+        let now: BTreeMap<String, HostRecord> = self.rounds.membership().by_name().into_iter().map(|(n, h)| (n.to_string(), record(h))).collect();
+        for (name, h) in &now {
+            if self.replicated.get(name) != Some(h) {
+                r.send(Command::SetHost(h.clone()));
+            }
+        }
+        for name in self.replicated.keys() {
+            if !now.contains_key(name) {
+                r.send(Command::RemoveHost { namespace: namespace.to_string(), name: name.clone() });
+            }
+        }
+        self.replicated = now;
+    }
+
+    fn seed(&mut self, hosts: Vec<HostRecord>) {
+        let now = self.now_ms();
+        for (i, h) in hosts.into_iter().enumerate() {
+            if self.names.values().any(|n| *n == h.name) {
+                continue; // already reconnected here
+            }
+            let stream = SEEDED_STREAMS + i as StreamId;
+            self.leases.renew(&h.name, now);
+            self.names.insert(stream, h.name.clone());
+            self.replicated.insert(h.name.clone(), h.clone());
+            let host = Host {
+                name: h.name,
+                id: h.id,
+                namespace: h.namespace,
+                entities: h.entities,
+                api_level: h.api_level,
+                operation: rapr_proto::placement::v1::HostOperation::Report as i32,
+                ..Default::default()
+            };
+            self.rounds.keep(stream, host);
+        }
+    }
+
     fn view(&self) -> NamespaceView {
         let retained = self.rounds.retained();
         NamespaceView {
@@ -167,9 +224,9 @@ impl DisseminatorState {
 impl Actor for Disseminator {
     type Msg = DisseminatorMsg;
     type State = DisseminatorState;
-    type Arguments = DisseminatorArgs;
+    type Arguments = (DisseminatorArgs, String);
 
-    async fn pre_start(&self, me: ActorRef<Self::Msg>, args: DisseminatorArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, me: ActorRef<Self::Msg>, (args, namespace): (DisseminatorArgs, String)) -> Result<Self::State, ActorProcessingErr> {
         let timeout_text = crate::invoke::app_health::go_duration(args.disseminate_timeout);
         let mut rounds = Rounds::new(args.replication_factor, timeout_text);
         if !args.lease_period.is_zero() {
@@ -177,7 +234,7 @@ impl Actor for Disseminator {
         }
         let period_ms = u64::try_from(args.lease_period.as_millis()).unwrap_or(u64::MAX);
         drop(me.send_interval(args.tick, || DisseminatorMsg::Tick));
-        Ok(DisseminatorState { args, rounds, orders: HashMap::new(), names: HashMap::new(), leases: LeaseBook::new(period_ms) })
+        Ok(DisseminatorState { args, rounds, orders: HashMap::new(), names: HashMap::new(), leases: LeaseBook::new(period_ms), replicated: BTreeMap::new(), namespace })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -222,8 +279,12 @@ impl Actor for Disseminator {
             DisseminatorMsg::Tick => st.tick(&me),
             DisseminatorMsg::State(reply) => {
                 let _ = reply.send(st.view());
+                return Ok(());
             }
+            DisseminatorMsg::Seed(hosts) => st.seed(hosts),
         }
+        let namespace = st.namespace.clone();
+        st.replicate(&namespace);
         Ok(())
     }
 }

@@ -16,6 +16,9 @@ pub enum NamespaceRegistryMsg {
     Get(String, RpcReplyPort<ActorRef<DisseminatorMsg>>),
     /// Every namespace's disseminator.
     All(RpcReplyPort<Vec<(String, ActorRef<DisseminatorMsg>)>>),
+    /// This node became leader: each namespace of the replicated membership starts with its hosts
+    /// kept in place (with fresh leases).
+    Seed(std::sync::Arc<crate::placement::raft::state_machine::Membership>),
     /// This node stopped leading: every namespace stops, which ends every stream (its sidecars
     /// reconnect and find the new leader).
     Reset,
@@ -49,12 +52,25 @@ impl Actor for NamespaceRegistry {
                     Some(d) => d.clone(),
                     None => {
                         let cell: ActorCell = me.get_cell();
-                        let (d, _) = Actor::spawn_linked(None, Disseminator, st.args.clone(), cell).await?;
+                        let (d, _) = Actor::spawn_linked(None, Disseminator, (st.args.clone(), ns.clone()), cell).await?;
                         st.namespaces.insert(ns, d.clone());
                         d
                     }
                 };
                 let _ = reply.send(found);
+            }
+            NamespaceRegistryMsg::Seed(membership) => {
+                for (ns, hosts) in &membership.namespaces {
+                    let d = match st.namespaces.get(ns) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let (d, _) = Actor::spawn_linked(None, Disseminator, (st.args.clone(), ns.clone()), me.get_cell()).await?;
+                            st.namespaces.insert(ns.clone(), d.clone());
+                            d
+                        }
+                    };
+                    let _ = d.send_message(DisseminatorMsg::Seed(hosts.values().cloned().collect()));
+                }
             }
             NamespaceRegistryMsg::Reset => {
                 for (_, d) in std::mem::take(&mut st.namespaces) {
