@@ -54,7 +54,7 @@ fn main() {
             rapr::runtime::logging::init(&level, args.log_as_json, None);
             runtime.block_on(rapr::cli::run::run(*args))
         }
-        Command::Placement(args) => {
+        Command::Placement(args) | Command::ControlPlane(args) => {
             rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);
             runtime.block_on(rapr::placement::server::run_placement(*args))
         }

@@ -41,6 +41,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Run the actor placement service (daprd placement's role and flags).
     Placement(Box<crate::placement::server::PlacementArgs>),
+    /// Run every control-plane service in one process (today: placement, on `--placement-port`).
+    ControlPlane(Box<crate::placement::server::PlacementArgs>),
     /// Stop an app by id (its app and sidecar stop cleanly), or every app of a run file.
     Stop(stop::StopArgs),
     /// Measure latency, throughput, memory and startup against direct calls and nginx.

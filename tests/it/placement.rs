@@ -141,3 +141,31 @@ async fn flags_daprd_refuses_are_refused() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn rapr_control_plane_serves_placement_on_its_placement_port() {
+    let [grpc, healthz, metrics] = rapr::net_ports::free_ports().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(std::process::Command::new(env!("CARGO_BIN_EXE_rapr"))
+        .args(["control-plane", "--placement-port", &grpc.to_string(), "--healthz-port", &healthz.to_string(), "--metrics-port", &metrics.to_string()])
+        .args(["--listen-address", "127.0.0.1", "--metadata-enabled", "--raft-logstore-path"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    let addr = format!("127.0.0.1:{grpc}");
+    let mut a = crate::harness::eventually(T, "placement on the control plane", || {
+        let addr = addr.clone();
+        async move { FakeSidecar::connect(&addr, report("127.0.0.1:5001", "a", &["Cat"])).await.ok() }
+    })
+    .await;
+    a.wait_tables(T, "itself", |t| hosts_of(t, "Cat") == ["127.0.0.1:5001"]).await;
+}

@@ -1,8 +1,9 @@
 //! The connection loop of a sidecar's placement stream (daprd's connector): dial the addresses
 //! in turn, open `ReportDaprStatus` (asking for leases), hand the stream's sender and every order
-//! to the `PlacementClient` process, and after a refusal or a lost stream wait daprd's jittered
-//! 250-750 ms and try the next address. A follower's FailedPrecondition ("is not a leader") is one
-//! such refusal: the loop moves on and finds the leader.
+//! to the `PlacementClient` process, and after a refusal or a lost stream try the next address,
+//! waiting daprd's jittered 250-750 ms only after a full turn of the list (daprd waits after
+//! each). A follower's FailedPrecondition ("is not a leader") is one such refusal: the loop moves
+//! on and finds the leader.
 
 use std::time::Duration;
 
@@ -42,6 +43,12 @@ pub async fn connect_loop(addresses: Vec<String>, process: ActorRef<PlacementCli
         }
         if process.send_message(PlacementClientMsg::Disconnected { conn }).is_err() {
             return;
+        }
+        // daprd pauses after every failure; rapr tries the rest of the list first and pauses
+        // only after a full turn, so finding a new leader among three nodes costs no pauses on
+        // the dead one or a follower.
+        if next % addresses.len() != 0 {
+            continue;
         }
         tokio::select! {
             () = tokio::time::sleep(backoff()) => {}

@@ -27,9 +27,9 @@ use crate::placement::server::flags::Peer;
 
 /// Raft's heartbeat and election timeouts (ms): a leader's loss is noticed within the election
 /// timeout, which the lease period must outlast (docs/runtime-semantics.md, "Placement").
-pub const HEARTBEAT_MS: u64 = 150;
-pub const ELECTION_MIN_MS: u64 = 750;
-pub const ELECTION_MAX_MS: u64 = 1500;
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_MIN_MS: u64 = 500;
+pub const ELECTION_MAX_MS: u64 = 1000;
 
 /// What a node starts from.
 pub struct RaftNodeArgs {

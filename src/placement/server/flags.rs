@@ -28,8 +28,8 @@ pub struct PlacementArgs {
     /// The cluster's nodes, `id=host:port,...` (the node-to-node addresses).
     #[arg(long = "initial-cluster", default_value = "dapr-placement-0=127.0.0.1:8201")]
     pub initial_cluster: String,
-    /// The gRPC port sidecars connect to.
-    #[arg(long = "port", default_value_t = 50005)]
+    /// The gRPC port sidecars connect to (`--placement-port` under `rapr control-plane`).
+    #[arg(long = "port", visible_alias = "placement-port", default_value_t = 50005)]
     pub port: u16,
     /// The address the gRPC and metrics servers listen on (empty: every interface).
     #[arg(long = "listen-address", default_value = "")]
