@@ -1,22 +1,7 @@
 //! The rounds with leases: a closed stream's host stays in the tables until its lease ends.
 
+use super::tests::{ack, report};
 use super::*;
-
-fn report(name: &str, types: &[&str]) -> Host {
-    Host {
-        name: name.into(),
-        id: format!("app-{name}"),
-        namespace: "default".into(),
-        entities: types.iter().map(|t| t.to_string()).collect(),
-        api_level: 20,
-        operation: HostOperation::Report as i32,
-        ..Default::default()
-    }
-}
-
-fn ack(op: HostOperation, version: u64) -> Host {
-    Host { id: "x".into(), namespace: "default".into(), operation: op as i32, version: Some(version), ..Default::default() }
-}
 
 fn settle(r: &mut Rounds, streams: &[StreamId], v: u64) -> Vec<Effect> {
     let mut out = Vec::new();

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn report(name: &str, types: &[&str]) -> Host {
+pub(super) fn report(name: &str, types: &[&str]) -> Host {
     Host {
         name: name.into(),
         id: format!("app-{name}"),
@@ -19,7 +19,7 @@ fn report(name: &str, types: &[&str]) -> Host {
     }
 }
 
-fn ack(op: HostOperation, version: u64) -> Host {
+pub(super) fn ack(op: HostOperation, version: u64) -> Host {
     Host { id: "x".into(), namespace: "default".into(), operation: op as i32, version: Some(version), ..Default::default() }
 }
 
