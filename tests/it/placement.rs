@@ -169,3 +169,42 @@ async fn rapr_control_plane_serves_placement_on_its_placement_port() {
     .await;
     a.wait_tables(T, "itself", |t| hosts_of(t, "Cat") == ["127.0.0.1:5001"]).await;
 }
+
+#[tokio::test]
+async fn a_corrupt_data_dir_or_a_second_node_with_the_same_id_is_refused_clearly() {
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rapr"))
+            .arg("placement")
+            .args(["--healthz-port", "0", "--metrics-port", "0", "--listen-address", "127.0.0.1"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A data directory whose raft database is not a database.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("raft.db"), vec![0x5a; 4096]).unwrap();
+    let out = run(vec!["--port".into(), "0".into(), "--raft-logstore-path".into(), dir.path().display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be opened"), "{stderr}");
+
+    // Two nodes started with one id: the second cannot take the first's node-to-node address.
+    let [raft_a, raft_b, grpc] = rapr::net_ports::free_ports().unwrap();
+    let cluster = format!("a=127.0.0.1:{raft_a},b=127.0.0.1:{raft_b}");
+    let first = PlacementNode::spawn(grpc, rapr::net_ports::free_port().unwrap(), rapr::net_ports::free_port().unwrap(), tempfile::tempdir().unwrap(), &["--id", "a", "--initial-cluster", &cluster]);
+    first.wait_ready(false).await;
+    let out = run(vec!["--port".into(), rapr::net_ports::free_port().unwrap().to_string(), "--id".into(), "a".into(), "--initial-cluster".into(), cluster.clone()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen for the other control-plane nodes"), "{stderr}");
+    // The first node is still there.
+    reqwest::get(first.url("/healthz")).await.unwrap().error_for_status().unwrap();
+}
+
+#[tokio::test]
+async fn an_old_api_level_is_accepted_as_daprd_v1_18_does() {
+    let node = PlacementNode::start(&[]).await;
+    let mut a = FakeSidecar::connect(&node.address(), Host { api_level: 10, ..report("127.0.0.1:5001", "a", &["T"]) }).await.unwrap();
+    let (_, t) = a.wait_tables(T, "itself", |t| hosts_of(t, "T").len() == 1).await;
+    assert_eq!(t.entries["T"].load_map["127.0.0.1:5001"].api_level, 10);
+}
