@@ -322,11 +322,7 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
 }
 
 /// `--duration`/`--warmup`: Go's duration syntax, as every rapr duration.
-fn go_duration(s: &str) -> Result<Duration, String> {
-    crate::config::duration::parse_std(s, crate::config::duration::BareInteger::Rejected)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{s:?} is negative"))
-}
+use crate::config::duration::flag_duration as go_duration;
 
 fn expand(list: &[String]) -> Vec<String> {
     let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "state-cpu", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint"];

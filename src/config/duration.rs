@@ -96,6 +96,11 @@ pub fn parse_std(s: &str, bare: BareInteger) -> Result<Option<Duration>, Duratio
     parse(s, bare).map(GoDuration::to_std)
 }
 
+/// A command-line duration (clap value parser): Go's syntax, a unit required, not negative.
+pub fn flag_duration(s: &str) -> Result<Duration, String> {
+    parse_std(s, BareInteger::Rejected).map_err(|e| e.to_string())?.ok_or_else(|| format!("{s:?} is negative"))
+}
+
 /// Go's `strconv.ParseInt(s, 10, 64)`: optional sign, ASCII digits only.
 fn go_int(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);

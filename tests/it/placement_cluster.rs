@@ -7,21 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::placement::{report, FakeSidecar, PlacementCluster};
+use crate::harness::placement::{actor_app, report, FakeSidecar, PlacementCluster, ACTOR_STORE_YAML};
 use crate::harness::{eventually, SidecarBuilder};
-
-fn actor_store() -> &'static str {
-    "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: actorstore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n"
-}
-
-async fn actor_app() -> u16 {
-    use axum::routing::get;
-    let app = axum::Router::new().route("/dapr/config", get(|| async { axum::Json(serde_json::json!({ "entities": ["Cat"] })) }));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    port
-}
 
 /// The hosts in the leader's tables, by app id.
 async fn hosts_on(node: &crate::harness::placement::PlacementNode) -> Vec<String> {
@@ -46,12 +33,12 @@ async fn the_leader_s_death_moves_placement_to_another_node() {
         }
     }
 
-    let app = actor_app().await;
+    let app = actor_app(&["Cat"]).await;
     let addresses = cluster.addresses();
     let mut sidecars = Vec::new();
     for id in ["cl-a", "cl-b"] {
         let sc = SidecarBuilder::new(id)
-            .file("actorstore.yaml", actor_store())
+            .file("actorstore.yaml", ACTOR_STORE_YAML)
             .args(&["--placement-host-address", &addresses, "--app-port", &app.to_string()])
             .start()
             .await;

@@ -4,30 +4,15 @@
 
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::harness::placement::PlacementNode;
+use crate::harness::placement::{actor_app, PlacementNode, ACTOR_STORE_YAML};
 use crate::harness::{eventually, Sidecar, SidecarBuilder};
-
-/// An app whose `/dapr/config` declares `types`.
-async fn actor_app(types: &'static [&'static str]) -> u16 {
-    let app = Router::new().route("/dapr/config", get(move || async move { Json(json!({ "entities": types, "actorIdleTimeout": "1h" })) }));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    port
-}
-
-fn actor_store() -> &'static str {
-    "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: actorstore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n"
-}
 
 async fn sidecar(id: &str, node: &PlacementNode, app: u16, store: bool) -> Sidecar {
     let mut b = SidecarBuilder::new(id).args(&["--placement-host-address", &node.address(), "--app-port", &app.to_string()]);
     if store {
-        b = b.file("actorstore.yaml", actor_store());
+        b = b.file("actorstore.yaml", ACTOR_STORE_YAML);
     }
     b.start().await
 }
@@ -90,7 +75,7 @@ async fn healthz_waits_for_placement_when_the_app_hosts_actors() {
     let port = rapr::net_ports::free_port().unwrap();
     let app = actor_app(&["Cat"]).await;
     let sc = SidecarBuilder::new("pl-wait")
-        .file("actorstore.yaml", actor_store())
+        .file("actorstore.yaml", ACTOR_STORE_YAML)
         .args(&["--placement-host-address", &format!("127.0.0.1:{port}"), "--app-port", &app.to_string()])
         .allow_unhealthy()
         .start()

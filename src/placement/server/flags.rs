@@ -5,19 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::duration::{parse_std, BareInteger};
+use crate::config::duration::flag_duration as go_duration;
 
 /// The longest a sidecar takes to find a new leader and renew through it: daprd's largest
 /// reconnect pause (750 ms) and a dial.
 pub const RECONNECT_MS: u64 = 1_000;
 
-fn go_duration(s: &str) -> Result<Duration, String> {
-    match parse_std(s, BareInteger::Rejected) {
-        Ok(Some(d)) => Ok(d),
-        Ok(None) => Err(format!("{s:?} is negative")),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 /// Flags of `rapr placement` (and the placement part of `rapr control-plane`).
 #[derive(Debug, Clone, clap::Args)]

@@ -300,3 +300,16 @@ impl PlacementCluster {
         self.nodes[i] = Some(node);
     }
 }
+
+/// A state component marked `actorStateStore`, so a sidecar hosts its app's actor types.
+pub const ACTOR_STORE_YAML: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: actorstore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n";
+
+/// An app whose `/dapr/config` declares `types`; its port.
+pub async fn actor_app(types: &'static [&'static str]) -> u16 {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/dapr/config", get(move || async move { axum::Json(serde_json::json!({ "entities": types, "actorIdleTimeout": "1h" })) }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
