@@ -79,6 +79,21 @@ async fn a_reconnecting_host_replaces_its_kept_entry() {
 }
 
 #[tokio::test]
+async fn a_host_whose_old_stream_closes_after_its_new_report_loses_the_old_types_at_once() {
+    let node = PlacementNode::start(&["--lease-period", "30s"]).await;
+    let mut a = FakeSidecar::connect(&node.address(), report("127.0.0.1:5001", "a", &["Cat"])).await.unwrap();
+    let old = FakeSidecar::connect(&node.address(), report("127.0.0.1:5002", "b", &["Cat", "Dog"])).await.unwrap();
+    a.wait_tables(T, "both hosts", |t| hosts_of(t, "Dog").len() == 1).await;
+    // The reconnect reports first (the old stream is still open, so its Dog is still there) ...
+    let mut new = FakeSidecar::connect(&node.address(), report("127.0.0.1:5002", "b", &["Cat"])).await.unwrap();
+    new.wait_tables(T, "the new stream's round", |t| hosts_of(t, "Cat").len() == 2).await;
+    // ... and the old stream's close comes after: it is replaced, not kept for its 30 s lease.
+    old.leave();
+    a.wait_tables(T, "b without Dog", |t| hosts_of(t, "Dog").is_empty() && hosts_of(t, "Cat").len() == 2).await;
+    assert_eq!(node.state().await["tables"]["default"]["hosts"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn bad_reports_are_refused_with_daprds_codes_and_placement_keeps_serving() {
     let node = PlacementNode::start(&[]).await;
     let addr = node.address();

@@ -149,6 +149,22 @@ impl DisseminatorState {
         }
     }
 
+    /// A host that reconnected may report on its new stream before its old stream's close arrives:
+    /// the old stream, kept now for its lease, is already replaced and leaves at once (otherwise its
+    /// stale types would stay in the tables until the lease ends).
+    fn drop_if_replaced(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId) {
+        if !self.rounds.retained().contains(&stream) {
+            return;
+        }
+        let Some(name) = self.names.get(&stream) else { return };
+        let replaced = self.names.iter().any(|(s, n)| *s != stream && n == name && self.orders.contains_key(s));
+        if replaced {
+            self.names.remove(&stream);
+            let effects = self.rounds.expire(stream);
+            self.apply(me, effects);
+        }
+    }
+
     fn tick(&mut self, me: &ActorRef<DisseminatorMsg>) {
         let now = self.now_ms();
         for (stream, name) in &self.names {
@@ -263,6 +279,7 @@ impl Actor for Disseminator {
                 }
                 let effects = st.rounds.close(stream);
                 st.apply(&me, effects);
+                st.drop_if_replaced(&me, stream);
             }
             DisseminatorMsg::Heartbeat { stream, seq } => {
                 if let (Some(tx), Some(name)) = (st.orders.get(&stream), st.names.get(&stream)) {
