@@ -15,6 +15,7 @@ use crate::invoke::app_channel::{AppChannel, AppProtocol};
 use crate::invoke::app_health::AppHealthHandle;
 use crate::invoke::message::CallMeta;
 use crate::placement::client::PlacementHandle;
+use crate::runtime::metrics::Metrics;
 
 /// The placement addresses of `--placement-host-address` (comma separated, blanks dropped).
 pub fn addresses(flags: &SidecarArgs) -> Vec<String> {
@@ -66,6 +67,7 @@ pub struct PlacementSetup<'a> {
     pub hosting: bool,
     pub app: Option<std::sync::Arc<AppChannel>>,
     pub health: Option<AppHealthHandle>,
+    pub metrics: Metrics,
 }
 
 /// Starts the client when placement is configured; `None` otherwise.
@@ -77,6 +79,7 @@ pub async fn start(setup: PlacementSetup<'_>, supervisor: ractor::ActorCell) -> 
     let namespace = std::env::var("NAMESPACE").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
     let app_id = setup.flags.app_id.clone();
     let handle = PlacementHandle::start(addresses, setup.host_name, app_id.clone(), namespace, Some(supervisor)).await?;
+    export_status(&handle, setup.metrics.clone());
     let hosting = setup.hosting;
     if !hosting {
         tracing::info!("actors: state store is not configured - actor state and workflow operations will be unavailable until an actor state store component is loaded");
@@ -110,6 +113,28 @@ pub async fn start(setup: PlacementSetup<'_>, supervisor: ractor::ActorCell) -> 
         h.set_types(if hosting { types } else { Vec::new() });
     });
     Ok(Some(handle))
+}
+
+/// Keeps the placement metrics in step with the client's status, until the client stops.
+fn export_status(handle: &PlacementHandle, metrics: Metrics) {
+    let mut watch = handle.watch();
+    tokio::spawn(async move {
+        let mut counted = 0;
+        loop {
+            let (fenced, version, fences) = {
+                let s = watch.borrow_and_update();
+                (s.fenced, s.version, s.fences)
+            };
+            for _ in counted..fences {
+                metrics.placement_fenced();
+            }
+            counted = fences;
+            metrics.placement_status(fenced, version);
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -286,6 +286,7 @@ impl Actor for RuntimeRoot {
                 hosting: actor_state_store,
                 app: invocation.app.clone(),
                 health: app_health.clone(),
+                metrics: metrics.clone(),
             };
             if let Some(placement) = super::placement::start(setup, me.get_cell()).await? {
                 metadata_ready.set_placement(placement);

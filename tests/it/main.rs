@@ -48,6 +48,7 @@ mod netns;
 mod otlp;
 mod placement;
 mod placement_cluster;
+mod placement_partition;
 mod placement_sidecar;
 mod pubsub;
 mod readme_control_plane;

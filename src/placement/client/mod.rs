@@ -36,6 +36,9 @@ pub struct PlacementStatus {
     pub fenced: bool,
     /// Until when its lease holds, with a placement that gives leases.
     pub lease_until: Option<Instant>,
+    /// How many times this host went from unfenced to fenced (counted here, where no change
+    /// can be missed, for the `rapr_placement_fences_total` metric).
+    pub fences: u64,
 }
 
 /// The front door (cheap to clone).

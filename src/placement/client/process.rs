@@ -128,6 +128,7 @@ impl PlacementClientState {
             let fenced = self.fenced_now(s.connected);
             if fenced && !s.fenced {
                 tracing::warn!("placement: this host can no longer renew its place; its actors must deactivate");
+                s.fences += 1;
             }
             s.fenced = fenced;
             s.lease_until = self.lease.as_ref().and_then(|l| l.fence_at);

@@ -12,13 +12,14 @@
 //!
 //! `http.rs` holds the HTTP server/client/health-probe views and the HTTP middleware, `grpc.rs`
 //! the gRPC ones, `service.rs` service invocation and component init, `component.rs` the
-//! state/secret component calls, `pubsub_*.rs` pub/sub, `resiliency.rs` the policy views.
+//! state/secret component calls, `pubsub_*.rs` pub/sub, `resiliency.rs` the policy views, `placement.rs` rapr's placement lease views.
 
 mod cache;
 mod component;
 mod grpc;
 mod http;
 mod path;
+mod placement;
 mod pubsub_egress;
 mod pubsub_ingress;
 mod resiliency;
@@ -61,6 +62,7 @@ const TOTAL_COUNTERS: &[&str] = &[
     "dapr_runtime_component_init",
     "dapr_runtime_component_init_fail",
     "dapr_resiliency_activations",
+    "rapr_placement_fences",
 ];
 
 type Labels = Vec<(&'static str, String)>;
@@ -131,6 +133,7 @@ struct Families {
     pubsub_egress: pubsub_egress::EgressFamilies,
     pubsub_ingress: pubsub_ingress::IngressFamilies,
     resiliency: resiliency::ResiliencyFamilies,
+    placement: placement::PlacementFamilies,
 }
 
 struct Inner {
@@ -194,6 +197,7 @@ impl Metrics {
             pubsub_egress: pubsub_egress::EgressFamilies::new(&latency),
             pubsub_ingress: pubsub_ingress::IngressFamilies::new(&latency),
             resiliency: resiliency::ResiliencyFamilies::default(),
+            placement: placement::PlacementFamilies::default(),
         };
         let mut r = Registry::default();
         f.http.register(&mut r);
@@ -203,6 +207,7 @@ impl Metrics {
         f.pubsub_egress.register(&mut r);
         f.pubsub_ingress.register(&mut r);
         f.resiliency.register(&mut r);
+        f.placement.register(&mut r);
         let namespace = std::env::var("NAMESPACE").unwrap_or_else(|_| "default".into());
         let http = path::HttpLabels {
             legacy: o.increased_cardinality,

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod partition;
 pub mod placement;
 pub mod private_server;
 mod start_retry;

@@ -18,6 +18,8 @@ pub struct PlacementNode {
     pub grpc: u16,
     pub healthz: u16,
     pub metrics: u16,
+    /// The address its listeners are on (127.0.0.1, or its network namespace's address).
+    pub host: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -34,11 +36,25 @@ impl PlacementNode {
     /// Starts a node on these ports and data directory (a cluster member, or a restart),
     /// without waiting.
     pub fn spawn(grpc: u16, healthz: u16, metrics: u16, dir: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::spawn_in(None, "127.0.0.1", [grpc, healthz, metrics], dir, args)
+    }
+
+    /// Starts a node inside network namespace `netns` (when given), listening on `host`.
+    pub fn spawn_in(netns: Option<&str>, host: &str, [grpc, healthz, metrics]: [u16; 3], dir: tempfile::TempDir, args: &[&str]) -> Self {
         let log = dir.path().join("placement.log");
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rapr"))
+        let mut cmd = match netns {
+            // `ip netns exec` execs the binary after entering the namespace: the pid is rapr's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_rapr")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rapr")),
+        };
+        let child = cmd
             .args(["placement", "--port", &grpc.to_string(), "--healthz-port", &healthz.to_string(), "--metrics-port", &metrics.to_string()])
-            .args(["--listen-address", "127.0.0.1", "--healthz-listen-address", "127.0.0.1", "--metadata-enabled"])
+            .args(["--listen-address", host, "--healthz-listen-address", host, "--metadata-enabled"])
             .arg("--raft-logstore-path")
             .arg(dir.path().join("data"))
             .args(args)
@@ -48,7 +64,7 @@ impl PlacementNode {
             .stderr(Stdio::from(logf))
             .spawn()
             .expect("start rapr placement");
-        Self { child: Some(child), grpc, healthz, metrics, log, _dir: dir }
+        Self { child: Some(child), grpc, healthz, metrics, host: host.to_string(), log, _dir: dir }
     }
 
     /// Waits until the node is healthy and, with `leading`, leads.
@@ -82,14 +98,14 @@ impl PlacementNode {
         std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap())
     }
 
-    /// `http://127.0.0.1:<healthz><path>`.
+    /// `http://<host>:<healthz><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.healthz)
+        format!("http://{}:{}{path}", self.host, self.healthz)
     }
 
     /// The gRPC address sidecars dial.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.grpc)
+        format!("{}:{}", self.host, self.grpc)
     }
 
     /// Its log so far.
