@@ -54,9 +54,13 @@ fn main() {
             rapr::runtime::logging::init(&level, args.log_as_json, None);
             runtime.block_on(rapr::cli::run::run(*args))
         }
-        Command::Placement(args) | Command::ControlPlane(args) => {
+        Command::Placement(args) => {
             rapr::runtime::logging::init(&args.log_level, args.log_as_json, None);
             runtime.block_on(rapr::placement::server::run_placement(*args))
+        }
+        Command::ControlPlane(args) => {
+            rapr::runtime::logging::init(&args.placement.log_level, args.placement.log_as_json, None);
+            runtime.block_on(rapr::cli::control_plane::run_control_plane(*args))
         }
         Command::Init => rapr::cli::init::run_init(),
         Command::List(args) => rapr::cli::list::run_list(&args),

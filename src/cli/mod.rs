@@ -2,6 +2,7 @@
 //! `rapr list`, `rapr stop`, `rapr bench`.
 
 pub mod app_process;
+pub mod control_plane;
 pub mod init;
 pub mod launch;
 pub mod list;
@@ -42,7 +43,7 @@ pub enum Command {
     /// Run the actor placement service (daprd placement's role and flags).
     Placement(Box<crate::placement::server::PlacementArgs>),
     /// Run every control-plane service in one process (today: placement, on `--placement-port`).
-    ControlPlane(Box<crate::placement::server::PlacementArgs>),
+    ControlPlane(Box<control_plane::ControlPlaneArgs>),
     /// Stop an app by id (its app and sidecar stop cleanly), or every app of a run file.
     Stop(stop::StopArgs),
     /// Measure latency, throughput, memory and startup against direct calls and nginx.

@@ -79,6 +79,13 @@ pub struct RunArgs {
     /// Where daprd is installed, for `dapr run`: accepted and unused (the sidecar is rapr).
     #[arg(long = "runtime-path", hide = true)]
     pub runtime_path: Option<PathBuf>,
+    /// Where the embedded control plane keeps its data, pid and addresses (default:
+    /// `~/.rapr/control-plane`); `rapr run` starts it there when it is not running.
+    #[arg(long = "data-dir", env = "RAPR_CONTROL_PLANE_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The embedded control plane's placement port, when `rapr run` starts it.
+    #[arg(long = "placement-port", env = "RAPR_PLACEMENT_PORT", default_value_t = 50005)]
+    pub placement_port: u16,
     /// App channel and sidecar options.
     #[command(flatten)]
     pub channel: ChannelOptions,
@@ -208,14 +215,16 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     // Installed first: a SIGTERM while the sidecar starts still stops the run cleanly.
     let mut signals = Signals::install();
-    let mut app = match plan(&args).map(launch) {
-        Ok(started) => match started.await {
-            Ok(a) => a,
-            Err(e) => {
-                status::failure(&e);
-                return 1;
-            }
-        },
+    let mut planned = match plan(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            status::failure(&e);
+            return 1;
+        }
+    };
+    super::control_plane::attach(std::slice::from_mut(&mut planned), args.data_dir.as_deref(), args.placement_port).await;
+    let mut app = match launch(planned).await {
+        Ok(a) => a,
         Err(e) => {
             status::failure(&e);
             return 1;

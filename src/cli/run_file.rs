@@ -325,7 +325,10 @@ pub async fn run_file(path: &Path, args: &RunArgs) -> i32 {
     let file = resolve(path);
     let planned = load(&file).and_then(|rf| if rf.apps.is_empty() { Err("No apps to run".into()) } else { plan(&rf, &file, args.log_as_json) });
     match planned {
-        Ok(launches) => super::multi_run::run(launches, signals).await,
+        Ok(mut launches) => {
+            super::control_plane::attach(&mut launches, args.data_dir.as_deref(), args.placement_port).await;
+            super::multi_run::run(launches, signals).await
+        }
         Err(e) => {
             status::failure(&format!("Error getting apps from config file: {e}"));
             1

@@ -6,6 +6,8 @@
 //! - `--run-file FILE` (`-f`, a file or a folder holding `dapr.yaml`): the run started from that
 //!   file gets SIGTERM, which stops all of its apps.
 //!
+//! - `--control-plane`: the embedded control plane `rapr run` started (control_plane.rs).
+//!
 //! Either way `rapr stop` returns once the stopped apps' records are gone (a run removes an
 //! app's record as the last step of stopping it), or fails after 30 s.
 
@@ -26,11 +28,17 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Args)]
 pub struct StopArgs {
     /// App ids to stop (repeatable or comma separated).
-    #[arg(long = "app-id", short = 'a', value_delimiter = ',', required_unless_present = "run_file")]
+    #[arg(long = "app-id", short = 'a', value_delimiter = ',', required_unless_present_any = ["run_file", "control_plane"])]
     pub app_id: Vec<String>,
     /// Stop every app of the run started from this run file (or folder holding `dapr.yaml`).
     #[arg(long = "run-file", short = 'f', conflicts_with = "app_id")]
     pub run_file: Option<PathBuf>,
+    /// Stop the embedded control plane `rapr run` started (after the apps named, if any).
+    #[arg(long = "control-plane")]
+    pub control_plane: bool,
+    /// The embedded control plane's directory (as given to `rapr run --data-dir`).
+    #[arg(long = "data-dir", env = "RAPR_CONTROL_PLANE_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn sigterm(pid: u32) -> Result<(), String> {
@@ -89,8 +97,29 @@ async fn stop_run_file(file: &std::path::Path) -> Result<Vec<String>, String> {
     }
 }
 
-/// `rapr stop`; returns the exit code (1 if any app could not be stopped).
+/// `rapr stop`; returns the exit code (1 if any app, or the control plane, could not be stopped).
 pub async fn run_stop(args: &StopArgs) -> i32 {
+    let code = stop_apps(args).await;
+    if !args.control_plane {
+        return code;
+    }
+    match super::control_plane::stop(&super::control_plane::dir(args.data_dir.as_deref())).await {
+        Ok(Some(pid)) => {
+            println!("✅  control plane stopped (pid {pid})");
+            code
+        }
+        Ok(None) => {
+            println!("no control plane running");
+            code
+        }
+        Err(e) => {
+            eprintln!("❌  failed to stop the control plane: {e}");
+            1
+        }
+    }
+}
+
+async fn stop_apps(args: &StopArgs) -> i32 {
     if let Some(file) = &args.run_file {
         return match stop_run_file(file).await {
             Ok(ids) => {

@@ -212,7 +212,7 @@ where
                     q.push_back(reply);
                     unsent.push_back(event);
                     taken += 1;
-                    if taken % SWEEP_EVERY == 0 {
+                    if taken.is_multiple_of(SWEEP_EVERY) {
                         waiting.retain(|_, q| {
                             q.retain(|r| !r.is_closed());
                             !q.is_empty()

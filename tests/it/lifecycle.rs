@@ -22,6 +22,9 @@ use crate::harness::{eventually, free_port, sqlite_yaml, SidecarBuilder};
 
 fn rapr() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rapr"));
+    // `rapr run`'s embedded control plane on a private port (under the test's RAPR_HOME, so it
+    // stops once that folder is removed).
+    c.env("RAPR_PLACEMENT_PORT", free_port().to_string());
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     c
 }
@@ -324,6 +327,7 @@ async fn rapr_run_stops_the_app_and_the_sidecar_on_sigterm() {
     let mut cmd = rapr();
     cmd.args(["run", "--app-id", "sig", "--dapr-http-port", &http.to_string(), "--dapr-grpc-port", &grpc.to_string(), "--resources-path"])
         .arg(&res)
+        .env("RAPR_HOME", dir.path().join("home"))
         .args(["--", "sh", "-c", &script]);
     let child = cmd.spawn().unwrap();
     let client = reqwest::Client::new();

@@ -55,6 +55,7 @@ mod readme_control_plane;
 mod resiliency;
 mod resources;
 mod run_cli;
+mod run_control_plane;
 mod secrets;
 mod state;
 mod supervision;

@@ -17,7 +17,8 @@ use crate::harness::{eventually, free_port, memory_yaml};
 
 fn rapr(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rapr"));
-    c.env("RAPR_HOME", home).env("RAPR_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // A private embedded control plane (it stops once the home folder is removed).
+    c.env("RAPR_HOME", home).env("RAPR_PLACEMENT_PORT", free_port().to_string()).env("RAPR_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     c
 }
 

@@ -140,7 +140,7 @@ impl StateStore for MemoryStore {
     async fn transact(&self, ops: Vec<TransactionOp>, _metadata: Metadata) -> Result<(), StoreError> {
         let now = ttl::now_unix();
         let mut table = self.lock();
-        if table.writes % PURGE_EVERY == 0 {
+        if table.writes.is_multiple_of(PURGE_EVERY) {
             table.purge_expired(now);
         }
         for op in &ops {

@@ -47,7 +47,7 @@ pub async fn connect_loop(addresses: Vec<String>, process: ActorRef<PlacementCli
         // daprd pauses after every failure; rapr tries the rest of the list first and pauses
         // only after a full turn, so finding a new leader among three nodes costs no pauses on
         // the dead one or a follower.
-        if next % addresses.len() != 0 {
+        if !next.is_multiple_of(addresses.len()) {
             continue;
         }
         tokio::select! {

@@ -31,6 +31,17 @@ from raprkit import REPO_ROOT, Sidecar, free_ports, rapr_bin, wait_until, write_
 README = REPO_ROOT / "README.md"
 
 
+@pytest.fixture(autouse=True)
+def private_control_plane(tmp_path, monkeypatch):
+    """`rapr run` starts an embedded control plane that outlives the run: each test gets its own
+    (a free placement port, a scratch folder) and stops it afterwards."""
+    (port,) = free_ports(1)
+    monkeypatch.setenv("RAPR_PLACEMENT_PORT", str(port))
+    monkeypatch.setenv("RAPR_CONTROL_PLANE_DIR", str(tmp_path / "control-plane"))
+    yield
+    subprocess.run([str(rapr_bin()), "stop", "--control-plane"], capture_output=True, timeout=30)
+
+
 def readme_blocks() -> dict[str, str]:
     text = README.read_text()
     blocks = {}
