@@ -19,6 +19,8 @@ pub mod haproxy;
 pub mod invoke;
 pub mod loadgen;
 pub mod nginx;
+pub mod placement;
+pub mod placement_sim;
 pub mod procs;
 pub mod pubsub;
 pub mod pubsub_bulk;
@@ -42,7 +44,7 @@ use report::Row;
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenarios: invoke-http, invoke-grpc, state-get, state-save, state-cpu, publish, pubsub-e2e,
-    /// pubsub-bulk, throughput, footprint, or all; and cost (per-request syscalls and
+    /// pubsub-bulk, throughput, footprint, placement, or all; and cost (per-request syscalls and
     /// instructions, not in all).
     #[arg(value_delimiter = ',', default_value = "invoke-http")]
     pub scenarios: Vec<String>,
@@ -291,7 +293,11 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
                 notes.extend(lines);
                 Vec::new()
             }),
-            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, state-cpu, publish, pubsub-e2e, pubsub-bulk, throughput, footprint, cost or all")),
+            "placement" => placement::run(&ctx).await.map(|lines| {
+                notes.extend(lines);
+                Vec::new()
+            }),
+            other => Err(format!("unknown scenario {other:?}: use invoke-http, invoke-grpc, state-get, state-save, state-cpu, publish, pubsub-e2e, pubsub-bulk, throughput, footprint, placement, cost or all")),
         };
         match r {
             Ok(mut r) => rows.append(&mut r),
@@ -325,7 +331,7 @@ pub async fn run_bench(args: BenchArgs) -> i32 {
 use crate::config::duration::flag_duration as go_duration;
 
 fn expand(list: &[String]) -> Vec<String> {
-    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "state-cpu", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint"];
+    let all = ["invoke-http", "invoke-grpc", "state-get", "state-save", "state-cpu", "publish", "pubsub-e2e", "pubsub-bulk", "throughput", "footprint", "placement"];
     let mut out = Vec::new();
     for s in list {
         if s == "all" {

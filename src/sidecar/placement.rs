@@ -2,8 +2,9 @@
 //! `PlacementClient` for this host (`host:internal-port`, as daprd names it), then tell it the
 //! app's actor types from `GET /dapr/config` once the app's port is open. As daprd v1.18, a host
 //! without an actor state store hosts no actor types (it reports none, and still gets the tables
-//! to call other hosts' actors). A gRPC app declares its types on the actor stream, which comes
-//! with the actor runtime (issue 15).
+//! to call other hosts' actors). As daprd's, the types are reported while the app is healthy and
+//! withdrawn while its health checks fail. A gRPC app declares its types on the actor stream,
+//! which comes with the actor runtime (issue 15).
 
 use axum::body::Body;
 use http::{Method, StatusCode};
@@ -110,9 +111,30 @@ pub async fn start(setup: PlacementSetup<'_>, supervisor: ractor::ActorCell) -> 
             }
             None => Vec::new(),
         };
-        h.set_types(if hosting { types } else { Vec::new() });
+        let types = if hosting { types } else { Vec::new() };
+        match health.filter(|_| !types.is_empty()) {
+            Some(health) => follow_app_health(&h, &health, types).await,
+            None => h.set_types(types),
+        }
     });
     Ok(Some(handle))
+}
+
+/// As daprd's `appHealthChanged`: the app's types are reported while the app is healthy (at once
+/// without app health checks) and withdrawn while it is not, so no actor is placed on a host whose
+/// app cannot take calls. Returns only when the health monitor is gone.
+async fn follow_app_health(h: &PlacementHandle, health: &AppHealthHandle, types: Vec<String>) {
+    loop {
+        health.until_healthy().await;
+        h.set_types(types.clone());
+        if !health.is_healthy() {
+            return; // the monitor is gone (shutting down): nothing will change any more
+        }
+        // Never resolves without health checks (or once the monitor is gone).
+        health.until_unhealthy().await;
+        tracing::warn!(types = ?types, "the app is unhealthy: its actor types leave placement until it is healthy again");
+        h.set_types(Vec::new());
+    }
 }
 
 /// Keeps the placement metrics in step with the client's status, until the client stops.

@@ -57,6 +57,10 @@ fn every_scenario_runs_with_its_baseline_and_reports() {
         "RSS of the invocation sidecars",
         "memory of the invocation caller, idle -> at 100 QPS: RssAnon",
         "binary size",
+        "placement join (",
+        "placement fail-over (leader killed",
+        "placement leave (",
+        "placement memory per node: idle: leader",
     ] {
         assert!(table.contains(note), "{note:?} missing from:\n{table}");
     }

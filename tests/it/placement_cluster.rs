@@ -238,3 +238,30 @@ async fn membership_and_leases_survive_a_restart_of_the_control_plane() {
     d.wait_tables(Duration::from_secs(15), "only d left", |t| hosts_of(t, "Cat") == ["127.0.0.1:6004"]).await;
     assert!(restarted.elapsed() >= Duration::from_secs(3), "the kept hosts left after {:?}, before their 3 s lease", restarted.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_member_list_never_disturbs_the_cluster() {
+    use crate::harness::placement::{hosts_of, PlacementNode};
+    let cluster = PlacementCluster::start(3).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let n = cluster.nodes[leader].as_ref().unwrap();
+    let mut a = FakeSidecar::connect(&n.address(), report("127.0.0.1:7001", "a", &["Cat"])).await.unwrap();
+    a.wait_tables(Duration::from_secs(10), "a in", |t| hosts_of(t, "Cat").len() == 1).await;
+
+    // Same cookie, the cluster's nodes plus itself: it dials them, and stays outside.
+    let [grpc, healthz, metrics, raft] = rapr::net_ports::free_ports().unwrap();
+    let initial = format!("{},intruder=127.0.0.1:{raft}", cluster.initial_cluster());
+    let intruder = PlacementNode::spawn(grpc, healthz, metrics, tempfile::tempdir().unwrap(), &["--id", "intruder", "--initial-cluster", &initial]);
+    intruder.wait_ready(false).await;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert!(!intruder.leads().await, "a node outside the cluster leads");
+        assert_eq!(cluster.leader(Duration::from_secs(2)).await, leader, "the cluster's leader changed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let err = FakeSidecar::connect(&intruder.address(), report("127.0.0.1:7003", "c", &["Cat"])).await.err().expect("the outsider refuses sidecars");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    // The leader's stream to `a` was never broken: a new host reaches it through the same round.
+    let _b = FakeSidecar::connect(&n.address(), report("127.0.0.1:7002", "b", &["Cat"])).await.unwrap();
+    a.wait_tables(Duration::from_secs(10), "b joined", |t| hosts_of(t, "Cat").len() == 2).await;
+}

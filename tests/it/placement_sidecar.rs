@@ -96,3 +96,37 @@ async fn without_placement_the_actor_runtime_is_disabled() {
     let sc = SidecarBuilder::new("pl-none").start().await;
     assert_eq!(actor_runtime(&sc).await, json!({ "runtimeStatus": "DISABLED", "hostReady": false, "placement": "placement: disconnected" }));
 }
+
+#[tokio::test]
+async fn an_unhealthy_app_s_types_leave_placement_until_it_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let node = PlacementNode::start(&[]).await;
+    // An actor app whose health endpoint the test switches.
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let app = axum::Router::new()
+        .route("/dapr/config", axum::routing::get(|| async { axum::Json(json!({ "entities": ["Cat"] })) }))
+        .route("/healthz", axum::routing::get(move || {
+            let h = h.clone();
+            async move { if h.load(Ordering::SeqCst) { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE } }
+        }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let _sc = SidecarBuilder::new("pl-health")
+        .file("actorstore.yaml", ACTOR_STORE_YAML)
+        .args(&["--placement-host-address", &node.address(), "--app-port", &port.to_string()])
+        .args(&["--enable-app-health-check", "--app-health-probe-interval", "1", "--app-health-threshold", "1", "--app-health-check-path", "/healthz"])
+        .start()
+        .await;
+    let types = || async {
+        let s = node.state().await;
+        s["tables"]["default"]["hosts"].as_array().and_then(|h| h.first()).map(|h| h["entities"].clone()).unwrap_or(json!(null))
+    };
+    eventually(Duration::from_secs(10), "Cat placed", || async { (types().await == json!(["Cat"])).then_some(()) }).await;
+    healthy.store(false, Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "Cat withdrawn while the app is unhealthy", || async { (types().await == json!(null)).then_some(()) }).await;
+    healthy.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "Cat placed again", || async { (types().await == json!(["Cat"])).then_some(()) }).await;
+}

@@ -283,6 +283,11 @@ impl PlacementCluster {
         PlacementNode::spawn(*grpc, *healthz, *metrics, dir, &["--id", id, "--initial-cluster", &self.initial])
     }
 
+    /// The `--initial-cluster` every node was given.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial
+    }
+
     /// Every node's gRPC address, comma separated (a sidecar's `--placement-host-address`).
     pub fn addresses(&self) -> String {
         self.ports.iter().map(|(_, g, _, _)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",")
