@@ -70,6 +70,8 @@ pub struct Rounds {
     retain_closed: bool,
     /// Closed streams whose report stays in the tables (their host's lease has not ended).
     retained: Vec<StreamId>,
+    /// New streams that replace a kept one of the same host when they are admitted: (new, kept).
+    replacing: Vec<(StreamId, StreamId)>,
 }
 
 impl Rounds {
@@ -86,6 +88,7 @@ impl Rounds {
             waiting_deletes: Vec::new(),
             retain_closed: false,
             retained: Vec::new(),
+            replacing: Vec::new(),
         }
     }
 
@@ -124,6 +127,28 @@ impl Rounds {
         self.streams.is_empty() && self.waiting_adds.is_empty() && self.retained.is_empty()
     }
 
+    /// A host reconnected under the name of a kept stream (`kept`: closed, or seeded by a new
+    /// leader): the kept report gives way to the new stream's in the same membership change, so
+    /// the host never leaves the tables in between (expiring the kept one first would disseminate
+    /// tables without the host, and its actors would move for a round).
+    pub fn replace(&mut self, kept: StreamId, stream: StreamId, first: Host) -> Vec<Effect> {
+        if self.retained.contains(&kept) {
+            self.replacing.push((stream, kept));
+        }
+        self.connect(stream, first)
+    }
+
+    /// The kept stream `stream` replaces, out of the tables now that `stream` is admitted.
+    fn take_replacement(&mut self, stream: StreamId) {
+        let Some(pos) = self.replacing.iter().position(|(s, _)| *s == stream) else { return };
+        let (_, kept) = self.replacing.remove(pos);
+        // Its lease may have ended meanwhile (then it is already on its way out).
+        if let Some(at) = self.retained.iter().position(|s| *s == kept) {
+            self.retained.remove(at);
+            self.membership.remove(kept);
+        }
+    }
+
     /// A stream connected; `first` is its first message (already checked).
     pub fn connect(&mut self, stream: StreamId, first: Host) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -136,6 +161,7 @@ impl Rounds {
         for gone in std::mem::take(&mut self.waiting_deletes) {
             self.membership.remove(gone);
         }
+        self.take_replacement(stream);
         self.add_stream(stream);
         self.message(stream, first, &mut out);
         out
@@ -161,6 +187,8 @@ impl Rounds {
         let mut out = Vec::new();
         if let Some(pos) = self.waiting_adds.iter().position(|(s, _)| *s == stream) {
             self.waiting_adds.remove(pos);
+            // The kept report it would have replaced stays until its lease ends.
+            self.replacing.retain(|(s, _)| *s != stream);
             return out;
         }
         if self.streams.remove(&stream).is_none() {
@@ -256,6 +284,7 @@ impl Rounds {
         self.version += 1;
         self.step = Step::Report;
         for (stream, first) in std::mem::take(&mut self.waiting_adds) {
+            self.take_replacement(stream);
             self.add_stream(stream);
             self.membership.report(stream, first);
         }
@@ -382,6 +411,7 @@ impl Rounds {
         let mut changed = false;
         let mut added = Vec::with_capacity(waiting.len());
         for (stream, first) in waiting {
+            self.take_replacement(stream);
             self.add_stream(stream);
             changed |= self.membership.report(stream, first);
             added.push(stream);

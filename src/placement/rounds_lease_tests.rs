@@ -153,3 +153,55 @@ fn a_kept_host_from_the_last_leader_is_in_the_first_round_until_it_expires() {
     let [update] = updates(&out)[..] else { panic!("{out:?}") };
     assert_eq!(hosts_of(update, "T"), ["b:1"]);
 }
+
+fn sorted_hosts(order: &PlacementOrder) -> Vec<String> {
+    let mut h = hosts_of(order, "T");
+    h.sort();
+    h
+}
+
+#[test]
+fn a_reconnecting_host_takes_its_kept_place_over_without_leaving_the_tables() {
+    let mut r = two_hosts();
+    r.close(2);
+    let mut out = r.replace(2, 3, report("b:1", &["T"]));
+    assert!(out.contains(&Effect::Timer { version: 3 }), "one round for the new stream: {out:?}");
+    out.extend(settle(&mut r, &[1, 3], 3));
+    let sent = updates(&out);
+    assert_eq!(sent.len(), 2, "{out:?}");
+    for u in sent {
+        assert_eq!(sorted_hosts(u), ["a:1", "b:1"], "b never leaves the tables");
+    }
+    assert!(r.retained().is_empty());
+    assert!(!r.membership().has(2) && r.membership().has(3));
+    assert_eq!(r.version(), 3, "no deletion round");
+}
+
+#[test]
+fn a_reconnect_during_a_round_replaces_the_kept_entry_once_admitted() {
+    let mut r = two_hosts();
+    r.close(2);
+    r.connect(4, report("c:1", &["T"]));
+    assert!(r.replace(2, 3, report("b:1", &["T"])).is_empty(), "it waits for round 3");
+    let out = settle(&mut r, &[1, 4], 3);
+    assert!(updates(&out).iter().all(|u| sorted_hosts(u) == ["a:1", "b:1", "c:1"]), "{out:?}");
+    assert!(out.contains(&Effect::Timer { version: 4 }), "round 4 admits the new stream: {out:?}");
+    let out = settle(&mut r, &[1, 4, 3], 4);
+    let sent = updates(&out);
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|u| sorted_hosts(u) == ["a:1", "b:1", "c:1"]));
+    assert!(r.retained().is_empty() && !r.membership().has(2));
+}
+
+#[test]
+fn a_replacing_stream_that_closes_before_admission_leaves_the_kept_entry_to_its_lease() {
+    let mut r = two_hosts();
+    r.close(2);
+    r.connect(4, report("c:1", &["T"]));
+    r.replace(2, 3, report("b:1", &["T"]));
+    r.close(3);
+    settle(&mut r, &[1, 4], 3);
+    assert_eq!(r.retained(), [2], "still kept");
+    assert!(r.membership().has(2));
+    assert!(!r.expire(2).is_empty(), "its lease ends as any kept host's");
+}

@@ -130,22 +130,29 @@ impl DisseminatorState {
         }
     }
 
-    /// A report names the host: closed streams kept for the same name are replaced by this one.
-    fn note_name(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, host: &Host) {
+    /// A report names the host; the kept (closed or seeded) streams of the same name, which this
+    /// one replaces, are returned (their names forgotten).
+    fn note_name(&mut self, stream: StreamId, host: &Host) -> Vec<StreamId> {
         if host.name.is_empty() {
-            return;
+            return Vec::new();
         }
         let stale: Vec<StreamId> =
             self.rounds.retained().iter().copied().filter(|s| self.names.get(s).is_some_and(|n| *n == host.name)).collect();
-        for old in stale {
-            self.names.remove(&old);
-            let effects = self.rounds.expire(old);
-            self.apply(me, effects);
+        for old in &stale {
+            self.names.remove(old);
         }
         self.names.insert(stream, host.name.clone());
         if !host.entities.is_empty() {
             let now = self.now_ms();
             self.leases.renew(&host.name, now);
+        }
+        stale
+    }
+
+    fn expire_all(&mut self, me: &ActorRef<DisseminatorMsg>, streams: Vec<StreamId>) {
+        for old in streams {
+            let effects = self.rounds.expire(old);
+            self.apply(me, effects);
         }
     }
 
@@ -257,13 +264,19 @@ impl Actor for Disseminator {
         match msg {
             DisseminatorMsg::Connect { stream, host, orders } => {
                 st.orders.insert(stream, orders);
-                st.note_name(&me, stream, &host);
-                let effects = st.rounds.connect(stream, host);
+                let mut stale = st.note_name(stream, &host);
+                // A reconnecting host takes its kept place over in one membership change.
+                let effects = match stale.pop() {
+                    Some(kept) => st.rounds.replace(kept, stream, host),
+                    None => st.rounds.connect(stream, host),
+                };
                 st.apply(&me, effects);
+                st.expire_all(&me, stale);
             }
             DisseminatorMsg::Receive { stream, host } => {
                 if host.operation == rapr_proto::placement::v1::HostOperation::Report as i32 {
-                    st.note_name(&me, stream, &host);
+                    let stale = st.note_name(stream, &host);
+                    st.expire_all(&me, stale);
                 }
                 let effects = st.rounds.receive(stream, host);
                 st.apply(&me, effects);
