@@ -25,11 +25,16 @@ use super::state_machine::{Membership, PlacementStateMachine};
 use super::{NodeId, TypeConfig};
 use crate::placement::server::flags::Peer;
 
-/// Raft's heartbeat and election timeouts (ms): a leader's loss is noticed within the election
-/// timeout, which the lease period must outlast (docs/runtime-semantics.md, "Placement").
-pub const HEARTBEAT_MS: u64 = 100;
-pub const ELECTION_MIN_MS: u64 = 500;
-pub const ELECTION_MAX_MS: u64 = 1000;
+/// Raft's heartbeat and election timeouts (ms). openraft 0.9 gives a leader a lease of the
+/// largest election timeout: a follower that heard from it waits that lease *plus* its own
+/// election timeout before it stands, and refuses votes within the lease. So a dead leader is
+/// replaced within `ELECTION_WORST_MS`, which the lease period must outlast
+/// (docs/runtime-semantics.md, "Placement").
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_MIN_MS: u64 = 250;
+pub const ELECTION_MAX_MS: u64 = 500;
+/// The longest a healthy majority takes to elect after the leader's last heartbeat.
+pub const ELECTION_WORST_MS: u64 = 2 * ELECTION_MAX_MS;
 
 /// What a node starts from.
 pub struct RaftNodeArgs {

@@ -122,7 +122,7 @@ impl PlacementArgs {
             let timing = crate::placement::leases::LeaseTiming {
                 period_ms: ms(self.lease_period),
                 margin_ms: ms(crate::placement::client::process::lease_margin(self.lease_period)),
-                election_ms: crate::placement::raft::node::ELECTION_MAX_MS,
+                election_ms: crate::placement::raft::node::ELECTION_WORST_MS,
                 reconnect_ms: RECONNECT_MS,
             };
             timing.check().map_err(|e| format!("--lease-period: {e}"))?;
