@@ -117,9 +117,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
     }
     let initial = peers.join(",");
     eprintln!("  placement: 3 nodes, {SIDECARS} simulated sidecars");
-    for i in 0..nodes.len() {
-        let p = spawn(ctx, &nodes[i], &initial)?;
-        nodes[i].proc = Some(p);
+    for node in nodes.iter_mut() {
+        node.proc = Some(spawn(ctx, node, &initial)?);
     }
     let first = leader(&nodes, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
