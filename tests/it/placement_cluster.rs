@@ -265,3 +265,24 @@ async fn a_node_with_another_member_list_never_disturbs_the_cluster() {
     let _b = FakeSidecar::connect(&n.address(), report("127.0.0.1:7002", "b", &["Cat"])).await.unwrap();
     a.wait_tables(Duration::from_secs(10), "b joined", |t| hosts_of(t, "Cat").len() == 2).await;
 }
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_is_committed_before_any_sidecar_is_told_of_it() {
+    use crate::harness::placement::hosts_of;
+    // Every raft write of a membership change is held 1.5 s: were a round to go out before its
+    // commit, killing the leader right after it would leave the next leader without the host.
+    let mut cluster = PlacementCluster::start_with_env(3, &[("FAILPOINTS", "placement:replicate=return(1500)")]).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let address = cluster.nodes[leader].as_ref().unwrap().address();
+    let mut a = FakeSidecar::connect(&address, report("127.0.0.1:8001", "a", &["Cat"])).await.unwrap();
+    a.wait_tables(Duration::from_secs(10), "a placed", |t| hosts_of(t, "Cat") == ["127.0.0.1:8001"]).await;
+    // Told of itself: the write is committed. The leader dies at once.
+    let killed = cluster.kill(leader);
+    let next = cluster.leader(Duration::from_secs(10)).await;
+    let n = cluster.nodes[next].as_ref().unwrap();
+    let mut c = FakeSidecar::connect(&n.address(), report("127.0.0.1:8003", "c", &[])).await.unwrap();
+    let (_, t) = c.wait_tables(Duration::from_secs(10), "any tables", |_| true).await;
+    assert_eq!(hosts_of(&t, "Cat"), ["127.0.0.1:8001"], "the new leader keeps the host every sidecar was told of: {t:?}");
+    drop(killed);
+}

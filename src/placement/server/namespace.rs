@@ -1,7 +1,9 @@
 //! `Disseminator`: the process around one namespace's `Rounds` (daprd keeps one disseminator per
 //! namespace too). It owns the order senders of the namespace's streams, arms the round timers,
 //! and keeps the hosts' leases: every tick renews the lease of each host whose stream is open and
-//! takes out of the tables the closed streams whose lease ended.
+//! takes out of the tables the closed streams whose lease ended. A report that adds to what raft
+//! holds waits for its commit (a task awaits the `Replicator`'s answer and sends `Committed`)
+//! before it enters the rounds, so no sidecar is told of a host a new leader would not know.
 //!
 //! Its mailbox carries only this namespace's events, each handled without I/O (a send on an
 //! unbounded channel never waits), so no namespace's sidecars queue behind another's.
@@ -44,6 +46,8 @@ pub enum DisseminatorMsg {
     /// This node just became leader: the replicated hosts of the namespace keep their place, with
     /// a fresh lease each, until they reconnect or their lease ends.
     Seed(Vec<crate::placement::raft::state_machine::HostRecord>),
+    /// A stream's report held for its commit (`written`) was committed, or not.
+    Committed { stream: StreamId, written: HostRecord, ok: bool },
 }
 
 // A local message only (ractor's `cluster` feature, on with ractor_cluster, wants it said).
@@ -90,6 +94,8 @@ pub struct DisseminatorState {
     leases: LeaseBook,
     /// What was last sent to be replicated, by host name.
     replicated: BTreeMap<String, HostRecord>,
+    /// Reports held until raft commits them (true: the stream's first, held from the rounds).
+    pending: HashMap<StreamId, (Host, bool)>,
     namespace: String,
 }
 
@@ -147,6 +153,72 @@ impl DisseminatorState {
             self.leases.renew(&host.name, now);
         }
         stale
+    }
+
+    /// A report that adds to what raft holds (a new host, or new types): committed before any
+    /// round disseminates it.
+    fn must_commit_first(&self, host: &Host) -> bool {
+        self.args.replicate.is_some() && !host.name.is_empty() && !host.entities.is_empty() && self.replicated.get(&host.name) != Some(&record(host))
+    }
+
+    /// Holds `host` (the stream's first report when `connect`) until raft commits it.
+    fn commit_then(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, host: Host, connect: bool) {
+        let Some(r) = &self.args.replicate else { return };
+        let written = record(&host);
+        let answer = r.write(Command::SetHost(written.clone()));
+        self.pending.insert(stream, (host, connect));
+        let me = me.clone();
+        tokio::spawn(async move {
+            let ok = answer.await.unwrap_or(false);
+            let _ = me.send_message(DisseminatorMsg::Committed { stream, written, ok });
+        });
+    }
+
+    fn committed(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, written: HostRecord, ok: bool) {
+        if ok {
+            self.replicated.insert(written.name.clone(), written.clone());
+        }
+        let Some((host, connect)) = self.pending.remove(&stream) else { return };
+        if !self.orders.contains_key(&stream) {
+            return; // it closed meanwhile
+        }
+        if !ok {
+            // This node cannot commit (it is losing the lead, or raft is stuck): the sidecar
+            // reconnects, to this node or the next leader.
+            if let Some(tx) = self.orders.get(&stream) {
+                let _ = tx.send(Err(Status::unavailable("placement could not replicate this host's report")));
+            }
+            return;
+        }
+        if self.must_commit_first(&host) {
+            // A newer report came meanwhile.
+            return self.commit_then(me, stream, host, connect);
+        }
+        if connect {
+            self.connect_now(me, stream, host);
+        } else {
+            self.receive_now(me, stream, host);
+        }
+    }
+
+    fn connect_now(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, host: Host) {
+        let mut stale = self.note_name(stream, &host);
+        // A reconnecting host takes its kept place over in one membership change.
+        let effects = match stale.pop() {
+            Some(kept) => self.rounds.replace(kept, stream, host),
+            None => self.rounds.connect(stream, host),
+        };
+        self.apply(me, effects);
+        self.expire_all(me, stale);
+    }
+
+    fn receive_now(&mut self, me: &ActorRef<DisseminatorMsg>, stream: StreamId, host: Host) {
+        if host.operation == rapr_proto::placement::v1::HostOperation::Report as i32 {
+            let stale = self.note_name(stream, &host);
+            self.expire_all(me, stale);
+        }
+        let effects = self.rounds.receive(stream, host);
+        self.apply(me, effects);
     }
 
     fn expire_all(&mut self, me: &ActorRef<DisseminatorMsg>, streams: Vec<StreamId>) {
@@ -257,32 +329,45 @@ impl Actor for Disseminator {
         }
         let period_ms = u64::try_from(args.lease_period.as_millis()).unwrap_or(u64::MAX);
         drop(me.send_interval(args.tick, || DisseminatorMsg::Tick));
-        Ok(DisseminatorState { args, rounds, orders: HashMap::new(), names: HashMap::new(), leases: LeaseBook::new(period_ms), replicated: BTreeMap::new(), namespace })
+        Ok(DisseminatorState {
+            args,
+            rounds,
+            orders: HashMap::new(),
+            names: HashMap::new(),
+            leases: LeaseBook::new(period_ms),
+            replicated: BTreeMap::new(),
+            pending: HashMap::new(),
+            namespace,
+        })
     }
 
     async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         match msg {
             DisseminatorMsg::Connect { stream, host, orders } => {
                 st.orders.insert(stream, orders);
-                let mut stale = st.note_name(stream, &host);
-                // A reconnecting host takes its kept place over in one membership change.
-                let effects = match stale.pop() {
-                    Some(kept) => st.rounds.replace(kept, stream, host),
-                    None => st.rounds.connect(stream, host),
-                };
-                st.apply(&me, effects);
-                st.expire_all(&me, stale);
+                if st.must_commit_first(&host) {
+                    st.commit_then(&me, stream, host, true);
+                } else {
+                    st.connect_now(&me, stream, host);
+                }
             }
             DisseminatorMsg::Receive { stream, host } => {
-                if host.operation == rapr_proto::placement::v1::HostOperation::Report as i32 {
-                    let stale = st.note_name(stream, &host);
-                    st.expire_all(&me, stale);
+                let report = host.operation == rapr_proto::placement::v1::HostOperation::Report as i32;
+                if report && st.pending.contains_key(&stream) {
+                    // The newest report waits in place of the one being committed.
+                    if let Some(p) = st.pending.get_mut(&stream) {
+                        p.0 = host;
+                    }
+                } else if report && st.must_commit_first(&host) {
+                    st.commit_then(&me, stream, host, false);
+                } else {
+                    st.receive_now(&me, stream, host);
                 }
-                let effects = st.rounds.receive(stream, host);
-                st.apply(&me, effects);
             }
+            DisseminatorMsg::Committed { stream, written, ok } => st.committed(&me, stream, written, ok),
             DisseminatorMsg::Close { stream } => {
                 st.orders.remove(&stream);
+                st.pending.remove(&stream);
                 if st.args.lease_period.is_zero() || !st.rounds.membership().has(stream) {
                     st.names.remove(&stream);
                 } else if let Some(name) = st.names.get(&stream) {

@@ -61,7 +61,7 @@ impl NetCluster {
         for i in 0..n {
             let id = format!("placement-{i}");
             let args = ["--id", id.as_str(), "--initial-cluster", initial.as_str()];
-            let node = PlacementNode::spawn_in(Some(&c.namespaces[i]), &c.hosts[i], [GRPC, HEALTHZ, METRICS], tempfile::tempdir().unwrap(), &args);
+            let node = PlacementNode::spawn_in(Some(&c.namespaces[i]), &c.hosts[i], [GRPC, HEALTHZ, METRICS], tempfile::tempdir().unwrap(), &args, &[]);
             c.nodes.push(node);
         }
         for node in &c.nodes {

@@ -36,11 +36,11 @@ impl PlacementNode {
     /// Starts a node on these ports and data directory (a cluster member, or a restart),
     /// without waiting.
     pub fn spawn(grpc: u16, healthz: u16, metrics: u16, dir: tempfile::TempDir, args: &[&str]) -> Self {
-        Self::spawn_in(None, "127.0.0.1", [grpc, healthz, metrics], dir, args)
+        Self::spawn_in(None, "127.0.0.1", [grpc, healthz, metrics], dir, args, &[])
     }
 
     /// Starts a node inside network namespace `netns` (when given), listening on `host`.
-    pub fn spawn_in(netns: Option<&str>, host: &str, [grpc, healthz, metrics]: [u16; 3], dir: tempfile::TempDir, args: &[&str]) -> Self {
+    pub fn spawn_in(netns: Option<&str>, host: &str, [grpc, healthz, metrics]: [u16; 3], dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = dir.path().join("placement.log");
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut cmd = match netns {
@@ -59,6 +59,7 @@ impl PlacementNode {
             .arg(dir.path().join("data"))
             .args(args)
             .env("RAPR_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf.try_clone().unwrap()))
             .stderr(Stdio::from(logf))
@@ -253,11 +254,17 @@ pub struct PlacementCluster {
     /// Per node: (id, gRPC, healthz, metrics) and the cluster's `--initial-cluster`.
     ports: Vec<(String, u16, u16, u16)>,
     initial: String,
+    env: Vec<(String, String)>,
 }
 
 impl PlacementCluster {
     /// Starts `n` nodes and waits until one leads.
     pub async fn start(n: usize) -> Self {
+        Self::start_with_env(n, &[]).await
+    }
+
+    /// As `start`, each node with `env` (a `FAILPOINTS` setting, say).
+    pub async fn start_with_env(n: usize, env: &[(&str, &str)]) -> Self {
         let mut ports = Vec::new();
         let mut peers = Vec::new();
         for i in 0..n {
@@ -266,7 +273,8 @@ impl PlacementCluster {
             peers.push(format!("placement-{i}=127.0.0.1:{raft}"));
         }
         let initial = peers.join(",");
-        let mut c = Self { nodes: Vec::new(), ports, initial };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut c = Self { nodes: Vec::new(), ports, initial, env };
         for i in 0..n {
             let node = c.spawn(i, tempfile::tempdir().unwrap());
             c.nodes.push(Some(node));
@@ -280,7 +288,8 @@ impl PlacementCluster {
 
     fn spawn(&self, i: usize, dir: tempfile::TempDir) -> PlacementNode {
         let (id, grpc, healthz, metrics) = &self.ports[i];
-        PlacementNode::spawn(*grpc, *healthz, *metrics, dir, &["--id", id, "--initial-cluster", &self.initial])
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        PlacementNode::spawn_in(None, "127.0.0.1", [*grpc, *healthz, *metrics], dir, &["--id", id, "--initial-cluster", &self.initial], &env)
     }
 
     /// The `--initial-cluster` every node was given.
