@@ -134,7 +134,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<String>, String> {
         Some(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["tables"]["default"]["version"].as_u64()).unwrap_or(0),
         None => 0,
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // jemalloc hands freed pages back after its 10 s decay: the resident set once that passed.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let loaded = memory(&nodes, leading);
 
     let mut failovers = Vec::new();
