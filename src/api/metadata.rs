@@ -147,6 +147,17 @@ pub struct ActorRuntimeInfo {
     pub placement: String,
 }
 
+/// This host's placement lease as `extended` shows it (Dapr's schema has no place for it):
+/// `held (N ms left)`, `fenced` (it may not run actors), or `none` (a placement without leases,
+/// daprd's, while the stream is up).
+fn lease_state(s: &crate::placement::client::PlacementStatus) -> String {
+    match (s.fenced, s.lease_until) {
+        (true, _) => "fenced".into(),
+        (false, Some(until)) => format!("held ({} ms left)", until.saturating_duration_since(std::time::Instant::now()).as_millis()),
+        (false, None) => "none".into(),
+    }
+}
+
 /// daprd's healthz target that waits for placement's first table.
 pub const PLACEMENT_HEALTH_TARGET: &str = "internal-placement-service";
 
@@ -250,6 +261,9 @@ impl MetadataApi {
             extended.insert(subscription_key(&s.subscription), subscription_state(s));
         }
         extended.extend(self.extended.load().iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(p) = self.placement.load().as_deref() {
+            extended.insert("rapr.placement.lease".into(), lease_state(&p.status()));
+        }
         MetadataSnapshot {
             id: self.app_id.clone(),
             runtime_version: RUNTIME_VERSION.to_string(),

@@ -50,6 +50,10 @@ async fn sidecars_register_their_app_s_actor_types() {
         })
         .await;
         assert_eq!(rt, json!({ "runtimeStatus": "RUNNING", "hostReady": true, "placement": "placement: connected" }));
+        // rapr's lease, in the extended metadata (placement gives leases by default).
+        let m: Value = reqwest::get(sc.url("/v1.0/metadata")).await.unwrap().json().await.unwrap();
+        let lease = m["extended"]["rapr.placement.lease"].as_str().unwrap_or_default().to_string();
+        assert!(lease.starts_with("held (") && lease.ends_with(" ms left)"), "{m}");
     }
 }
 
