@@ -286,3 +286,30 @@ async fn a_host_is_committed_before_any_sidecar_is_told_of_it() {
     assert_eq!(hosts_of(&t, "Cat"), ["127.0.0.1:8001"], "the new leader keeps the host every sidecar was told of: {t:?}");
     drop(killed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_wakes_up_as_a_follower_and_never_serves_stale_tables() {
+    use crate::harness::placement::hosts_of;
+    let cluster = PlacementCluster::start(3).await;
+    let old = cluster.leader(Duration::from_secs(5)).await;
+    let old_node = cluster.nodes[old].as_ref().unwrap();
+    old_node.signal("STOP");
+    // The other two elect among themselves (the frozen node answers nothing, so `leader` skips it).
+    let next = cluster.leader(Duration::from_secs(10)).await;
+    assert_ne!(next, old);
+    let n = cluster.nodes[next].as_ref().unwrap();
+    let mut a = FakeSidecar::connect(&n.address(), report("127.0.0.1:9001", "a", &["Cat"])).await.unwrap();
+    a.wait_tables(Duration::from_secs(10), "a placed by the new leader", |t| hosts_of(t, "Cat").len() == 1).await;
+
+    // Woken, the old leader has not heard from a quorum for seconds: it refuses at once, then
+    // learns the newer term and follows.
+    old_node.signal("CONT");
+    let err = FakeSidecar::connect(&old_node.address(), report("127.0.0.1:9002", "b", &["Cat"])).await.err().expect("the woken node refuses sidecars");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(!old_node.leads().await, "the woken node leads beside the new leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.leader(Duration::from_secs(5)).await, next, "the new leader keeps the lead");
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Config, Raft, ServerState};
 use ractor::{Actor, ActorRef};
@@ -66,8 +66,8 @@ pub enum RaftStartError {
 pub struct RaftNode {
     pub raft: Raft<TypeConfig>,
     pub node_id: NodeId,
-    /// Whether this node may serve as leader now.
-    pub leader: watch::Receiver<bool>,
+    /// Whether (and until when) this node may serve as leader.
+    pub leader: watch::Receiver<Leadership>,
     /// The replicated membership.
     pub membership: watch::Receiver<Arc<Membership>>,
     stop: CancellationToken,
@@ -148,7 +148,7 @@ impl RaftNode {
             // A lone voter need not wait out an election timeout to lead.
             let _ = raft.trigger().elect().await;
         }
-        let (leader_tx, leader) = watch::channel(false);
+        let (leader_tx, leader) = watch::channel(Leadership::default());
         tokio::spawn(watch_leadership(raft.clone(), members.len(), leader_tx, stop.clone()));
         tracing::info!(id = %args.id, node_id, peers = members.len(), "raft node started");
         Ok(Self { raft, node_id, leader, membership, stop, server, rpc })
@@ -189,24 +189,68 @@ async fn dial_loop(server: ActorRef<NodeServerMessage>, peers: Vec<(String, Stri
     }
 }
 
-/// Publishes whether this node may lead: raft's leader state, and a quorum acknowledgement
-/// younger than the election timeout (a lone voter is its own quorum).
-async fn watch_leadership(raft: Raft<TypeConfig>, voters: usize, tx: watch::Sender<bool>, stop: CancellationToken) {
+/// Whether this node may serve as leader: until a moment, after which it may not unless a newer
+/// quorum acknowledgement moved that moment on. A reader checks the moment against its own clock,
+/// so a flag gone stale cannot make a node serve: one that was frozen (SIGSTOP) or starved and
+/// resumes finds its moment passed before anything has had time to update it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    until: Option<Instant>,
+}
+
+impl Leadership {
+    /// Whether this node may serve sidecars now.
+    pub fn serving(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// Publishes whether this node may lead: raft's leader state, until the election timeout after
+/// the last quorum acknowledgement (a lone voter is its own quorum). openraft republishes its
+/// metrics on every pass of its loop (a leader's heartbeats make one at least every heartbeat);
+/// the acknowledgement's moment is taken when a new publication is seen, never from an old one.
+async fn watch_leadership(raft: Raft<TypeConfig>, voters: usize, tx: watch::Sender<Leadership>, stop: CancellationToken) {
     let mut metrics = raft.metrics();
+    let mut acked_at: Option<Instant> = None;
+    // Whether the metrics read next were published since the last read.
+    let mut fresh = true;
     loop {
-        let serving = {
+        let now = Instant::now();
+        let (leader, ms) = {
             let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && (voters == 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms < ELECTION_MAX_MS))
+            // A new leader serves once it applied its own term's first entry: everything
+            // committed before is then in its state machine (the membership it seeds from).
+            let caught_up = m.last_applied.as_ref().is_some_and(|l| l.leader_id.get_term() == m.current_term);
+            (m.state == ServerState::Leader && caught_up, m.millis_since_quorum_ack)
         };
-        if *tx.borrow() != serving {
-            tracing::info!(leader = serving, "placement leadership changed");
-            tx.send_replace(serving);
+        if fresh {
+            acked_at = ms.and_then(|ms| now.checked_sub(Duration::from_millis(ms)));
         }
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
+        let until = match (leader, voters) {
+            (false, _) => None,
+            // A year: a lone voter leads until it stops.
+            (true, 1) => Some(now + Duration::from_secs(365 * 24 * 3600)),
+            (true, _) => acked_at.map(|t| t + Duration::from_millis(ELECTION_MAX_MS)),
+        };
+        let next = Leadership { until };
+        let was = tx.borrow().serving();
+        if was != next.serving() {
+            tracing::info!(leader = next.serving(), "placement leadership changed");
+        }
+        tx.send_if_modified(|cur| {
+            // A lapse moves nothing but the clock: said all the same, so watchers see the change.
+            let changed = *cur != next || was != next.serving();
+            *cur = next;
+            changed
+        });
+        fresh = tokio::select! {
+            r = metrics.changed() => match r {
+                Ok(()) => true,
+                Err(_) => return,
+            },
             () = stop.cancelled() => return,
             // The quorum age grows without a metrics change when no one answers.
-            () = tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)) => {}
-        }
+            () = tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)) => metrics.has_changed().unwrap_or(false),
+        };
     }
 }

@@ -24,7 +24,7 @@ async fn start(peers: &[Peer], i: usize, dir: &std::path::Path, cookie: &str) ->
 
 async fn leader_of(nodes: &[Option<RaftNode>]) -> usize {
     for _ in 0..200 {
-        let serving: Vec<usize> = nodes.iter().enumerate().filter(|(_, n)| n.as_ref().is_some_and(|n| *n.leader.borrow())).map(|(i, _)| i).collect();
+        let serving: Vec<usize> = nodes.iter().enumerate().filter(|(_, n)| n.as_ref().is_some_and(|n| n.leader.borrow().serving())).map(|(i, _)| i).collect();
         if serving.len() == 1 {
             return serving[0];
         }
@@ -71,7 +71,7 @@ async fn writes_replicate_and_a_leader_cut_off_from_its_quorum_stops_serving() {
     }
     let n = nodes[leader].as_ref().unwrap();
     let mut serving = n.leader.clone();
-    let r = tokio::time::timeout(Duration::from_secs(10), serving.wait_for(|s| !*s)).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), serving.wait_for(|s| !s.serving())).await;
     assert!(r.is_ok(), "an isolated leader kept serving");
     assert_eq!(n.raft.metrics().borrow().state, openraft::ServerState::Leader, "openraft itself still says leader");
     n.shutdown().await;
@@ -84,7 +84,7 @@ async fn a_node_with_another_cookie_never_joins() {
     let a = start(&peers, 0, dir.path(), "secret").await;
     let b = start(&peers, 1, dir.path(), "other").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!*a.leader.borrow() && !*b.leader.borrow(), "two nodes need each other for a quorum, and cannot talk");
+    assert!(!a.leader.borrow().serving() && !b.leader.borrow().serving(), "two nodes need each other for a quorum, and cannot talk");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -29,13 +29,13 @@ struct Inner {
     /// The lease period in milliseconds (0: no leases), told to rapr sidecars.
     lease_ms: u64,
     registry: ActorRef<NamespaceRegistryMsg>,
-    leader: watch::Receiver<bool>,
+    leader: watch::Receiver<crate::placement::raft::node::Leadership>,
     next_stream: AtomicU64,
 }
 
 impl PlacementGrpc {
     /// Node `id` serving streams while `leader` says it leads.
-    pub fn new(id: String, lease_ms: u64, registry: ActorRef<NamespaceRegistryMsg>, leader: watch::Receiver<bool>) -> Self {
+    pub fn new(id: String, lease_ms: u64, registry: ActorRef<NamespaceRegistryMsg>, leader: watch::Receiver<crate::placement::raft::node::Leadership>) -> Self {
         Self { inner: Arc::new(Inner { id, lease_ms, registry, leader, next_stream: AtomicU64::new(0) }) }
     }
 }
@@ -85,7 +85,7 @@ impl Placement for PlacementGrpc {
     type ReportDaprStatusStream = Orders;
 
     async fn report_dapr_status(&self, request: Request<Streaming<Host>>) -> Result<Response<Orders>, Status> {
-        if !*self.inner.leader.borrow() {
+        if !self.inner.leader.borrow().serving() {
             return Err(Status::failed_precondition(format!("node id={} is not a leader. Only the leader can serve requests", self.inner.id)));
         }
         let leases = self.inner.lease_ms > 0 && request.metadata().contains_key(LEASE_REQUEST_HEADER);

@@ -22,7 +22,7 @@ use super::registry::NamespaceRegistryMsg;
 pub struct HttpState {
     pub registry: ActorRef<NamespaceRegistryMsg>,
     pub ready: watch::Receiver<bool>,
-    pub leader: watch::Receiver<bool>,
+    pub leader: watch::Receiver<crate::placement::raft::node::Leadership>,
 }
 
 /// The health router (with the metadata route when enabled).
@@ -110,7 +110,7 @@ pub fn state_json(views: &[(String, NamespaceView)]) -> Value {
 }
 
 async fn placement_state(State(s): State<HttpState>) -> Response {
-    if !*s.leader.borrow() {
+    if !s.leader.borrow().serving() {
         let body = json!({"errorCode": "ERR_PLACEMENT_NOT_LEADER", "message": "this placement node is not the leader"});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
@@ -120,7 +120,7 @@ async fn placement_state(State(s): State<HttpState>) -> Response {
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     let v = views(&s.registry).await;
-    let leader = u8::from(*s.leader.borrow());
+    let leader = u8::from(s.leader.borrow().serving());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&v, leader)).into_response()
 }
 

@@ -97,12 +97,12 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     let seed = !args.lease_period.is_zero();
     tokio::spawn(async move {
         let mut was = false;
-        if *lead.borrow() && seed {
+        if lead.borrow().serving() && seed {
             let _ = reg.send_message(registry::NamespaceRegistryMsg::Seed(membership.borrow().clone()));
             was = true;
         }
         while lead.changed().await.is_ok() {
-            let now = *lead.borrow();
+            let now = lead.borrow().serving();
             if was && !now {
                 tracing::warn!("this placement node stopped leading; closing every sidecar stream");
                 let _ = reg.send_message(registry::NamespaceRegistryMsg::Reset);

@@ -380,7 +380,9 @@ impl Actor for Disseminator {
                 st.drop_if_replaced(&me, stream);
             }
             DisseminatorMsg::Heartbeat { stream, seq } => {
-                if let (Some(tx), Some(name)) = (st.orders.get(&stream), st.names.get(&stream)) {
+                // A host whose report waits for its commit is answered too (by the name it reports).
+                let name = st.names.get(&stream).or_else(|| st.pending.get(&stream).map(|(h, _)| &h.name));
+                if let (Some(tx), Some(name)) = (st.orders.get(&stream), name) {
                     let now = st.now_ms();
                     st.leases.renew(name, now);
                     let order = PlacementOrder { tables: None, operation: super::grpc::LEASE_OPERATION.into(), version: seq };
