@@ -6,11 +6,12 @@
 //! `membership.rs` is the service's pure core of who hosts what, and the checks on reports;
 //! `rounds.rs` the lock / update / unlock rounds that carry it to the sidecars; `leases.rs` how
 //! long a host's actors stay put once it stops renewing (beyond daprd). `server/` is the service
-//! (`rapr placement`) around those cores; its raft cluster and the sidecar's `PlacementClient`
-//! come next;
+//! (`rapr placement`) around those cores, `raft/` its cluster, `client/` the sidecar's
+//! `PlacementClient`, and `conn.rs` the one place their connections are made (TLS goes there);
 //! docs/notes/placement-daprd.md records what daprd v1.18 does, read from its source.
 
 pub mod client;
+pub mod conn;
 pub mod hashing;
 pub mod leases;
 pub mod membership;

@@ -107,6 +107,11 @@ impl Rounds {
         }
     }
 
+    /// The first reports of the connections waiting for the round in progress to end.
+    pub fn waiting_hosts(&self) -> impl Iterator<Item = &Host> {
+        self.waiting_adds.iter().map(|(_, h)| h)
+    }
+
     /// The closed streams whose report is kept until their lease ends.
     pub fn retained(&self) -> &[StreamId] {
         &self.retained

@@ -58,9 +58,7 @@ pub async fn connect_loop(addresses: Vec<String>, process: ActorRef<PlacementCli
 }
 
 async fn one_stream(address: &str, conn: u64, process: &ActorRef<PlacementClientMsg>) -> Result<(), String> {
-    let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri).map_err(|e| e.to_string())?.connect_timeout(DIAL_TIMEOUT);
-    let channel = tokio::time::timeout(DIAL_TIMEOUT, endpoint.connect()).await.map_err(|_| "dial timed out".to_string())?.map_err(|e| e.to_string())?;
+    let channel = crate::placement::conn::dial(address, DIAL_TIMEOUT).await?;
     let mut client = GrpcClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel::<Host>();
     // The first message must be on the stream before placement answers the call: the process

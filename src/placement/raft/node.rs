@@ -30,9 +30,9 @@ use crate::placement::server::flags::Peer;
 /// election timeout before it stands, and refuses votes within the lease. So a dead leader is
 /// replaced within `ELECTION_WORST_MS`, which the lease period must outlast
 /// (docs/runtime-semantics.md, "Placement").
-pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_MIN_MS: u64 = 250;
-pub const ELECTION_MAX_MS: u64 = 500;
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_MIN_MS: u64 = 300;
+pub const ELECTION_MAX_MS: u64 = 600;
 /// The longest a healthy majority takes to elect after the leader's last heartbeat.
 pub const ELECTION_WORST_MS: u64 = 2 * ELECTION_MAX_MS;
 

@@ -40,7 +40,7 @@ fn listen_addr(host: &str, port: u16) -> String {
 }
 
 async fn bind(what: &str, addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+    crate::placement::conn::listen(what, addr).await
 }
 
 /// How often leases are renewed and checked: a fifth of the period, between 100 ms and 1 s.
@@ -89,30 +89,33 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
     };
     let (registry, registry_task) =
         Actor::spawn(None, registry::NamespaceRegistry, dargs).await.map_err(|e| format!("cannot start placement: {e}"))?;
-    let leader = node.leader.clone();
-    // Losing the lead ends every stream: sidecars go and find the new leader.
-    let mut lead = leader.clone();
+    // The leadership the servers go by is raft's, passed on only after what a change requires is
+    // under way: on gaining the lead, the seed is in the registry's mailbox before any sidecar is
+    // admitted (so none sees tables without the hosts the last leader placed); losing it ends
+    // every stream, and sidecars go and find the new leader.
+    let mut lead = node.leader.clone();
+    let (leader_tx, leader) = tokio::sync::watch::channel(crate::placement::raft::node::Leadership::default());
     let reg = registry.clone();
     let membership = node.membership.clone();
     let seed = !args.lease_period.is_zero();
     tokio::spawn(async move {
         let mut was = false;
-        if lead.borrow().serving() && seed {
-            let _ = reg.send_message(registry::NamespaceRegistryMsg::Seed(membership.borrow().clone()));
-            was = true;
-        }
-        while lead.changed().await.is_ok() {
-            let now = lead.borrow().serving();
-            if was && !now {
+        loop {
+            let now = *lead.borrow_and_update();
+            if was && !now.serving() {
                 tracing::warn!("this placement node stopped leading; closing every sidecar stream");
                 let _ = reg.send_message(registry::NamespaceRegistryMsg::Reset);
             }
-            if !was && now && seed {
+            if !was && now.serving() && seed {
                 // The hosts the last leader placed keep their place until they reconnect here
                 // or their lease ends.
                 let _ = reg.send_message(registry::NamespaceRegistryMsg::Seed(membership.borrow().clone()));
             }
-            was = now;
+            was = now.serving();
+            leader_tx.send_replace(now);
+            if lead.changed().await.is_err() {
+                return;
+            }
         }
     });
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
@@ -135,7 +138,7 @@ pub async fn serve(args: PlacementArgs, stop: CancellationToken, signals: bool) 
             .http2_keepalive_interval(Some(args.keepalive_time))
             .http2_keepalive_timeout(Some(args.keepalive_timeout))
             .add_service(svc)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), s.cancelled_owned())
+            .serve_with_incoming_shutdown(crate::placement::conn::incoming(grpc_listener), s.cancelled_owned())
             .await
             .map_err(|e| e.to_string())
     });

@@ -274,12 +274,27 @@ impl DisseminatorState {
                 r.send(Command::SetHost(h.clone()));
             }
         }
-        for name in self.replicated.keys() {
-            if !now.contains_key(name) {
+        // A host committed but not in the tables yet (its stream waits for the round in progress,
+        // or its newer report for its commit) is not a removal.
+        let waiting: std::collections::HashSet<&str> = self
+            .rounds
+            .waiting_hosts()
+            .chain(self.pending.values().map(|(h, _)| h))
+            .filter(|h| !h.entities.is_empty())
+            .map(|h| h.name.as_str())
+            .collect();
+        let mut next = now.clone();
+        for (name, h) in &self.replicated {
+            if now.contains_key(name) {
+                continue;
+            }
+            if waiting.contains(name.as_str()) {
+                next.insert(name.clone(), h.clone());
+            } else {
                 r.send(Command::RemoveHost { namespace: namespace.to_string(), name: name.clone() });
             }
         }
-        self.replicated = now;
+        self.replicated = next;
     }
 
     fn seed(&mut self, hosts: Vec<HostRecord>) {
