@@ -269,13 +269,6 @@ impl DisseminatorState {
     fn replicate(&mut self, namespace: &str) {
         let Some(r) = &self.args.replicate else { return };
         let now: BTreeMap<String, HostRecord> = self.rounds.membership().by_name().into_iter().map(|(n, h)| (n.to_string(), record(h))).collect();
-        for (name, h) in &now {
-            if self.replicated.get(name) != Some(h) {
-                r.send(Command::SetHost(h.clone()));
-            }
-        }
-        // A host committed but not in the tables yet (its stream waits for the round in progress,
-        // or its newer report for its commit) is not a removal.
         let waiting: std::collections::HashSet<&str> = self
             .rounds
             .waiting_hosts()
@@ -283,16 +276,9 @@ impl DisseminatorState {
             .filter(|h| !h.entities.is_empty())
             .map(|h| h.name.as_str())
             .collect();
-        let mut next = now.clone();
-        for (name, h) in &self.replicated {
-            if now.contains_key(name) {
-                continue;
-            }
-            if waiting.contains(name.as_str()) {
-                next.insert(name.clone(), h.clone());
-            } else {
-                r.send(Command::RemoveHost { namespace: namespace.to_string(), name: name.clone() });
-            }
+        let (writes, next) = super::replicate::diff(namespace, &self.replicated, now, &waiting);
+        for w in writes {
+            r.send(w);
         }
         self.replicated = next;
     }
