@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::runs::alive;
 use crate::config::rapr_home;
 use crate::placement::server::PlacementArgs;
 
@@ -73,17 +74,6 @@ fn write_record(path: &Path, rec: &ControlPlaneRecord) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", rec.pid));
     std::fs::write(&tmp, serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Whether `pid` is a live process (a zombie, exited but not yet reaped, is not).
-fn alive(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else { return false };
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_err() {
-        return false;
-    }
-    // `/proc/<pid>/stat`: "pid (comm) S ...", the state after the last ')'.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
 
 async fn healthy(healthz: &str) -> bool {

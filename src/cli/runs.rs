@@ -81,13 +81,16 @@ fn record_path(home: &Path, app_id: &str) -> PathBuf {
     runs_dir(home).join(format!("{safe}.json"))
 }
 
-/// Whether `pid` names a live process.
+/// Whether `pid` names a live process (a zombie, exited but not yet reaped, is not).
 pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let Ok(p) = i32::try_from(pid) else { return false };
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) {
         Ok(()) => true,
         Err(e) => e == nix::errno::Errno::EPERM,
-    }
+    };
+    // `/proc/<pid>/stat`: "pid (comm) S ...", the state after the last ')'.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    exists && !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
 
 /// Removes its record when dropped (the app exited, or its run failed).
